@@ -1,0 +1,82 @@
+"""The command line: the JSON schema of ``towerjax train``, the main job, and bad flags."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from towerjax.headline import run_headline
+from towerjax.train import TrainConfig
+
+
+def _cli(*args, tmp_path=None):
+    return subprocess.run(
+        [sys.executable, "-m", "towerjax.cli", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+
+
+def test_train_json_has_the_documented_schema(tmp_path):
+    out = tmp_path / "run.json"
+    proc = _cli(
+        "train", "--objective", "dr", "--n-rounds", "60", "--n-test-rounds", "50", "--n-actions", "4",
+        "--batch-size", "7", "--epochs", "2", "--seeds", "2", "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(out.read_text())
+    for key in ("config", "seconds_compile", "seconds_train", "seed_steps", "devices"):
+        assert key in payload
+    assert payload["config"]["objective"] == "dr" and payload["config"]["batch_size"] == 7
+    assert payload["seed_steps"] == 2 * 2 * 9  # seeds * epochs * ceil(60 / 7)
+    for key in ("initial_value", "test_value", "behavior_value", "optimal_value"):
+        assert len(payload[key]) == 2 and all(0 < v < 1 for v in payload[key])
+    assert payload["seconds_compile"] > 0 and payload["seconds_train"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--objective", "magic"], "--objective"),
+        (["--epsilon", "1.5"], "--epsilon"),
+        (["--epsilon", "abc"], "--epsilon"),
+        (["--learning-rate", "-1"], "--learning-rate"),
+        (["--n-rounds", "10", "--batch-size", "11"], "--batch-size"),
+        (["--seeds", "0"], "--seeds"),
+        (["--behavior", "greedy"], "--behavior"),
+        (["--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, flag):
+    proc = _cli("train", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_is_reported_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = _cli("run", "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "--out" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_main_job_writes_table_csv_json_and_plot(tmp_path):
+    tiny = TrainConfig(
+        n_rounds=40, n_test_rounds=30, n_actions=3, dim=4, hidden_sizes=(8,), embedding_size=4,
+        batch_size=8, epochs=2,
+    )  # fmt: skip
+    lines = []
+    cells = run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=lines.append)
+    assert [(c["behavior"], c["learner"]) for c in cells] == [
+        (b, learner) for b in ("uniform", "epsilon-greedy") for learner in ("ips", "dr", "regression")
+    ]
+    assert len(lines) == 6 and lines[-1].startswith("[6/6]")
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["table"].count("\n") == 7 and len(payload["cells"]) == 6
+    rows = (tmp_path / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 6 * 2 and rows[0].startswith("behavior,learner,seed,test_value")
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    np.testing.assert_allclose(cells[0]["test_value"], payload["cells"][0]["test_value"])

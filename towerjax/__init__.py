@@ -1,0 +1,34 @@
+"""towerjax: off-policy learning of two-tower recommendation policies in JAX."""
+
+from towerjax.data import LoggedData
+from towerjax.evaluation import Estimate, off_policy_estimates
+from towerjax.losses import dr_loss, importance_weight, ips_loss, naive_loss, regression_loss
+from towerjax.policy import log_policy, policy_value, sample_actions
+from towerjax.reward_model import RewardModel, RewardModelConfig
+from towerjax.towers import TwoTower
+from towerjax.train import Batch, TrainConfig, TrainResult, make_train, make_update_step, train_seeds
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Estimate",
+    "LoggedData",
+    "RewardModel",
+    "RewardModelConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TwoTower",
+    "dr_loss",
+    "importance_weight",
+    "ips_loss",
+    "log_policy",
+    "make_train",
+    "make_update_step",
+    "naive_loss",
+    "off_policy_estimates",
+    "policy_value",
+    "regression_loss",
+    "sample_actions",
+    "train_seeds",
+]

@@ -1,0 +1,214 @@
+"""Command line: ``towerjax run`` (the main job) and ``towerjax train`` (one configuration).
+
+Bad flags or values exit with status 2 and one line naming the flag, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from towerjax.train import OBJECTIVES, TrainConfig
+
+BEHAVIORS = ("uniform", "epsilon-greedy")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, *, seeds: int) -> None:
+    parser.add_argument("--seeds", type=_positive_int, default=seeds, help="independent runs, vmapped")
+    parser.add_argument("--seed", type=_int, default=0, help="root random seed")
+    parser.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=None,
+        help="local devices to shard the seeds over (default: all; on CPU one per core)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="towerjax", description="Off-policy learning of two-tower policies in JAX.")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    run = commands.add_parser("run", help="main job: IPS, DR and regression under two logging policies")
+    run.add_argument("--out", type=Path, default=Path("towerjax-results"), help="output folder")
+    run.add_argument("--epochs", type=_positive_int, default=10)
+    run.add_argument("--n-rounds", type=_positive_int, default=15000)
+    _add_common(run, seeds=8)
+
+    train = commands.add_parser("train", help="train one configuration over several seeds")
+    defaults = TrainConfig()
+    train.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective)
+    train.add_argument("--behavior", choices=BEHAVIORS, default=defaults.behavior)
+    train.add_argument("--epsilon", type=_probability, default=defaults.epsilon)
+    train.add_argument("--n-rounds", type=_positive_int, default=defaults.n_rounds)
+    train.add_argument("--n-test-rounds", type=_positive_int, default=defaults.n_test_rounds)
+    train.add_argument("--n-actions", type=_positive_int, default=defaults.n_actions)
+    train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
+    train.add_argument("--temperature", type=_positive_float, default=defaults.temperature)
+    train.add_argument("--json", type=Path, default=None, help="write the results here")
+    _add_common(train, seeds=1)
+    return parser
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _config(parser: argparse.ArgumentParser, **fields) -> TrainConfig:
+    """Builds the config, reporting a rejected value as an error on its flag."""
+    try:
+        return TrainConfig(**fields)
+    except ValueError as err:
+        field, _, reason = str(err).partition(": ")
+        parser.error(f"argument {_flag(field)}: {reason}")
+
+
+def _use_all_cores() -> None:
+    """On CPU, expose one XLA device per core so seeds run in parallel (before JAX starts)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={max(1, count or 1)}".strip()
+        )
+
+
+def _check_out_dir(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".towerjax-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        parser.error(f"argument {flag}: cannot write to {str(path)!r} ({err.strerror or err})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser
+    _use_all_cores()
+
+    if args.command == "train":
+        config = _config(
+            sub,
+            objective=args.objective,
+            behavior=args.behavior,
+            epsilon=args.epsilon,
+            n_rounds=args.n_rounds,
+            n_test_rounds=args.n_test_rounds,
+            n_actions=args.n_actions,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            temperature=args.temperature,
+        )
+        if args.json is not None:
+            _check_out_dir(sub, "--json", args.json.parent)
+        return _train(config, args)
+
+    config = _config(sub, n_rounds=args.n_rounds, epochs=args.epochs)
+    _check_out_dir(sub, "--out", args.out)
+    return _run(config, args)
+
+
+def _train(config: TrainConfig, args: argparse.Namespace) -> int:
+    from towerjax.headline import mean_se
+    from towerjax.train import train_seeds
+
+    print(f"training {config.objective} on {config.behavior} logs, {args.seeds} seed(s) ...", flush=True)
+    result, timing = train_seeds(config, seeds=args.seeds, seed=args.seed, devices=args.devices)
+    payload = {
+        "config": config.to_dict(),
+        "seeds": args.seeds,
+        "seed": args.seed,
+        **timing,
+        "initial_value": result.initial_value.tolist(),
+        "test_value": result.test_value[:, -1].tolist(),
+        "train_value": result.train_value[:, -1].tolist(),
+        "behavior_value": result.behavior_value.tolist(),
+        "optimal_value": result.optimal_value.tolist(),
+        "test_curve": result.test_value.tolist(),
+        "loss_curve": result.loss.tolist(),
+    }
+    for name in ("initial_value", "behavior_value", "test_value", "optimal_value"):
+        mean, se = mean_se(payload[name])
+        print(f"  {name:>15}: {mean:.4f} ± {se:.4f}")
+    print(
+        f"  compile {timing['seconds_compile']:.1f}s, train {timing['seconds_train']:.1f}s "
+        f"({timing['seed_steps'] / timing['seconds_train']:.0f} seed-steps/s on {timing['devices']} device(s))"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"  wrote {args.json}")
+    return 0
+
+
+def _run(config: TrainConfig, args: argparse.Namespace) -> int:
+    from towerjax.headline import format_table, run_headline
+
+    print(
+        f"towerjax run: IPS, DR and regression learners x uniform and epsilon-greedy logging, "
+        f"{args.seeds} seeds, {config.n_rounds} rounds, {config.epochs} epochs, batch {config.batch_size}",
+        flush=True,
+    )
+    cells = run_headline(
+        config, seeds=args.seeds, seed=args.seed, out=args.out, log=lambda s: print(s, flush=True)
+    )
+    print()
+    print(format_table(cells))
+    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'results.csv'}, {args.out / 'results.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

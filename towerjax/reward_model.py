@@ -1,0 +1,157 @@
+"""Reward model ``q_hat(x, a)`` for the doubly robust learner (SPEC 3).
+
+An MLP on ``concat(x, e_a)`` fitted to the logged rewards with optax. Its first layer is
+split as ``W [x; e] = W_x x + W_e e``, so ``q_hat`` for every (context, item) pair is one
+broadcast sum of ``[n, H]`` and ``[A, H]`` followed by the rest of the MLP, never a
+``[n * A, d_x + d_a]`` concatenation. Fitting is a pure function of a key, vmappable over
+seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from towerjax.batching import epoch_batches
+from towerjax.data import LoggedData
+from towerjax.towers import ACTIVATIONS, MLP, check_activation
+
+__all__ = ["RewardModel", "RewardModelConfig"]
+
+REWARD_LOSSES = ("bce", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    """How ``q_hat`` is modelled and fitted.
+
+    ``loss="bce"`` fits ``sigmoid(MLP)`` by binary cross-entropy (rewards in ``[0, 1]``);
+    ``"mse"`` regresses a linear output on ``r`` by squared error.
+    """
+
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    activation: str = "elu"
+    loss: str = "bce"
+    learning_rate: float = 0.005
+    batch_size: int = 100
+    epochs: int = 10
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation, "reward_model.activation")
+        if self.loss not in REWARD_LOSSES:
+            raise ValueError(f"reward_model.loss: expected one of {REWARD_LOSSES}, got {self.loss!r}")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"reward_model.hidden_sizes: expected positive sizes, got {self.hidden_sizes}")
+        for name in ("batch_size", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"reward_model.{name}: expected a positive integer, got {getattr(self, name)}"
+                )
+        if not self.learning_rate > 0:
+            raise ValueError(f"reward_model.learning_rate: expected > 0, got {self.learning_rate}")
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+
+class _ConcatMLP(nn.Module):
+    """The MLP on ``concat(x, e)``, with the first layer split as ``W_x x + W_e e``.
+
+    ``context [..., d_x]`` and ``action_context [..., d_a]`` broadcast against each other:
+    aligned rows ``[n, d_x], [n, d_a]`` give ``[n]``; ``[n, 1, d_x], [1, A, d_a]`` give
+    ``[n, A]`` without materialising the ``[n, A, d_x + d_a]`` concatenation.
+    """
+
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, context: jax.Array, action_context: jax.Array) -> jax.Array:
+        first = self.hidden_sizes[0]
+        h = nn.Dense(first, name="context_in")(context)
+        h = h + nn.Dense(first, use_bias=False, name="action_in")(action_context)
+        h = ACTIVATIONS[self.activation](h)
+        return MLP(self.hidden_sizes[1:], 1, self.activation, name="head")(h)[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModel:
+    """Pure functions to fit and query ``q_hat``; parameters are a plain pytree."""
+
+    config: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+
+    @property
+    def _module(self) -> _ConcatMLP:
+        return _ConcatMLP(self.config.hidden_sizes, self.config.activation)
+
+    def init(self, key: jax.Array, context_dim: int, action_dim: int) -> dict:
+        module = self._module
+        return module.init(key, jnp.zeros((1, context_dim)), jnp.zeros((1, action_dim)))["params"]
+
+    def _link(self, logit: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(logit) if self.config.loss == "bce" else logit
+
+    def predict_logged(self, params: dict, context: jax.Array, item_features: jax.Array) -> jax.Array:
+        """``[n]`` ``q_hat(x_i, a_i)`` for aligned rows of contexts and logged items' features."""
+        module = self._module
+        return self._link(module.apply({"params": params}, context, item_features))
+
+    def predict(
+        self,
+        params: dict,
+        context: jax.Array,
+        action_context: jax.Array,
+        *,
+        chunk_size: int | None = None,
+    ) -> jax.Array:
+        """``[n, A]`` ``q_hat(x_i, a)`` for every context and every item in one batched call.
+
+        ``chunk_size`` bounds memory to ``chunk_size * A * H`` by mapping over row chunks.
+        """
+        module = self._module
+
+        def pairs(x: jax.Array) -> jax.Array:
+            return self._link(module.apply({"params": params}, x[:, None, :], action_context[None]))
+
+        if chunk_size is None or chunk_size >= context.shape[0]:
+            return pairs(context)
+        return jax.lax.map(lambda x: pairs(x[None])[0], context, batch_size=chunk_size)
+
+    def loss(self, params: dict, context, item_features, reward, mask) -> jax.Array:
+        """Masked mean BCE (from logits) or squared error of the logged rewards."""
+        module = self._module
+        out = module.apply({"params": params}, context, item_features)
+        if self.config.loss == "bce":
+            per_event = optax.sigmoid_binary_cross_entropy(out, reward)
+        else:
+            per_event = jnp.square(out - reward)
+        return jnp.sum(mask * per_event) / jnp.maximum(jnp.sum(mask), 1.0)
+
+    def fit(self, key: jax.Array, data: LoggedData) -> dict:
+        """Fits ``q_hat`` to ``(x_i, e_{a_i}, r_i)`` by Adam over shuffled minibatches."""
+        cfg = self.config
+        key_init, key_epochs = jax.random.split(key)
+        params = self.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        optimizer = optax.adam(cfg.learning_rate)
+        n, batch_size = data.n_rounds, min(cfg.batch_size, data.n_rounds)
+        item_features = data.action_context[data.action]
+
+        def step(state, batch):
+            params, opt_state = state
+            index, mask = batch
+            grads = jax.grad(self.loss)(
+                params, data.context[index], item_features[index], data.reward[index], mask
+            )
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        def epoch(state, key):
+            state, _ = jax.lax.scan(step, state, epoch_batches(key, n, batch_size))
+            return state, None
+
+        state = (params, optimizer.init(params))
+        (params, _), _ = jax.lax.scan(epoch, state, jax.random.split(key_epochs, cfg.epochs))
+        return params

@@ -1,0 +1,258 @@
+"""Synthetic logged bandit feedback with a known reward function (SPEC 5.1, 5.2).
+
+A :class:`SyntheticProblem` is one problem instance: the items' features, the reward
+function's coefficients and the behaviour policy. Everything about it is fixed by one
+key, so a training set and a held-out test set drawn from the same problem share the
+reward function and the items and differ only in their contexts. Generation is pure,
+``jit``-able and ``vmap``-able over keys.
+
+Two settings:
+
+* :func:`blog_problem`, the seed study's: uniform ``[0, 1)`` features, ``d_x = d_a = 50``,
+  logistic reward, uniform or epsilon-greedy logging (greedy on ``<x, e_a>``).
+* :func:`obp_problem`, Open Bandit Pipeline's ``SyntheticBanditDataset``: ``N(0, I)``
+  contexts, logistic reward, linear behaviour policy ``softmax(beta * g)``, with two
+  documented departures: standardisation constants are fixed per problem (estimated
+  once from a reference sample, so ``q(x, a)`` of a row never depends on the rest of
+  the batch), and the z-score is ``(f - mean) / std`` (OBP 0.5.7 computes
+  ``f - mean / std``, its issue #203).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from towerjax.data import LoggedData
+
+__all__ = [
+    "BEHAVIORS",
+    "SyntheticProblem",
+    "behavior_policy",
+    "blog_problem",
+    "expected_reward",
+    "obp_problem",
+    "sample_contexts",
+    "sample_logged_data",
+]
+
+BEHAVIORS = ("uniform", "epsilon-greedy", "linear")
+_REFERENCE_CONTEXTS = 2048  # contexts used once per problem to fix the z-score constants
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SyntheticProblem:
+    """One problem instance. Coefficient shapes use ``d~ = d + 1`` (a bias term).
+
+    Attributes:
+      action_context: ``[A, d_a]`` item features ``e_a``.
+      reward_coef: ``(theta_x [d_x~], theta_a [d_a~], M [d_x~, d_a~])`` of the logistic reward.
+      reward_moments: ``(mean, std)`` of the raw reward logit, fixed per problem.
+      behavior_coef: the same triple for the linear behaviour policy's logit.
+      behavior_moments: ``(mean, std)`` of the raw behaviour logit.
+      epsilon: exploration rate of the epsilon-greedy behaviour.
+      beta: inverse temperature of the linear behaviour policy.
+      context_distribution: ``"uniform"`` (``U[0, 1)``) or ``"normal"`` (``N(0, I)``); static.
+      behavior: one of ``BEHAVIORS``; static.
+    """
+
+    action_context: jax.Array
+    reward_coef: tuple[jax.Array, jax.Array, jax.Array]
+    reward_moments: tuple[jax.Array, jax.Array]
+    behavior_coef: tuple[jax.Array, jax.Array, jax.Array]
+    behavior_moments: tuple[jax.Array, jax.Array]
+    epsilon: jax.Array
+    beta: jax.Array
+    context_dim: int = dataclasses.field(metadata=dict(static=True), default=50)
+    context_distribution: str = dataclasses.field(metadata=dict(static=True), default="uniform")
+    behavior: str = dataclasses.field(metadata=dict(static=True), default="uniform")
+
+    @property
+    def n_actions(self) -> int:
+        return self.action_context.shape[-2]
+
+
+def blog_problem(
+    key: jax.Array,
+    *,
+    n_actions: int = 10,
+    dim: int = 50,
+    behavior: str = "uniform",
+    epsilon: float = 0.1,
+) -> SyntheticProblem:
+    """The seed study's setting (SPEC 5.1).
+
+    Args:
+      key: fixes the items, the reward coefficients and the z-score constants.
+      n_actions: ``A``.
+      dim: ``d_x = d_a``.
+      behavior: ``"uniform"`` (``pi_0 = 1/A``) or ``"epsilon-greedy"``
+        (``pi_0 = eps/A + (1 - eps) 1[a = argmax_a <x, e_a>]``).
+      epsilon: exploration rate in ``[0, 1]`` for epsilon-greedy logging.
+    """
+    if behavior not in ("uniform", "epsilon-greedy"):
+        raise ValueError(f"behavior: expected 'uniform' or 'epsilon-greedy', got {behavior!r}")
+    _check_epsilon(epsilon)
+    key_items, key_coef = jax.random.split(key)
+    items = jax.random.uniform(key_items, (_positive(n_actions, "n_actions"), _positive(dim, "dim")))
+    return _make_problem(key_coef, items, dim, "uniform", behavior, epsilon=epsilon, beta=0.0)
+
+
+def obp_problem(
+    key: jax.Array,
+    *,
+    n_actions: int = 10,
+    dim_context: int = 5,
+    beta: float = 1.0,
+    action_context: jax.Array | None = None,
+) -> SyntheticProblem:
+    """Open Bandit Pipeline's ``SyntheticBanditDataset`` setting (SPEC 5.2).
+
+    Args:
+      key: fixes the reward and behaviour coefficients and the z-score constants.
+      n_actions: ``A``.
+      dim_context: ``d_x``.
+      beta: inverse temperature of ``pi_0 = softmax(beta * g)`` (negative favours low ``g``).
+      action_context: optional ``[A, d_a]`` item features; one-hot ``eye(A)`` by default,
+        as in OBP.
+    """
+    n_actions = _positive(n_actions, "n_actions")
+    if action_context is None:
+        action_context = jnp.eye(n_actions)
+    action_context = jnp.asarray(action_context, jnp.float32)
+    if action_context.ndim != 2 or action_context.shape[0] != n_actions:
+        raise ValueError(f"action_context: expected shape ({n_actions}, d_a), got {action_context.shape}")
+    return _make_problem(
+        key, action_context, _positive(dim_context, "dim_context"), "normal", "linear", 0.0, beta
+    )
+
+
+def sample_contexts(key: jax.Array, problem: SyntheticProblem, n: int) -> jax.Array:
+    """``[n, d_x]`` fresh contexts from the problem's context distribution."""
+    shape = (n, problem.context_dim)
+    if problem.context_distribution == "uniform":
+        return jax.random.uniform(key, shape)
+    return jax.random.normal(key, shape)
+
+
+def expected_reward(problem: SyntheticProblem, context: jax.Array) -> jax.Array:
+    """``[n, A]`` ``q(x, a) = sigmoid((f(x, a) - mean) / std)``, row by row."""
+    return jax.nn.sigmoid(
+        _standardised_logit(problem.reward_coef, problem.reward_moments, context, problem.action_context)
+    )
+
+
+def behavior_policy(problem: SyntheticProblem, context: jax.Array) -> jax.Array:
+    """``[n, A]`` the logging policy ``pi_0(. | x)``."""
+    n, n_actions = context.shape[0], problem.n_actions
+    if problem.behavior == "uniform":
+        return jnp.full((n, n_actions), 1.0 / n_actions)
+    if problem.behavior == "epsilon-greedy":
+        greedy = jax.nn.one_hot(jnp.argmax(context @ problem.action_context.T, axis=-1), n_actions)
+        return problem.epsilon / n_actions + (1.0 - problem.epsilon) * greedy
+    logit = _standardised_logit(
+        problem.behavior_coef, problem.behavior_moments, context, problem.action_context
+    )
+    return jax.nn.softmax(problem.beta * logit, axis=-1)
+
+
+def sample_logged_data(key: jax.Array, problem: SyntheticProblem, n_rounds: int) -> LoggedData:
+    """Logs ``n_rounds`` events of the behaviour policy on fresh contexts.
+
+    Contexts, actions and rewards use separate sub-keys. The result carries ``pi_b`` and
+    the true ``expected_reward`` for evaluation; ``pscore == pi_b[action]``.
+    """
+    key_x, key_a, key_r = jax.random.split(key, 3)
+    context = sample_contexts(key_x, problem, n_rounds)
+    pi_b = behavior_policy(problem, context)
+    q = expected_reward(problem, context)
+    action = jax.random.categorical(key_a, jnp.log(pi_b), axis=-1).astype(jnp.int32)
+    rows = jnp.arange(n_rounds)
+    reward = jax.random.bernoulli(key_r, q[rows, action]).astype(jnp.float32)
+    return LoggedData(
+        context=context,
+        action_context=problem.action_context,
+        action=action,
+        reward=reward,
+        pscore=pi_b[rows, action],
+        pi_b=pi_b,
+        expected_reward=q,
+    )
+
+
+def _make_problem(
+    key: jax.Array,
+    action_context: jax.Array,
+    context_dim: int,
+    context_distribution: str,
+    behavior: str,
+    epsilon: float,
+    beta: float,
+) -> SyntheticProblem:
+    key_reward, key_behavior, key_reference = jax.random.split(key, 3)
+    dim_x, dim_a = context_dim + 1, action_context.shape[1] + 1
+    reward_coef = _coefficients(key_reward, dim_x, dim_a, low=-1.0)
+    behavior_coef = _coefficients(key_behavior, dim_x, dim_a, low=0.0)
+    partial = SyntheticProblem(
+        action_context=action_context,
+        reward_coef=reward_coef,
+        reward_moments=(jnp.zeros(()), jnp.ones(())),
+        behavior_coef=behavior_coef,
+        behavior_moments=(jnp.zeros(()), jnp.ones(())),
+        epsilon=jnp.asarray(epsilon, jnp.float32),
+        beta=jnp.asarray(beta, jnp.float32),
+        context_dim=context_dim,
+        context_distribution=context_distribution,
+        behavior=behavior,
+    )
+    reference = sample_contexts(key_reference, partial, _REFERENCE_CONTEXTS)
+    return dataclasses.replace(
+        partial,
+        reward_moments=_moments(_raw_logit(reward_coef, reference, action_context)),
+        behavior_moments=_moments(_raw_logit(behavior_coef, reference, action_context)),
+    )
+
+
+def _coefficients(key: jax.Array, dim_x: int, dim_a: int, low: float) -> tuple[jax.Array, ...]:
+    k1, k2, k3 = jax.random.split(key, 3)
+    return (
+        jax.random.uniform(k1, (dim_x,), minval=low, maxval=1.0),
+        jax.random.uniform(k2, (dim_a,), minval=low, maxval=1.0),
+        jax.random.uniform(k3, (dim_x, dim_a), minval=low, maxval=1.0),
+    )
+
+
+def _with_bias(features: jax.Array) -> jax.Array:
+    return jnp.concatenate([jnp.ones((*features.shape[:-1], 1)), features], axis=-1)
+
+
+def _raw_logit(coef: tuple[jax.Array, ...], context: jax.Array, action_context: jax.Array) -> jax.Array:
+    """``[n, A]`` ``f = theta_x . x~ + theta_a . a~ + x~^T M a~``."""
+    theta_x, theta_a, interaction = coef
+    x, a = _with_bias(context), _with_bias(action_context)
+    return (x @ interaction) @ a.T + (x @ theta_x)[:, None] + (a @ theta_a)[None, :]
+
+
+def _standardised_logit(coef, moments, context, action_context) -> jax.Array:
+    mean, std = moments
+    return (_raw_logit(coef, context, action_context) - mean) / std
+
+
+def _moments(logit: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jnp.mean(logit), jnp.maximum(jnp.std(logit), 1e-6)
+
+
+def _check_epsilon(epsilon: float) -> None:
+    if isinstance(epsilon, jax.core.Tracer):
+        return
+    if not 0.0 <= float(epsilon) <= 1.0:
+        raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon}")
+
+
+def _positive(value: int, name: str) -> int:
+    if int(value) != value or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return int(value)

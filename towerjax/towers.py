@@ -1,0 +1,89 @@
+"""Two-tower model: a context tower and an action tower whose inner product is the score (SPEC 2).
+
+Flax is used only here, to declare the layers; everything outside this module sees the
+parameters as a plain pytree and calls the pure functions of :class:`TwoTower`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["ACTIVATIONS", "MLP", "TwoTower"]
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def check_activation(name: str, argument: str = "activation") -> None:
+    """Raises ValueError naming ``argument`` when ``name`` is not a known activation."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{argument}: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
+
+
+class MLP(nn.Module):
+    """Hidden layers with an activation, then a final linear layer to ``features``."""
+
+    hidden_sizes: Sequence[int]
+    features: int
+    activation: str = "elu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for size in self.hidden_sizes:
+            x = act(nn.Dense(size)(x))
+        return nn.Dense(self.features)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoTower:
+    """The two-tower scorer ``s(x, a) = <f(x), g(e_a)>``.
+
+    Both towers are MLPs with the same ``hidden_sizes``, ``activation`` and output
+    size ``embedding_size`` (``D``). Defaults are the seed study's: ``(100, 100, 100)``,
+    ``D = 100``, elu. Parameters are ``{"context": ..., "action": ...}``.
+    """
+
+    hidden_sizes: tuple[int, ...] = (100, 100, 100)
+    embedding_size: int = 100
+    activation: str = "elu"
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        if self.embedding_size < 1:
+            raise ValueError(f"embedding_size: expected a positive integer, got {self.embedding_size}")
+        if any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes: expected positive integers, got {self.hidden_sizes}")
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+    @property
+    def _tower(self) -> MLP:
+        return MLP(self.hidden_sizes, self.embedding_size, self.activation)
+
+    def init(self, key: jax.Array, context_dim: int, action_dim: int) -> dict:
+        """Initial parameters for contexts of ``context_dim`` and items of ``action_dim`` features."""
+        key_x, key_a = jax.random.split(key)
+        return {
+            "context": self._tower.init(key_x, jnp.zeros((1, context_dim)))["params"],
+            "action": self._tower.init(key_a, jnp.zeros((1, action_dim)))["params"],
+        }
+
+    def embed_context(self, params: dict, context: jax.Array) -> jax.Array:
+        """``[B, d_x] -> [B, D]``: the context tower ``f(x)``."""
+        return self._tower.apply({"params": params["context"]}, context)
+
+    def embed_actions(self, params: dict, action_context: jax.Array) -> jax.Array:
+        """``[A, d_a] -> [A, D]``: the action tower ``g(e_a)``, run once over all items."""
+        return self._tower.apply({"params": params["action"]}, action_context)
+
+    def scores(self, params: dict, context: jax.Array, action_context: jax.Array) -> jax.Array:
+        """``[B, A]`` scores ``f(X) @ g(E).T``; the action tower runs once, not per pair."""
+        return self.embed_context(params, context) @ self.embed_actions(params, action_context).T

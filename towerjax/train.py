@@ -1,0 +1,311 @@
+"""Training a two-tower softmax policy from logged feedback (SPEC 6).
+
+``make_train(config)`` returns ``train(key)``, a pure function of one key: it draws a
+synthetic problem and its logs (or takes the logs it is given), fits the reward model
+when the objective needs one, and runs ``epochs`` of shuffled minibatches through one
+optax update step with ``jax.lax.scan``. Seeds are a ``vmap``::
+
+    results = jax.jit(jax.vmap(make_train(TrainConfig())))(jax.random.split(key, 8))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from towerjax import losses
+from towerjax.batching import epoch_batches, num_batches
+from towerjax.data import LoggedData
+from towerjax.policy import log_policy, policy_value
+from towerjax.reward_model import RewardModel, RewardModelConfig
+from towerjax.synthetic import blog_problem, sample_logged_data
+from towerjax.towers import TwoTower, check_activation
+
+__all__ = [
+    "OBJECTIVES",
+    "Batch",
+    "TrainConfig",
+    "TrainResult",
+    "make_optimizer",
+    "make_train",
+    "make_update_step",
+    "objective_loss",
+    "seed_sharding",
+    "train_seeds",
+]
+
+OBJECTIVES = ("ips", "dr", "regression", "naive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the seed study's (SPEC 6).
+
+    The data fields (``behavior`` .. ``dim``) describe the built-in synthetic problem
+    (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
+    logs of its own.
+    """
+
+    objective: str = "ips"
+    behavior: str = "uniform"
+    epsilon: float = 0.1
+    n_rounds: int = 15000
+    n_test_rounds: int = 10000
+    n_actions: int = 10
+    dim: int = 50
+    hidden_sizes: tuple[int, ...] = (100, 100, 100)
+    embedding_size: int = 100
+    activation: str = "elu"
+    temperature: float = 1.0
+    learning_rate: float = 0.005
+    weight_decay: float = 1e-6
+    batch_size: int = 10
+    epochs: int = 100
+    reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if self.behavior not in ("uniform", "epsilon-greedy"):
+            raise ValueError(f"behavior: expected 'uniform' or 'epsilon-greedy', got {self.behavior!r}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon: expected a value in [0, 1], got {self.epsilon}")
+        for name in (
+            "n_rounds",
+            "n_test_rounds",
+            "n_actions",
+            "dim",
+            "embedding_size",
+            "batch_size",
+            "epochs",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.n_actions < 2:
+            raise ValueError(f"n_actions: expected at least 2, got {self.n_actions}")
+        if self.batch_size > self.n_rounds:
+            raise ValueError(f"batch_size: expected at most n_rounds={self.n_rounds}, got {self.batch_size}")
+        check_activation(self.activation)
+        for name in ("temperature", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+    @property
+    def model(self) -> TwoTower:
+        return TwoTower(self.hidden_sizes, self.embedding_size, self.activation)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One minibatch: the logged rows, their mask and (for DR) the reward model's ``q_hat``.
+
+    Attributes:
+      data: :class:`LoggedData` with ``B`` rows (``action_context`` is all ``A`` items).
+      mask: ``[B]`` 1 for real events, 0 for the padding of a final partial batch.
+      q_hat: ``[B, A]`` reward-model predictions, or ``None``.
+    """
+
+    data: LoggedData
+    mask: jax.Array
+    q_hat: jax.Array | None = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run returns; under ``vmap`` every field gains a leading ``[S]`` axis.
+
+    Attributes:
+      params: final tower parameters.
+      loss: ``[E]`` mean training loss of each epoch.
+      train_value: ``[E]`` true value of the policy on the training contexts after each epoch.
+      test_value: ``[E]`` true value on the held-out test contexts after each epoch.
+      initial_value: test value of the untrained policy.
+      behavior_value: test value of the logging policy.
+      optimal_value: test value of the best policy, ``mean_i max_a q(x_i, a)``.
+    """
+
+    params: dict
+    loss: jax.Array
+    train_value: jax.Array
+    test_value: jax.Array
+    initial_value: jax.Array
+    behavior_value: jax.Array
+    optimal_value: jax.Array
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``."""
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.learning_rate))
+
+
+def objective_loss(config: TrainConfig, params: dict, batch: Batch) -> jax.Array:
+    """The configured surrogate loss of one batch."""
+    data = batch.data
+    scores = config.model.scores(params, data.context, data.action_context)
+    if config.objective == "regression":
+        return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
+    log_pi = log_policy(scores, config.temperature)
+    if config.objective == "ips":
+        return losses.ips_loss(log_pi, data.action, data.reward, data.pscore, mask=batch.mask)
+    if config.objective == "dr":
+        return losses.dr_loss(log_pi, data.action, data.reward, data.pscore, batch.q_hat, mask=batch.mask)
+    return losses.naive_loss(log_pi, data.action, data.reward, mask=batch.mask)
+
+
+def make_update_step(config: TrainConfig) -> Callable:
+    """``(params, opt_state, batch, key) -> (params, opt_state, metrics)``: one optax update.
+
+    ``key`` is unused by the current objectives and kept for sampled estimators.
+    """
+    optimizer = make_optimizer(config)
+
+    def step(params, opt_state, batch: Batch, key: jax.Array):
+        del key
+        loss, grads = jax.value_and_grad(objective_loss, argnums=1)(config, params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss}
+
+    return step
+
+
+def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
+    """Returns ``train(key, data=None, test_data=None) -> TrainResult``, pure in its key.
+
+    Without ``data`` the run draws the built-in synthetic problem and logs
+    ``n_rounds`` training and ``n_test_rounds`` test events from it. Given ``data``
+    (a :class:`LoggedData`), it trains on those; values are reported where
+    ``expected_reward`` is known (test values on ``test_data``, else on ``data``) and are
+    NaN otherwise.
+    """
+    model = config.model
+    optimizer = make_optimizer(config)
+    update = make_update_step(config)
+    reward_model = RewardModel(config.reward_model)
+
+    def train(key: jax.Array, data: LoggedData | None = None, test_data: LoggedData | None = None):
+        key_problem, key_data, key_test, key_init, key_q, key_epochs = jax.random.split(key, 6)
+        if data is None:
+            problem = blog_problem(
+                key_problem,
+                n_actions=config.n_actions,
+                dim=config.dim,
+                behavior=config.behavior,
+                epsilon=config.epsilon,
+            )
+            data = sample_logged_data(key_data, problem, config.n_rounds)
+            test_data = sample_logged_data(key_test, problem, config.n_test_rounds)
+        elif test_data is None:
+            test_data = data
+        n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
+
+        params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        q_hat = None
+        if config.objective == "dr":
+            q_params = reward_model.fit(key_q, data)
+            q_hat = reward_model.predict(q_params, data.context, data.action_context, chunk_size=4096)
+
+        def value(params, logs: LoggedData) -> jax.Array:
+            if logs.expected_reward is None:
+                return jnp.full((), jnp.nan)
+            scores = model.scores(params, logs.context, logs.action_context)
+            return policy_value(log_policy(scores, config.temperature), logs.expected_reward)
+
+        def batch_step(state, inputs):
+            params, opt_state = state
+            index, mask, key = inputs
+            batch = Batch(data=data.take(index), mask=mask, q_hat=None if q_hat is None else q_hat[index])
+            params, opt_state, metrics = update(params, opt_state, batch, key)
+            return (params, opt_state), metrics["loss"] * jnp.sum(mask)
+
+        def epoch(state, key):
+            key_order, key_steps = jax.random.split(key)
+            index, mask = epoch_batches(key_order, n, batch_size)
+            step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
+            state, weighted = jax.lax.scan(batch_step, state, (index, mask, step_keys))
+            params = state[0]
+            metrics = (jnp.sum(weighted) / n, value(params, data), value(params, test_data))
+            return state, metrics
+
+        state = (params, optimizer.init(params))
+        (params, _), (loss, train_value, test_value) = jax.lax.scan(
+            epoch, state, jax.random.split(key_epochs, config.epochs)
+        )
+        if test_data.expected_reward is None:
+            behavior_value = optimal_value = jnp.full((), jnp.nan)
+        else:
+            q = test_data.expected_reward
+            behavior_value = (
+                jnp.full((), jnp.nan) if test_data.pi_b is None else jnp.mean(jnp.sum(test_data.pi_b * q, -1))
+            )
+            optimal_value = jnp.mean(jnp.max(q, axis=-1))
+        return TrainResult(
+            params=params,
+            loss=loss,
+            train_value=train_value,
+            test_value=test_value,
+            initial_value=value(
+                model.init(key_init, data.context.shape[-1], data.action_context.shape[-1]), test_data
+            ),
+            behavior_value=behavior_value,
+            optimal_value=optimal_value,
+        )
+
+    return train
+
+
+def seed_sharding(seeds: int, devices: int | None = None) -> NamedSharding:
+    """Shards a leading seed axis of length ``seeds`` over local devices.
+
+    Uses the largest number of devices, at most ``devices`` (all local ones by default),
+    that divides ``seeds``; the runs are independent, so each device runs its seeds with
+    no communication and the numbers equal a single-device run's.
+    """
+    local = jax.local_devices()
+    limit = len(local) if devices is None else max(1, min(int(devices), len(local)))
+    count = max(k for k in range(1, limit + 1) if seeds % k == 0)
+    return NamedSharding(Mesh(np.array(local[:count]), ("seed",)), PartitionSpec("seed"))
+
+
+def train_seeds(
+    config: TrainConfig, *, seeds: int = 8, seed: int = 0, devices: int | None = None
+) -> tuple[TrainResult, dict]:
+    """Runs ``seeds`` independent runs as one ``jit(vmap(train))`` call.
+
+    The seed axis is sharded over local devices (:func:`seed_sharding`). Returns the
+    stacked :class:`TrainResult` (host numpy arrays) and timings: ``seconds_compile``
+    (lowering and compiling), ``seconds_train`` (the compiled call on all seeds, to
+    ``block_until_ready``), ``seed_steps`` and ``devices``.
+    """
+    if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
+        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+    sharding = seed_sharding(seeds, devices)
+    keys = jax.device_put(jax.random.split(jax.random.key(seed), seeds), sharding)
+    start = time.perf_counter()
+    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
+    seconds_compile = time.perf_counter() - start
+    start = time.perf_counter()
+    result = jax.block_until_ready(compiled(keys))
+    seconds_train = time.perf_counter() - start
+    timing = {
+        "seconds_compile": seconds_compile,
+        "seconds_train": seconds_train,
+        "seed_steps": seeds * config.epochs * num_batches(config.n_rounds, config.batch_size),
+        "devices": len(sharding.mesh.devices.flat),
+    }
+    return jax.device_get(result), timing
