@@ -16,6 +16,7 @@ summary. Run: ``python benchmarks/speed.py`` (add ``--no-reference`` without PyT
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -92,11 +93,11 @@ def main() -> int:
         )
 
     if not args.no_reference:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("torch") is None:
             print("PyTorch is not installed: skipping the reference (pip install -e '.[reference]')")
         else:
+            import torch
+
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             from torch_reference import train_reference
 
@@ -104,15 +105,14 @@ def main() -> int:
             data = sample_logged_data(jax.random.key(1), problem, config.n_rounds)
             test = sample_logged_data(jax.random.key(2), problem, config.n_test_rounds)
             arrays = {
-                k: np.array(getattr(data, k)) for k in ("context", "action_context", "action", "reward", "pscore")
+                k: np.array(getattr(data, k))
+                for k in ("context", "action_context", "action", "reward", "pscore")
             }
             out = train_reference(
                 arrays, np.array(test.expected_reward), np.array(test.context), epochs=args.reference_epochs
             )
             per_epoch = statistics.median(out["seconds_per_epoch"])
             ref_rate = 3600.0 / (per_epoch * args.full_epochs)
-            import torch
-
             _emit(
                 {
                     "kind": "reference",
@@ -125,7 +125,10 @@ def main() -> int:
                 records,
             )
             for seeds, rate in jax_rates.items():
-                _emit({"kind": "ratio", "seeds": seeds, "towerjax_over_reference": round(rate / ref_rate, 2)}, records)
+                _emit(
+                    {"kind": "ratio", "seeds": seeds, "towerjax_over_reference": round(rate / ref_rate, 2)},
+                    records,
+                )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(records, handle, indent=2)

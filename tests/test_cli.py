@@ -13,7 +13,11 @@ from towerjax.train import TrainConfig
 
 def _cli(*args, tmp_path=None):
     return subprocess.run(
-        [sys.executable, "-m", "towerjax.cli", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        [sys.executable, "-m", "towerjax.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
 
 

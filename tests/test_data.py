@@ -102,7 +102,11 @@ sample = jax.jit(sample_logged_data, static_argnums=2)
 
 
 def test_pscore_is_the_behaviour_probability_of_the_logged_action():
-    for problem in (PROBLEM, blog_problem(jax.random.key(1), n_actions=6, dim=5), obp_problem(jax.random.key(2))):
+    for problem in (
+        PROBLEM,
+        blog_problem(jax.random.key(1), n_actions=6, dim=5),
+        obp_problem(jax.random.key(2)),
+    ):
         data = sample(jax.random.key(3), problem, 500)
         np.testing.assert_allclose(data.pscore, data.pi_b[jnp.arange(500), data.action])
         np.testing.assert_allclose(data.pi_b.sum(-1), 1.0, rtol=1e-5)
@@ -143,7 +147,7 @@ def test_generation_vmaps_over_keys_like_a_loop():
     make = lambda k: sample_logged_data(k, blog_problem(k, n_actions=4, dim=3), 50)  # noqa: E731
     batched = jax.jit(jax.vmap(make))(keys)
     for i in range(3):
-        chex.assert_trees_all_close(jax.tree.map(lambda v: v[i], batched), make(keys[i]), rtol=1e-5)
+        chex.assert_trees_all_close(jax.tree.map(lambda v, i=i: v[i], batched), make(keys[i]), rtol=1e-5)
 
 
 def test_obp_linear_behaviour_sharpens_with_beta_and_flips_with_its_sign():

@@ -78,7 +78,9 @@ def test_regression_gradient_is_logistic_regression_gradient():
     scores = np.asarray(MODEL.scores(params, x, items))
     rows = np.arange(B)
     residual = 1 / (1 + np.exp(-scores[rows, action])) - np.asarray(reward)  # d BCE / d logit
-    jac = jax.vmap(jax.jacrev(lambda p, xi: MODEL.scores(p, xi[None], items)[0]), in_axes=(None, 0))(params, x)
+    jac = jax.vmap(jax.jacrev(lambda p, xi: MODEL.scores(p, xi[None], items)[0]), in_axes=(None, 0))(
+        params, x
+    )
     coef = np.zeros((B, A))
     coef[rows, action] = residual / B
     chex.assert_trees_all_close(grad, _combine(jac, jnp.asarray(coef)), atol=1e-5, rtol=1e-4)
@@ -126,7 +128,9 @@ def test_jit_matches_eager_and_vmap_matches_loop(name):
     vmapped = jax.vmap(value_and_grad)(*stacked)
     for i in range(3):
         chex.assert_trees_all_close(jitted[i], eager[i], rtol=1e-5, atol=1e-6)
-        chex.assert_trees_all_close(jax.tree.map(lambda v: v[i], vmapped), eager[i], rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda v, i=i: v[i], vmapped), eager[i], rtol=1e-5, atol=1e-6
+        )
 
 
 # --- unbiasedness on a tiny problem with known q and uniform logging --------------------

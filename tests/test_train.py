@@ -42,7 +42,7 @@ def test_vmapped_training_matches_a_loop_over_seeds(objective):
     batched = jax.jit(jax.vmap(train))(keys)
     looped = [jax.jit(train)(k) for k in keys]
     for i in range(2):
-        _assert_same_run(jax.tree.map(lambda v: v[i], batched), looped[i])
+        _assert_same_run(jax.tree.map(lambda v, i=i: v[i], batched), looped[i])
     assert np.all(np.isfinite(batched.loss))
 
 
@@ -125,7 +125,9 @@ def test_reward_model_learns_q_and_predicts_every_pair_consistently():
     params = jax.jit(model.fit)(jax.random.key(8), data)
     q_hat = model.predict(params, data.context, data.action_context)
     assert q_hat.shape == (3000, 5)
-    chunked = jax.jit(lambda p, x, e: model.predict(p, x, e, chunk_size=512))(params, data.context, data.action_context)
+    chunked = jax.jit(lambda p, x, e: model.predict(p, x, e, chunk_size=512))(
+        params, data.context, data.action_context
+    )
     np.testing.assert_allclose(chunked, q_hat, rtol=1e-5, atol=1e-6)
     logged = model.predict_logged(params, data.context, data.action_context[data.action])
     np.testing.assert_allclose(logged, q_hat[jnp.arange(3000), data.action], rtol=1e-5, atol=1e-6)
