@@ -1,21 +1,23 @@
 """Seed-runs per hour: towerjax (seeds vmapped and sharded over cores) vs a PyTorch reference.
 
 Both train the seed study's IPS learner on its defaults (15000 rounds, batch 10, 10 actions,
-50-dim features, (100, 100, 100) elu towers, D = 100, Adam 0.005 with L2 1e-6) and evaluate
-the true test value after every epoch (towerjax also the train value). Every epoch costs
-the same, so a full 100-epoch seed-run is timed as 100 x the median epoch:
+50-dim features, (100, 100, 100) elu towers, D = 100, Adam 0.005 with L2 1e-6) and compute
+the true test value (10000 held-out contexts) after every epoch; towerjax also computes the
+true train value (15000 contexts) every epoch, work the reference does not do.
 
-* towerjax: ``--epochs`` epochs per compiled call, ``--repeats`` calls after compiling;
-  seconds per epoch = median call / epochs.
-* reference: ``--reference-epochs`` epochs of one seed; seconds per epoch = median epoch.
+Every epoch costs the same, so a 100-epoch seed-run is timed as 100 x the median epoch. The
+machine is shared and noisy, so the measurements are interleaved: each round times one
+call of every towerjax layout (``--epochs`` epochs) and then ``--reference-epochs`` epochs
+of the reference, and the ratio is taken per round; medians are reported.
 
-Prints one JSON object per line (``"kind": "towerjax" | "reference" | "ratio"``) and a
-summary. Run: ``python benchmarks/speed.py`` (add ``--no-reference`` without PyTorch).
+Prints one JSON object per line (``"kind": "towerjax" | "reference" | "ratio"``).
+Run: ``python benchmarks/speed.py`` (``--no-reference`` without PyTorch).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -27,16 +29,22 @@ import time
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=str, default="1,16", help="comma-separated vmapped seed counts")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed towerjax call")
-    parser.add_argument("--repeats", type=int, default=3, help="timed towerjax calls after compiling")
-    parser.add_argument("--reference-epochs", type=int, default=3, help="epochs of the PyTorch reference")
+    parser.add_argument(
+        "--seeds-per-device",
+        type=str,
+        default="8",
+        help="extra layouts of the largest seed count: seeds each device trains at once (comma-separated)",
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed towerjax call")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
+    parser.add_argument("--reference-epochs", type=int, default=1, help="reference epochs per round")
     parser.add_argument("--full-epochs", type=int, default=100, help="epochs in one seed-run")
     parser.add_argument("--devices", type=int, default=None, help="CPU devices (default: one per core)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--json", type=str, default=None, help="also write all records here")
     args = parser.parse_args()
-    if min(args.epochs, args.repeats, args.reference_epochs, args.full_epochs) < 1:
-        parser.error("--epochs, --repeats, --reference-epochs and --full-epochs must be positive")
+    if min(args.epochs, args.rounds, args.reference_epochs, args.full_epochs) < 1:
+        parser.error("--epochs, --rounds, --reference-epochs and --full-epochs must be positive")
     return args
 
 
@@ -57,41 +65,29 @@ def main() -> int:
 
     from towerjax.batching import num_batches
     from towerjax.synthetic import blog_problem, sample_logged_data
-    from towerjax.train import TrainConfig, make_train, seed_sharding
+    from towerjax.train import TrainConfig, compile_seeds
 
     records: list[dict] = []
     config = TrainConfig(objective="ips", epochs=args.epochs)
     steps_per_epoch = num_batches(config.n_rounds, config.batch_size)
-    jax_rates = {}
-    for seeds in [int(s) for s in args.seeds.split(",")]:
-        sharding = seed_sharding(seeds, args.devices)
-        keys = jax.device_put(jax.random.split(jax.random.key(0), seeds), sharding)
-        start = time.perf_counter()
-        compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
-        seconds_compile = time.perf_counter() - start
-        calls = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = jax.block_until_ready(compiled(keys))
-            calls.append(time.perf_counter() - start)
-        per_epoch = statistics.median(calls) / args.epochs
-        rate = seeds * 3600.0 / (per_epoch * args.full_epochs)
-        jax_rates[seeds] = rate
-        _emit(
-            {
-                "kind": "towerjax",
-                "backend": jax.default_backend(),
-                "seeds": seeds,
-                "devices": len(sharding.mesh.devices.flat),
-                "seconds_compile": round(seconds_compile, 3),
-                "seconds_per_epoch": round(per_epoch, 4),
-                "us_per_step": round(per_epoch / steps_per_epoch * 1e6, 1),
-                "seed_runs_per_hour": round(rate, 2),
-                "final_test_value_mean": float(np.mean(result.test_value[:, -1])),
-            },
-            records,
+    seed_counts = [int(s) for s in args.seeds.split(",")]
+    layouts = [(s, None, True) for s in seed_counts]
+    layouts += [(max(seed_counts), None, False)]  # the reference's work: test value only
+    layouts += [(max(seed_counts), int(g), True) for g in args.seeds_per_device.split(",") if g]
+    runners = {}
+    for seeds, per_device, evaluate_train in layouts:
+        runner = compile_seeds(
+            dataclasses.replace(config, evaluate_train=evaluate_train),
+            seeds=seeds,
+            devices=args.devices,
+            seeds_per_device=per_device,
         )
+        at_once = seeds // runner.devices // runner.groups
+        evaluated = "train+test" if evaluate_train else "test only (as the reference)"
+        runners[f"{seeds} seeds, {at_once}/device at once, eval {evaluated}"] = runner
+        jax.block_until_ready(runner.run())  # warm-up call
 
+    reference = None
     if not args.no_reference:
         if importlib.util.find_spec("torch") is None:
             print("PyTorch is not installed: skipping the reference (pip install -e '.[reference]')")
@@ -108,27 +104,71 @@ def main() -> int:
                 k: np.array(getattr(data, k))
                 for k in ("context", "action_context", "action", "reward", "pscore")
             }
-            out = train_reference(
-                arrays, np.array(test.expected_reward), np.array(test.context), epochs=args.reference_epochs
-            )
-            per_epoch = statistics.median(out["seconds_per_epoch"])
-            ref_rate = 3600.0 / (per_epoch * args.full_epochs)
+
+            def reference(seed: int) -> float:
+                out = train_reference(
+                    arrays,
+                    np.array(test.expected_reward),
+                    np.array(test.context),
+                    epochs=args.reference_epochs,
+                    seed=seed,
+                )
+                return statistics.median(out["seconds_per_epoch"])
+
+    epoch_seconds = {name: [] for name in runners}
+    reference_seconds = []
+    for round_index in range(args.rounds):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            jax.block_until_ready(runner.run())
+            epoch_seconds[name].append((time.perf_counter() - start) / args.epochs)
+        if reference is not None:
+            reference_seconds.append(reference(round_index))
+        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    for name, runner in runners.items():
+        per_epoch = statistics.median(epoch_seconds[name])
+        _emit(
+            {
+                "kind": "towerjax",
+                "layout": name,
+                "backend": jax.default_backend(),
+                "seeds": runner.seeds,
+                "devices": runner.devices,
+                "seconds_compile": round(runner.seconds_compile, 3),
+                "seconds_per_epoch_median": round(per_epoch, 4),
+                "us_per_step": round(per_epoch / steps_per_epoch * 1e6, 1),
+                "seed_runs_per_hour": round(runner.seeds * 3600.0 / (per_epoch * args.full_epochs), 2),
+            },
+            records,
+        )
+    if reference_seconds:
+        per_epoch = statistics.median(reference_seconds)
+        _emit(
+            {
+                "kind": "reference",
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "seconds_per_epoch_median": round(per_epoch, 4),
+                "us_per_step": round(per_epoch / steps_per_epoch * 1e6, 1),
+                "seed_runs_per_hour": round(3600.0 / (per_epoch * args.full_epochs), 2),
+            },
+            records,
+        )
+        for name, runner in runners.items():
+            per_round = [
+                runner.seeds * ref / mine
+                for mine, ref in zip(epoch_seconds[name], reference_seconds, strict=True)
+            ]
             _emit(
                 {
-                    "kind": "reference",
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "seconds_per_epoch": round(per_epoch, 4),
-                    "us_per_step": round(per_epoch / steps_per_epoch * 1e6, 1),
-                    "seed_runs_per_hour": round(ref_rate, 2),
+                    "kind": "ratio",
+                    "layout": name,
+                    "towerjax_over_reference_median": round(statistics.median(per_round), 2),
+                    "per_round": [round(r, 2) for r in per_round],
                 },
                 records,
             )
-            for seeds, rate in jax_rates.items():
-                _emit(
-                    {"kind": "ratio", "seeds": seeds, "towerjax_over_reference": round(rate / ref_rate, 2)},
-                    records,
-                )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(records, handle, indent=2)

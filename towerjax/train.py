@@ -31,8 +31,10 @@ from towerjax.towers import TwoTower, check_activation
 __all__ = [
     "OBJECTIVES",
     "Batch",
+    "SeedRunner",
     "TrainConfig",
     "TrainResult",
+    "compile_seeds",
     "make_optimizer",
     "make_train",
     "make_update_step",
@@ -50,7 +52,8 @@ class TrainConfig:
 
     The data fields (``behavior`` .. ``dim``) describe the built-in synthetic problem
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
-    logs of its own.
+    logs of its own. ``evaluate_train=False`` skips the per-epoch true value on the
+    training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
 
     objective: str = "ips"
@@ -69,6 +72,7 @@ class TrainConfig:
     batch_size: int = 10
     epochs: int = 100
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    evaluate_train: bool = True
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -228,18 +232,44 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
 
         def batch_step(state, inputs):
             params, opt_state = state
-            index, mask, key = inputs
-            batch = Batch(data=data.take(index), mask=mask, q_hat=None if q_hat is None else q_hat[index])
+            rows, mask, key = inputs
+            batch = Batch(
+                data=LoggedData(
+                    context=rows["context"],
+                    action_context=data.action_context,
+                    action=rows["action"],
+                    reward=rows["reward"],
+                    pscore=rows["pscore"],
+                ),
+                mask=mask,
+                q_hat=rows.get("q_hat"),
+            )
             params, opt_state, metrics = update(params, opt_state, batch, key)
             return (params, opt_state), metrics["loss"] * jnp.sum(mask)
+
+        per_event = {
+            "context": data.context,
+            "action": data.action,
+            "reward": data.reward,
+            "pscore": data.pscore,
+        }
+        if q_hat is not None:
+            per_event["q_hat"] = q_hat
 
         def epoch(state, key):
             key_order, key_steps = jax.random.split(key)
             index, mask = epoch_batches(key_order, n, batch_size)
+            # One gather per epoch: the scan then reads contiguous [B, ...] slices.
+            rows = jax.tree.map(lambda a: a[index], per_event)
             step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
-            state, weighted = jax.lax.scan(batch_step, state, (index, mask, step_keys))
+            state, weighted = jax.lax.scan(
+                batch_step,
+                state,
+                (rows, mask, step_keys),
+            )
             params = state[0]
-            metrics = (jnp.sum(weighted) / n, value(params, data), value(params, test_data))
+            train_value = value(params, data) if config.evaluate_train else jnp.full((), jnp.nan)
+            metrics = (jnp.sum(weighted) / n, train_value, value(params, test_data))
             return state, metrics
 
         state = (params, optimizer.init(params))
@@ -282,30 +312,87 @@ def seed_sharding(seeds: int, devices: int | None = None) -> NamedSharding:
     return NamedSharding(Mesh(np.array(local[:count]), ("seed",)), PartitionSpec("seed"))
 
 
-def train_seeds(
-    config: TrainConfig, *, seeds: int = 8, seed: int = 0, devices: int | None = None
-) -> tuple[TrainResult, dict]:
-    """Runs ``seeds`` independent runs as one ``jit(vmap(train))`` call.
+# Seeds each device trains at once. At batch 10 a step's matmuls are tiny, so more seeds per
+# op help, but every seed adds its parameters and Adam moments (0.85 MB for the seed-study
+# towers) to the working set of every step; past two per CPU core they spill out of the
+# core's L2 cache and each seed-step gets slower (benchmarks/RESULTS.md).
+SEEDS_PER_DEVICE_GROUP = 2
 
-    The seed axis is sharded over local devices (:func:`seed_sharding`). Returns the
-    stacked :class:`TrainResult` (host numpy arrays) and timings: ``seconds_compile``
-    (lowering and compiling), ``seconds_train`` (the compiled call on all seeds, to
-    ``block_until_ready``), ``seed_steps`` and ``devices``.
+
+@dataclasses.dataclass(frozen=True)
+class SeedRunner:
+    """A compiled ``train`` over ``S`` seeds: ``groups`` sequential groups, each ``vmap``ped
+    over ``S / groups`` seeds sharded across ``devices`` devices.
+
+    ``run()`` returns the :class:`TrainResult` with a leading ``[S]`` axis, in key order.
+    """
+
+    compiled: Callable
+    keys: jax.Array
+    seeds: int
+    groups: int
+    devices: int
+    seconds_compile: float
+
+    def run(self) -> TrainResult:
+        out = self.compiled(self.keys)
+        return jax.tree.map(lambda a: a.reshape(self.seeds, *a.shape[2:]), out)
+
+
+def compile_seeds(
+    config: TrainConfig,
+    *,
+    seeds: int,
+    seed: int = 0,
+    devices: int | None = None,
+    seeds_per_device: int | None = None,
+) -> SeedRunner:
+    """Lowers and compiles ``seeds`` runs of ``make_train(config)`` as one call.
+
+    The ``S`` keys are laid out ``[groups, S / groups]``; the inner axis is ``vmap``ped and
+    sharded over devices, the outer one is a ``lax.map`` (sequential), so each device holds
+    ``seeds_per_device`` runs at a time (default :data:`SEEDS_PER_DEVICE_GROUP`, or fewer
+    when it does not divide the seeds). Every run depends only on its own key, so the
+    layout changes speed, not results (up to float rounding).
     """
     if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
         raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
     sharding = seed_sharding(seeds, devices)
-    keys = jax.device_put(jax.random.split(jax.random.key(seed), seeds), sharding)
+    count = len(sharding.mesh.devices.flat)
+    per_device = seeds // count
+    limit = seeds_per_device or SEEDS_PER_DEVICE_GROUP
+    group = max(g for g in range(1, min(limit, per_device) + 1) if per_device % g == 0)
+    groups = per_device // group
+    keys = jax.random.split(jax.random.key(seed), seeds).reshape(groups, group * count)
+    keys = jax.device_put(keys, NamedSharding(sharding.mesh, PartitionSpec(None, "seed")))
+    train = jax.vmap(make_train(config))
     start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
-    seconds_compile = time.perf_counter() - start
+    compiled = jax.jit(lambda k: jax.lax.map(train, k)).lower(keys).compile()
+    return SeedRunner(compiled, keys, seeds, groups, count, time.perf_counter() - start)
+
+
+def train_seeds(
+    config: TrainConfig,
+    *,
+    seeds: int = 8,
+    seed: int = 0,
+    devices: int | None = None,
+    seeds_per_device: int | None = None,
+) -> tuple[TrainResult, dict]:
+    """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
+
+    Returns the stacked :class:`TrainResult` (host numpy arrays, leading ``[S]`` axis) and
+    timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
+    call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``.
+    """
+    runner = compile_seeds(config, seeds=seeds, seed=seed, devices=devices, seeds_per_device=seeds_per_device)
     start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
+    result = jax.block_until_ready(runner.run())
     seconds_train = time.perf_counter() - start
     timing = {
-        "seconds_compile": seconds_compile,
+        "seconds_compile": runner.seconds_compile,
         "seconds_train": seconds_train,
         "seed_steps": seeds * config.epochs * num_batches(config.n_rounds, config.batch_size),
-        "devices": len(sharding.mesh.devices.flat),
+        "devices": runner.devices,
     }
     return jax.device_get(result), timing
