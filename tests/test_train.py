@@ -48,12 +48,13 @@ def test_vmapped_training_matches_a_loop_over_seeds(objective):
 
 def _assert_same_run(a, b):
     """Equal up to float rounding. Batched and single matmuls sum in different orders, and
-    Adam turns a gradient that is zero up to rounding into a full +-lr step, so parameters
-    are compared at the scale of one step and the metrics tightly."""
+    Adam turns a gradient that is zero up to rounding (softmax is shift-invariant, so some
+    directions have none) into a full +-lr step of either sign, so parameters are compared
+    at the scale of a few steps and the metrics tightly."""
     np.testing.assert_allclose(a.loss[0], b.loss[0], rtol=1e-4)
     for name in ("train_value", "test_value", "initial_value", "behavior_value", "optimal_value"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=2e-3, err_msg=name)
-    chex.assert_trees_all_close(a.params, b.params, rtol=0, atol=1.5 * TINY.learning_rate)
+    chex.assert_trees_all_close(a.params, b.params, rtol=0, atol=6 * TINY.learning_rate)
 
 
 def test_jitted_training_matches_eager():
