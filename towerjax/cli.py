@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive_int, default=10)
     run.add_argument("--n-rounds", type=_positive_int, default=15000)
     _add_common(run, seeds=8)
+    run.set_defaults(subparser=run)
 
     train = commands.add_parser("train", help="train one configuration over several seeds")
     defaults = TrainConfig()
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--temperature", type=_positive_float, default=defaults.temperature)
     train.add_argument("--json", type=Path, default=None, help="write the results here")
     _add_common(train, seeds=1)
+    train.set_defaults(subparser=train)
     return parser
 
 
@@ -135,7 +137,7 @@ def _check_out_dir(parser: argparse.ArgumentParser, flag: str, path: Path) -> No
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser
+    sub = args.subparser  # errors in values are reported against the subcommand's flags
     _use_all_cores()
 
     if args.command == "train":

@@ -175,19 +175,6 @@ class LoggedData:
             "pscore": np.asarray(self.pscore),
         }
 
-    def take(self, index: jax.Array) -> LoggedData:
-        """The rows ``index`` (``[m]`` ints) of every per-event array; items are shared."""
-        rows = lambda a: None if a is None else a[index]  # noqa: E731
-        return dataclasses.replace(
-            self,
-            context=self.context[index],
-            action=self.action[index],
-            reward=self.reward[index],
-            pscore=self.pscore[index],
-            pi_b=rows(self.pi_b),
-            expected_reward=rows(self.expected_reward),
-        )
-
 
 def _as_float(
     value: Any,
