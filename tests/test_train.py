@@ -83,6 +83,23 @@ def test_sharded_seeds_equal_a_single_device_run():
     assert timing["seed_steps"] == 2 * TINY.epochs * 8
 
 
+def test_seed_layout_changes_speed_not_results():
+    grouped, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=1)
+    together, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=4)
+    for i in range(4):
+        _assert_same_run(
+            jax.tree.map(lambda v, i=i: v[i], grouped), jax.tree.map(lambda v, i=i: v[i], together)
+        )
+
+
+def test_skipping_the_train_value_leaves_the_rest_unchanged():
+    key = jax.random.key(4)
+    full = jax.jit(make_train(TINY))(key)
+    lean = jax.jit(make_train(dataclasses.replace(TINY, evaluate_train=False)))(key)
+    assert np.all(np.isnan(lean.train_value)) and np.all(np.isfinite(full.train_value))
+    np.testing.assert_allclose(lean.test_value, full.test_value, rtol=1e-5)
+
+
 def test_config_rejects_bad_values_naming_the_field():
     for field, value in [
         ("objective", "magic"),
