@@ -50,6 +50,12 @@ def test_train_json_has_the_documented_schema(tmp_path):
         (["--seeds", "0"], "--seeds"),
         (["--behavior", "greedy"], "--behavior"),
         (["--no-such-flag"], "--no-such-flag"),
+        (["--clip-min", "0.1"], "--clip-min/--clip-max"),
+        (["--clip-min", "2", "--clip-max", "1"], "--clip-min/--clip-max"),
+        (["--cap", "-1"], "--cap"),
+        (["--cap", "2", "--clip-min", "0.1", "--clip-max", "5"], "--cap"),
+        (["--k", "0"], "--k"),
+        (["--variance-penalty", "-0.5"], "--variance-penalty"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, flag):
@@ -58,6 +64,18 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, flag):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and flag in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_study_chen_writes_learned_and_expected_policies(tmp_path):
+    out = tmp_path / "chen.json"
+    proc = _cli("study", "chen", "--steps", "300", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["simulation"] for r in rows] == ["a/naive", "a/ips", "b/ips", "b/topk"]
+    for row in rows:
+        assert len(row["learned_pi"]) == len(row["expected_pi"]) == 10
+        assert abs(sum(row["learned_pi"]) - 1) < 1e-4
+    assert "expected pi" in proc.stdout
 
 
 def test_unwritable_output_is_reported_before_any_work(tmp_path):

@@ -34,7 +34,7 @@ def test_epoch_batches_cover_every_event_once(n, batch_size):
     np.testing.assert_array_equal(real, np.arange(n))
 
 
-@pytest.mark.parametrize("objective", ["ips", "dr", "regression", "naive"])
+@pytest.mark.parametrize("objective", ["ips", "dr", "regression", "naive", "snips", "topk"])
 def test_vmapped_training_matches_a_loop_over_seeds(objective):
     config = dataclasses.replace(TINY, objective=objective)
     train = make_train(config)

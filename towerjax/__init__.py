@@ -2,8 +2,23 @@
 
 from towerjax.data import LoggedData
 from towerjax.evaluation import Estimate, off_policy_estimates
-from towerjax.losses import dr_loss, importance_weight, ips_loss, naive_loss, regression_loss
-from towerjax.policy import log_policy, policy_value, sample_actions
+from towerjax.losses import (
+    dr_loss,
+    importance_weight,
+    ips_loss,
+    naive_loss,
+    regression_loss,
+    topk_ips_loss,
+    transform_weights,
+)
+from towerjax.policy import (
+    log_policy,
+    policy_value,
+    sample_actions,
+    sample_slate,
+    slate_inclusion,
+    slate_value,
+)
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.towers import TwoTower
 from towerjax.train import Batch, TrainConfig, TrainResult, make_train, make_update_step, train_seeds
@@ -30,5 +45,10 @@ __all__ = [
     "policy_value",
     "regression_loss",
     "sample_actions",
+    "sample_slate",
+    "slate_inclusion",
+    "slate_value",
+    "topk_ips_loss",
     "train_seeds",
+    "transform_weights",
 ]

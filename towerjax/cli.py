@@ -51,6 +51,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -83,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run, seeds=8)
     run.set_defaults(subparser=run)
 
+    study = commands.add_parser("study", help="reproduce a published study")
+    study.add_argument("name", choices=("chen",), help="chen: Chen et al. 2019 stateless simulations")
+    study.add_argument("--json", type=Path, default=None, help="write the results here")
+    study.add_argument("--seed", type=_int, default=0, help="root random seed")
+    study.add_argument("--steps", type=_positive_int, default=4000, help="optimiser steps per learner")
+    study.set_defaults(subparser=study)
+
     train = commands.add_parser("train", help="train one configuration over several seeds")
     defaults = TrainConfig()
     train.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective)
@@ -95,14 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
     train.add_argument("--temperature", type=_positive_float, default=defaults.temperature)
+    train.add_argument(
+        "--cap", type=_positive_float, default=None, help="cap min(w, C) on importance weights"
+    )
+    train.add_argument("--clip-min", type=_nonnegative_float, default=None, help="lower clip of the weights")
+    train.add_argument("--clip-max", type=_positive_float, default=None, help="upper clip of the weights")
+    train.add_argument("--variance-penalty", type=_nonnegative_float, default=0.0, help="POEM lambda")
+    train.add_argument(
+        "--k", type=_positive_int, default=defaults.topk, help="slate size of --objective topk"
+    )
     train.add_argument("--json", type=Path, default=None, help="write the results here")
     _add_common(train, seeds=1)
     train.set_defaults(subparser=train)
     return parser
 
 
+_FIELD_FLAGS = {"clip": "--clip-min/--clip-max", "topk": "--k"}
+
+
 def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    return _FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def _config(parser: argparse.ArgumentParser, **fields) -> TrainConfig:
@@ -140,7 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = args.subparser  # errors in values are reported against the subcommand's flags
     _use_all_cores()
 
+    if args.command == "study":
+        if args.json is not None:
+            _check_out_dir(sub, "--json", args.json.parent)
+        return _study(args)
+
     if args.command == "train":
+        if (args.clip_min is None) != (args.clip_max is None):
+            sub.error("argument --clip-min/--clip-max: give both bounds, or neither")
+        clip = None if args.clip_min is None else (args.clip_min, args.clip_max)
         config = _config(
             sub,
             objective=args.objective,
@@ -153,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             temperature=args.temperature,
+            cap=args.cap,
+            clip=clip,
+            variance_penalty=args.variance_penalty,
+            topk=args.k,
         )
         if args.json is not None:
             _check_out_dir(sub, "--json", args.json.parent)
@@ -192,6 +233,20 @@ def _train(config: TrainConfig, args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"  wrote {args.json}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from towerjax.chen import format_chen, run_chen_study
+
+    print("Chen et al. (2019) stateless simulations: softmax over free logits, logged by beta", flush=True)
+    rows = run_chen_study(seed=args.seed, steps=args.steps)
+    print(format_chen(rows))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"study": "chen", "seed": args.seed, "steps": args.steps, "rows": rows}, indent=2)
+        )
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-__all__ = ["log_policy", "policy_value", "sample_actions"]
+__all__ = ["log_policy", "policy_value", "sample_actions", "sample_slate", "slate_inclusion", "slate_value"]
 
 
 def log_policy(scores: ArrayLike, temperature: float = 1.0) -> jax.Array:
@@ -44,3 +44,47 @@ def policy_value(log_pi: ArrayLike, expected_reward: ArrayLike) -> jax.Array:
 def sample_actions(key: jax.Array, log_pi: ArrayLike) -> jax.Array:
     """``[n]`` actions drawn from ``pi(.|x_i)`` given ``[n, A]`` log-probabilities."""
     return jax.random.categorical(key, jnp.asarray(log_pi), axis=-1)
+
+
+def slate_inclusion(log_pi: ArrayLike, k: int) -> jax.Array:
+    """``alpha(a|x) = 1 - (1 - pi(a|x))^K``: the chance that ``a`` is among ``K`` draws with replacement.
+
+    Args:
+      log_pi: ``[..., A]`` log-probabilities.
+      k: slate size ``K >= 1``.
+    """
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    return -jnp.expm1(k * jnp.log1p(-jnp.exp(jnp.asarray(log_pi))))
+
+
+def slate_value(log_pi: ArrayLike, expected_reward: ArrayLike, k: int) -> jax.Array:
+    """True value of a ``K``-item slate: ``mean_i sum_a alpha(a|x_i) q(x_i, a)`` (Chen et al. 2019).
+
+    Args:
+      log_pi: ``[n, A]`` log-probabilities.
+      expected_reward: ``[n, A]`` ``q(x_i, a)``.
+      k: slate size.
+    """
+    log_pi, expected_reward = jnp.asarray(log_pi), jnp.asarray(expected_reward)
+    if log_pi.shape != expected_reward.shape:
+        raise ValueError(
+            f"expected_reward: expected shape {log_pi.shape} to match log_pi, got {expected_reward.shape}"
+        )
+    return jnp.mean(jnp.sum(slate_inclusion(log_pi, k) * expected_reward, axis=-1))
+
+
+def sample_slate(key: jax.Array, log_pi: ArrayLike, k: int) -> tuple[jax.Array, jax.Array]:
+    """Draws ``K`` items with replacement from ``pi(.|x_i)`` and removes repeats.
+
+    Returns:
+      ``items [n, K]`` (int) and ``unique [n, K]`` (bool): ``unique[i, j]`` is False when
+      ``items[i, j]`` repeats an earlier draw of row ``i``; the slate is the unique items.
+    """
+    log_pi = jnp.asarray(log_pi)
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    items = jax.random.categorical(key, log_pi[..., None, :], axis=-1, shape=(*log_pi.shape[:-1], k))
+    earlier = jnp.tril(jnp.ones((k, k), bool), -1)  # earlier[j, l]: draw l comes before draw j
+    repeats = jnp.any((items[..., :, None] == items[..., None, :]) & earlier, axis=-1)
+    return items, ~repeats

@@ -43,7 +43,7 @@ __all__ = [
     "train_seeds",
 ]
 
-OBJECTIVES = ("ips", "dr", "regression", "naive")
+OBJECTIVES = ("ips", "dr", "regression", "naive", "snips", "topk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,9 @@ class TrainConfig:
 
     The data fields (``behavior`` .. ``dim``) describe the built-in synthetic problem
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
-    logs of its own. ``evaluate_train=False`` skips the per-epoch true value on the
+    logs of its own. ``cap``, ``clip`` and ``variance_penalty`` shape the importance weights
+    of ``ips``, ``snips`` (self-normalised IPS) and ``dr`` (``cap`` also bounds ``topk``'s
+    weight); ``topk`` is the slate size ``K`` of the top-K correction. ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
 
@@ -72,6 +74,10 @@ class TrainConfig:
     batch_size: int = 10
     epochs: int = 100
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
+    cap: float | None = None
+    clip: tuple[float, float] | None = None
+    variance_penalty: float = 0.0
+    topk: int = 2
     evaluate_train: bool = True
 
     def __post_init__(self) -> None:
@@ -98,6 +104,13 @@ class TrainConfig:
         if self.batch_size > self.n_rounds:
             raise ValueError(f"batch_size: expected at most n_rounds={self.n_rounds}, got {self.batch_size}")
         check_activation(self.activation)
+        if self.clip is not None:
+            object.__setattr__(self, "clip", tuple(self.clip))
+        losses.check_weight_options(self.cap, self.clip)
+        if not self.variance_penalty >= 0:
+            raise ValueError(f"variance_penalty: expected >= 0, got {self.variance_penalty}")
+        if isinstance(self.topk, bool) or int(self.topk) != self.topk or self.topk < 1:
+            raise ValueError(f"topk: expected a positive integer, got {self.topk!r}")
         for name in ("temperature", "learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
@@ -165,10 +178,16 @@ def objective_loss(config: TrainConfig, params: dict, batch: Batch) -> jax.Array
     if config.objective == "regression":
         return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
     log_pi = log_policy(scores, config.temperature)
-    if config.objective == "ips":
-        return losses.ips_loss(log_pi, data.action, data.reward, data.pscore, mask=batch.mask)
+    logged = (log_pi, data.action, data.reward, data.pscore)
+    weights = dict(
+        cap=config.cap, clip=config.clip, variance_penalty=config.variance_penalty, mask=batch.mask
+    )
+    if config.objective in ("ips", "snips"):
+        return losses.ips_loss(*logged, self_normalize=config.objective == "snips", **weights)
     if config.objective == "dr":
-        return losses.dr_loss(log_pi, data.action, data.reward, data.pscore, batch.q_hat, mask=batch.mask)
+        return losses.dr_loss(*logged, batch.q_hat, **weights)
+    if config.objective == "topk":
+        return losses.topk_ips_loss(*logged, k=config.topk, cap=config.cap, mask=batch.mask)
     return losses.naive_loss(log_pi, data.action, data.reward, mask=batch.mask)
 
 
