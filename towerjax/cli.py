@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--k", type=_positive_int, default=defaults.topk, help="slate size of --objective topk"
     )
+    train.add_argument(
+        "--estimate-propensities",
+        action="store_true",
+        help="ignore logged propensities; learn a behaviour head and use its probabilities",
+    )
     train.add_argument("--json", type=Path, default=None, help="write the results here")
     _add_common(train, seeds=1)
     train.set_defaults(subparser=train)
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             clip=clip,
             variance_penalty=args.variance_penalty,
             topk=args.k,
+            estimate_propensities=args.estimate_propensities,
         )
         if args.json is not None:
             _check_out_dir(sub, "--json", args.json.parent)

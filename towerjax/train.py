@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from towerjax import losses
 from towerjax.batching import epoch_batches, num_batches
+from towerjax.behavior import behavior_loss, init_behavior_head, logged_propensity
 from towerjax.data import LoggedData
 from towerjax.policy import log_policy, policy_value
 from towerjax.reward_model import RewardModel, RewardModelConfig
@@ -54,7 +55,10 @@ class TrainConfig:
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
     logs of its own. ``cap``, ``clip`` and ``variance_penalty`` shape the importance weights
     of ``ips``, ``snips`` (self-normalised IPS) and ``dr`` (``cap`` also bounds ``topk``'s
-    weight); ``topk`` is the slate size ``K`` of the top-K correction. ``evaluate_train=False`` skips the per-epoch true value on the
+    weight); ``topk`` is the slate size ``K`` of the top-K correction.
+    ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
+    (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
+    ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
 
@@ -78,6 +82,7 @@ class TrainConfig:
     clip: tuple[float, float] | None = None
     variance_penalty: float = 0.0
     topk: int = 2
+    estimate_propensities: bool = False
     evaluate_train: bool = True
 
     def __post_init__(self) -> None:
@@ -174,11 +179,20 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def objective_loss(config: TrainConfig, params: dict, batch: Batch) -> jax.Array:
     """The configured surrogate loss of one batch."""
     data = batch.data
-    scores = config.model.scores(params, data.context, data.action_context)
+    context_embedding = config.model.embed_context(params, data.context)
+    scores = context_embedding @ config.model.embed_actions(params, data.action_context).T
+    pscore, extra = data.pscore, 0.0
+    if config.estimate_propensities:
+        pscore = logged_propensity(params["behavior"], context_embedding, data.action)
+        extra = behavior_loss(params["behavior"], context_embedding, data.action, mask=batch.mask)
+    return extra + _policy_loss(config, scores, data, pscore, batch)
+
+
+def _policy_loss(config: TrainConfig, scores: jax.Array, data: LoggedData, pscore, batch: Batch) -> jax.Array:
     if config.objective == "regression":
         return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
     log_pi = log_policy(scores, config.temperature)
-    logged = (log_pi, data.action, data.reward, data.pscore)
+    logged = (log_pi, data.action, data.reward, pscore)
     weights = dict(
         cap=config.cap, clip=config.clip, variance_penalty=config.variance_penalty, mask=batch.mask
     )
@@ -238,6 +252,10 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
         n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
 
         params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        if config.estimate_propensities:
+            params["behavior"] = init_behavior_head(
+                jax.random.fold_in(key_q, 1), data.n_actions, config.embedding_size
+            )
         q_hat = None
         if config.objective == "dr":
             q_params = reward_model.fit(key_q, data)
