@@ -23,6 +23,7 @@ TINY = TrainConfig(
     batch_size=7,
     epochs=2,
     reward_model=towerjax.RewardModelConfig(hidden_sizes=(8,), epochs=2, batch_size=16),
+    num_samples=4,
 )
 
 
@@ -34,7 +35,7 @@ def test_epoch_batches_cover_every_event_once(n, batch_size):
     np.testing.assert_array_equal(real, np.arange(n))
 
 
-@pytest.mark.parametrize("objective", ["ips", "dr", "regression", "naive", "snips", "topk"])
+@pytest.mark.parametrize("objective", ["ips", "dr", "regression", "naive", "snips", "topk", "two-stage"])
 def test_vmapped_training_matches_a_loop_over_seeds(objective):
     config = dataclasses.replace(TINY, objective=objective)
     train = make_train(config)

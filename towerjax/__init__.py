@@ -22,6 +22,7 @@ from towerjax.policy import (
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.towers import TwoTower
 from towerjax.train import Batch, TrainConfig, TrainResult, make_train, make_update_step, train_seeds
+from towerjax.two_stage import two_stage_ips_loss, two_stage_policy, two_stage_value
 
 __version__ = "0.1.0"
 
@@ -51,4 +52,7 @@ __all__ = [
     "topk_ips_loss",
     "train_seeds",
     "transform_weights",
+    "two_stage_ips_loss",
+    "two_stage_policy",
+    "two_stage_value",
 ]

@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", type=_positive_int, default=defaults.topk, help="slate size of --objective topk"
     )
     train.add_argument(
+        "--candidates", type=_positive_int, default=defaults.candidates, help="two-stage: set size"
+    )
+    train.add_argument(
+        "--num-samples", type=_positive_int, default=defaults.num_samples, help="two-stage: sets per event"
+    )
+    train.add_argument(
+        "--alpha", type=_nonnegative_float, default=defaults.alpha, help="two-stage: other candidates' weight"
+    )
+    train.add_argument(
         "--estimate-propensities",
         action="store_true",
         help="ignore logged propensities; learn a behaviour head and use its probabilities",
@@ -199,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             clip=clip,
             variance_penalty=args.variance_penalty,
             topk=args.k,
+            candidates=args.candidates,
+            num_samples=args.num_samples,
+            alpha=args.alpha,
             estimate_propensities=args.estimate_propensities,
         )
         if args.json is not None:

@@ -28,6 +28,7 @@ from towerjax.policy import log_policy, policy_value
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.synthetic import blog_problem, sample_logged_data
 from towerjax.towers import TwoTower, check_activation
+from towerjax.two_stage import two_stage_ips_loss
 
 __all__ = [
     "OBJECTIVES",
@@ -44,7 +45,7 @@ __all__ = [
     "train_seeds",
 ]
 
-OBJECTIVES = ("ips", "dr", "regression", "naive", "snips", "topk")
+OBJECTIVES = ("ips", "dr", "regression", "naive", "snips", "topk", "two-stage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,10 @@ class TrainConfig:
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
     logs of its own. ``cap``, ``clip`` and ``variance_penalty`` shape the importance weights
     of ``ips``, ``snips`` (self-normalised IPS) and ``dr`` (``cap`` also bounds ``topk``'s
-    weight); ``topk`` is the slate size ``K`` of the top-K correction.
+    weight); ``topk`` is the slate size ``K`` of the top-K correction. ``two-stage``
+    (Ma et al. 2020) samples ``num_samples`` candidate sets of ``candidates`` items (at most
+    ``A``) with weight ``alpha`` on the other candidates; its fixed ranker is the reward
+    model fitted on the logs (as for ``dr``), scoring items by ``q_hat``.
     ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
     (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
     ``evaluate_train=False`` skips the per-epoch true value on the
@@ -82,6 +86,9 @@ class TrainConfig:
     clip: tuple[float, float] | None = None
     variance_penalty: float = 0.0
     topk: int = 2
+    candidates: int = 30
+    num_samples: int = 100
+    alpha: float = 1e-3
     estimate_propensities: bool = False
     evaluate_train: bool = True
 
@@ -114,8 +121,12 @@ class TrainConfig:
         losses.check_weight_options(self.cap, self.clip)
         if not self.variance_penalty >= 0:
             raise ValueError(f"variance_penalty: expected >= 0, got {self.variance_penalty}")
-        if isinstance(self.topk, bool) or int(self.topk) != self.topk or self.topk < 1:
-            raise ValueError(f"topk: expected a positive integer, got {self.topk!r}")
+        for name in ("topk", "candidates", "num_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha: expected >= 0, got {self.alpha}")
         for name in ("temperature", "learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
@@ -139,7 +150,7 @@ class Batch:
     Attributes:
       data: :class:`LoggedData` with ``B`` rows (``action_context`` is all ``A`` items).
       mask: ``[B]`` 1 for real events, 0 for the padding of a final partial batch.
-      q_hat: ``[B, A]`` reward-model predictions, or ``None``.
+      q_hat: ``[B, A]`` reward-model predictions (DR's model, the two-stage ranker's scores), or ``None``.
     """
 
     data: LoggedData
@@ -176,8 +187,10 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.learning_rate))
 
 
-def objective_loss(config: TrainConfig, params: dict, batch: Batch) -> jax.Array:
-    """The configured surrogate loss of one batch."""
+def objective_loss(
+    config: TrainConfig, params: dict, batch: Batch, key: jax.Array | None = None
+) -> jax.Array:
+    """The configured surrogate loss of one batch (``key`` drives sampled estimators)."""
     data = batch.data
     context_embedding = config.model.embed_context(params, data.context)
     scores = context_embedding @ config.model.embed_actions(params, data.action_context).T
@@ -185,10 +198,10 @@ def objective_loss(config: TrainConfig, params: dict, batch: Batch) -> jax.Array
     if config.estimate_propensities:
         pscore = logged_propensity(params["behavior"], context_embedding, data.action)
         extra = behavior_loss(params["behavior"], context_embedding, data.action, mask=batch.mask)
-    return extra + _policy_loss(config, scores, data, pscore, batch)
+    return extra + _policy_loss(config, scores, data, pscore, batch, key)
 
 
-def _policy_loss(config: TrainConfig, scores: jax.Array, data: LoggedData, pscore, batch: Batch) -> jax.Array:
+def _policy_loss(config: TrainConfig, scores, data: LoggedData, pscore, batch: Batch, key) -> jax.Array:
     if config.objective == "regression":
         return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
     log_pi = log_policy(scores, config.temperature)
@@ -202,19 +215,32 @@ def _policy_loss(config: TrainConfig, scores: jax.Array, data: LoggedData, pscor
         return losses.dr_loss(*logged, batch.q_hat, **weights)
     if config.objective == "topk":
         return losses.topk_ips_loss(*logged, k=config.topk, cap=config.cap, mask=batch.mask)
+    if config.objective == "two-stage":
+        if key is None:
+            raise ValueError("key: the two-stage objective samples candidate sets and needs a key")
+        return two_stage_ips_loss(
+            key,
+            *logged,
+            batch.q_hat,
+            k=min(config.candidates, scores.shape[-1]),
+            num_samples=config.num_samples,
+            alpha=config.alpha,
+            cap=config.cap,
+            clip=config.clip,
+            mask=batch.mask,
+        )
     return losses.naive_loss(log_pi, data.action, data.reward, mask=batch.mask)
 
 
 def make_update_step(config: TrainConfig) -> Callable:
     """``(params, opt_state, batch, key) -> (params, opt_state, metrics)``: one optax update.
 
-    ``key`` is unused by the current objectives and kept for sampled estimators.
+    ``key`` drives sampled estimators (the two-stage candidate sets).
     """
     optimizer = make_optimizer(config)
 
     def step(params, opt_state, batch: Batch, key: jax.Array):
-        del key
-        loss, grads = jax.value_and_grad(objective_loss, argnums=1)(config, params, batch)
+        loss, grads = jax.value_and_grad(objective_loss, argnums=1)(config, params, batch, key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss}
 
@@ -257,7 +283,7 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
                 jax.random.fold_in(key_q, 1), data.n_actions, config.embedding_size
             )
         q_hat = None
-        if config.objective == "dr":
+        if config.objective in ("dr", "two-stage"):
             q_params = reward_model.fit(key_q, data)
             q_hat = reward_model.predict(q_params, data.context, data.action_context, chunk_size=4096)
 
