@@ -55,11 +55,9 @@ def _emit(record: dict, records: list[dict]) -> None:
 
 def main() -> int:
     args = _parse()
-    count = args.devices or len(os.sched_getaffinity(0))
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
-        ).strip()
+    from towerjax.train import expose_cpu_cores
+
+    expose_cpu_cores(args.devices)
     import jax
     import numpy as np
 

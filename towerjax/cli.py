@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from towerjax.train import OBJECTIVES, TrainConfig
+from towerjax.train import OBJECTIVES, TrainConfig, expose_cpu_cores
 
 BEHAVIORS = ("uniform", "epsilon-greedy")
 
@@ -157,16 +156,6 @@ def _config(parser: argparse.ArgumentParser, **fields) -> TrainConfig:
         parser.error(f"argument {_flag(field)}: {reason}")
 
 
-def _use_all_cores() -> None:
-    """On CPU, expose one XLA device per core so seeds run in parallel (before JAX starts)."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={max(1, count or 1)}".strip()
-        )
-
-
 def _check_out_dir(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -181,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = args.subparser  # errors in values are reported against the subcommand's flags
-    _use_all_cores()
+    expose_cpu_cores()  # before any JAX computation starts the backend
 
     if args.command == "study":
         if args.json is not None:

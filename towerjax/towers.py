@@ -54,7 +54,8 @@ affine.defvjp(_affine_fwd, _affine_bwd)
 
 
 class Dense(nn.Module):
-    """``nn.Dense`` (same parameter names and initialisers) on ``[B, I]`` inputs via :func:`affine`."""
+    """``nn.Dense`` (same parameter names and initialisers) via :func:`affine`; leading axes
+    of ``x [..., I]`` are flattened into one batch axis and restored."""
 
     features: int
 
@@ -62,7 +63,8 @@ class Dense(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return affine(x, kernel, bias)
+        out = affine(x.reshape(-1, x.shape[-1]), kernel, bias)
+        return out.reshape(*x.shape[:-1], self.features)
 
 
 class MLP(nn.Module):
@@ -75,10 +77,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        dense = Dense if x.ndim == 2 else nn.Dense
         for size in self.hidden_sizes:
-            x = act(dense(size)(x))
-        return dense(self.features)(x)
+            x = act(Dense(size)(x))
+        return Dense(self.features)(x)
 
 
 @dataclasses.dataclass(frozen=True)

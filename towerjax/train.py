@@ -11,6 +11,7 @@ optax update step with ``jax.lax.scan``. Seeds are a ``vmap``::
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "compile_seeds",
+    "expose_cpu_cores",
     "make_optimizer",
     "make_train",
     "make_update_step",
@@ -278,7 +280,9 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
         n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
 
         params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        initial_params = params
         if config.estimate_propensities:
+            params = dict(params)
             params["behavior"] = init_behavior_head(
                 jax.random.fold_in(key_q, 1), data.n_actions, config.embedding_size
             )
@@ -352,14 +356,26 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
             loss=loss,
             train_value=train_value,
             test_value=test_value,
-            initial_value=value(
-                model.init(key_init, data.context.shape[-1], data.action_context.shape[-1]), test_data
-            ),
+            initial_value=value(initial_params, test_data),
             behavior_value=behavior_value,
             optimal_value=optimal_value,
         )
 
     return train
+
+
+def expose_cpu_cores(count: int | None = None) -> None:
+    """Asks XLA for one CPU device per core (or ``count``), so seeds run in parallel.
+
+    Only takes effect before JAX starts its backend, and never overrides a
+    ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS``.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    if count is None:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(1, count or 1)}".strip()
 
 
 def seed_sharding(seeds: int, devices: int | None = None) -> NamedSharding:
