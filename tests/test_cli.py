@@ -55,6 +55,8 @@ def test_train_json_has_the_documented_schema(tmp_path):
         (["--cap", "-1"], "--cap"),
         (["--cap", "2", "--clip-min", "0.1", "--clip-max", "5"], "--cap"),
         (["--k", "0"], "--k"),
+        (["--no-clip", "--clip-min", "0.1", "--clip-max", "5"], "--no-clip"),
+        (["--objective", "snips", "--no-self-normalize"], "--no-self-normalize"),
         (["--variance-penalty", "-0.5"], "--variance-penalty"),
     ],
 )

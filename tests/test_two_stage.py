@@ -82,6 +82,46 @@ def test_monte_carlo_gradient_matches_the_enumerated_expectation():
     assert float(jnp.abs(exact).max()) > 0.05
 
 
+def _two_stage_value_by_enumeration(theta, q, k):
+    """``V(pi_2) = mean_x sum_a pi_2(a|x) q(x, a)`` for the sampled two-stage policy: ``k``
+    i.i.d. draws from ``p``, deduplicated, the ranker's softmax among them; every k-tuple."""
+    p = jax.nn.softmax(theta)
+    pi_2 = jnp.zeros((B, A))
+    for tup in itertools.product(range(A), repeat=k):
+        candidate = np.zeros(A, bool)
+        candidate[list(tup)] = True
+        prob = jnp.prod(p[:, jnp.array(tup)], axis=-1)  # [B]
+        pick = jax.nn.softmax(jnp.where(candidate, RANKER, -jnp.inf), axis=-1)
+        pi_2 = pi_2 + prob[:, None] * pick
+    return jnp.mean(jnp.sum(pi_2 * q, -1)), pi_2
+
+
+def test_unbiased_monte_carlo_gradient_matches_the_exact_gradient_of_the_two_stage_value():
+    """Logs with every action once under uniform logging make the IPS expectation over
+    actions exact, so only the candidate sets are sampled."""
+    k, q = 3, jax.random.uniform(jax.random.key(5), (B, A))
+    _, pi_2 = _two_stage_value_by_enumeration(THETA, q, k)
+    np.testing.assert_allclose(pi_2.sum(-1), 1.0, rtol=1e-6)
+    exact = jax.grad(lambda th: _two_stage_value_by_enumeration(th, q, k)[0])(THETA)
+    action = jnp.tile(jnp.arange(A), B)
+    pscore = jnp.full(B * A, 1.0 / A)
+
+    def loss(th, unbiased):
+        options = {"unbiased": True} if unbiased else {"alpha": 1e-3}
+        log_p = jax.nn.log_softmax(jnp.repeat(th, A, axis=0))
+        return two_stage_ips_loss(
+            jax.random.key(6), log_p, action, q.reshape(-1), pscore, jnp.repeat(RANKER, A, axis=0),
+            k=k, num_samples=40000, **options,
+        )  # fmt: skip
+
+    mc = -jax.jit(jax.grad(loss), static_argnums=1)(THETA, True)
+    scale = float(jnp.abs(exact).max())
+    assert scale > 0.02
+    np.testing.assert_allclose(mc, exact, atol=0.05 * scale)  # MC error ~0.02 * scale
+    ma = -jax.jit(jax.grad(loss), static_argnums=1)(THETA, False)
+    assert float(jnp.abs(ma - exact).max()) > 0.3 * scale  # Ma et al.'s surrogate is biased
+
+
 def test_candidate_sets_hold_the_logged_item_and_unique_others():
     items, member = candidate_sets(jax.random.key(3), jax.nn.log_softmax(THETA), ACTION, k=4, num_samples=50)
     items, member = np.asarray(items), np.asarray(member)
@@ -117,3 +157,50 @@ def test_bad_arguments_name_themselves():
         two_stage_ips_loss(jax.random.key(0), log_p, ACTION, REWARD, PSCORE, RANKER, k=2, num_samples=0)
     with pytest.raises(ValueError, match="k"):
         two_stage_policy(log_p, RANKER, k=A + 1)
+    with pytest.raises(ValueError, match="alpha"):
+        two_stage_ips_loss(
+            jax.random.key(0), log_p, ACTION, REWARD, PSCORE, RANKER, k=2, num_samples=2, alpha=0.1,
+            unbiased=True,
+        )  # fmt: skip
+
+
+def test_two_stage_objective_defaults_to_ma_et_al_clip_then_self_normalise():
+    from towerjax.train import TWO_STAGE_CLIP, Batch, TrainConfig, objective_loss
+
+    assert TrainConfig(objective="two-stage").weight_options() == {
+        "cap": None, "clip": TWO_STAGE_CLIP, "self_normalize": True,
+    }  # fmt: skip
+    assert TrainConfig(objective="two-stage", clip=False).weight_options()["clip"] is None
+    assert TrainConfig(objective="two-stage", cap=3.0).weight_options()["clip"] is None
+    assert TrainConfig(objective="snips").weight_options()["self_normalize"] is True
+    assert TrainConfig(objective="ips").weight_options() == {
+        "cap": None,
+        "clip": None,
+        "self_normalize": False,
+    }
+    with pytest.raises(ValueError, match="self_normalize"):
+        TrainConfig(objective="snips", self_normalize=False)
+    with pytest.raises(ValueError, match="clip"):
+        TrainConfig(clip=True)
+
+    config = TrainConfig(
+        objective="two-stage", n_actions=A, dim=2, hidden_sizes=(4,), embedding_size=3, candidates=3
+    )
+    data = towerjax.LoggedData(
+        context=jax.random.normal(jax.random.key(7), (B, 2)),
+        action_context=jax.random.normal(jax.random.key(8), (A, 2)),
+        action=ACTION, reward=REWARD, pscore=jnp.array([0.9, 0.004, 0.2]),
+    )  # fmt: skip
+    params = config.model.init(jax.random.key(9), 2, 2)
+    loss = objective_loss(config, params, Batch(data, jnp.ones(B), RANKER), jax.random.key(10))
+    log_p = jax.nn.log_softmax(config.model.scores(params, data.context, data.action_context))
+    expected = two_stage_ips_loss(
+        jax.random.key(10), log_p, ACTION, REWARD, data.pscore, RANKER, k=3, num_samples=config.num_samples,
+        clip=TWO_STAGE_CLIP, self_normalize=True, mask=jnp.ones(B),
+    )  # fmt: skip
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    unclipped = two_stage_ips_loss(
+        jax.random.key(10), log_p, ACTION, REWARD, data.pscore, RANKER, k=3, num_samples=config.num_samples,
+        mask=jnp.ones(B),
+    )  # fmt: skip
+    assert abs(float(unclipped - expected)) > 1e-3

@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--clip-min", type=_nonnegative_float, default=None, help="lower clip of the weights")
     train.add_argument("--clip-max", type=_positive_float, default=None, help="upper clip of the weights")
+    train.add_argument(
+        "--no-clip", action="store_true", help="no clipping, not even two-stage's default (0.01, 10)"
+    )
+    train.add_argument(
+        "--self-normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="self-normalise the weights (default: yes for snips and two-stage, no otherwise)",
+    )
     train.add_argument("--variance-penalty", type=_nonnegative_float, default=0.0, help="POEM lambda")
     train.add_argument(
         "--k", type=_positive_int, default=defaults.topk, help="slate size of --objective topk"
@@ -140,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_FIELD_FLAGS = {"clip": "--clip-min/--clip-max", "topk": "--k"}
+_FIELD_FLAGS = {"clip": "--clip-min/--clip-max", "topk": "--k", "self_normalize": "--no-self-normalize"}
 
 
 def _flag(field: str) -> str:
@@ -181,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.clip_min is None) != (args.clip_max is None):
             sub.error("argument --clip-min/--clip-max: give both bounds, or neither")
         clip = None if args.clip_min is None else (args.clip_min, args.clip_max)
+        if args.no_clip:
+            if clip is not None:
+                sub.error("argument --no-clip: not allowed with --clip-min/--clip-max")
+            clip = False
         config = _config(
             sub,
             objective=args.objective,
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             cap=args.cap,
             clip=clip,
+            self_normalize=args.self_normalize,
             variance_penalty=args.variance_penalty,
             topk=args.k,
             candidates=args.candidates,
@@ -219,6 +233,7 @@ def _train(config: TrainConfig, args: argparse.Namespace) -> int:
     result, timing = train_seeds(config, seeds=args.seeds, seed=args.seed, devices=args.devices)
     payload = {
         "config": config.to_dict(),
+        "weight_options": config.weight_options(),
         "seeds": args.seeds,
         "seed": args.seed,
         **timing,

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 OBJECTIVES = ("ips", "dr", "regression", "naive", "snips", "topk", "two-stage")
+TWO_STAGE_CLIP = (0.01, 10.0)  # Ma et al. 2020's weight clipping (then self-normalised)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +57,16 @@ class TrainConfig:
 
     The data fields (``behavior`` .. ``dim``) describe the built-in synthetic problem
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
-    logs of its own. ``cap``, ``clip`` and ``variance_penalty`` shape the importance weights
-    of ``ips``, ``snips`` (self-normalised IPS) and ``dr`` (``cap`` also bounds ``topk``'s
-    weight); ``topk`` is the slate size ``K`` of the top-K correction. ``two-stage``
-    (Ma et al. 2020) samples ``num_samples`` candidate sets of ``candidates`` items (at most
-    ``A``) with weight ``alpha`` on the other candidates; its fixed ranker is the reward
-    model fitted on the logs (as for ``dr``), scoring items by ``q_hat``.
+    logs of its own. ``cap``, ``clip``, ``self_normalize`` and ``variance_penalty`` shape the
+    importance weights of ``ips``, ``snips`` (self-normalised IPS), ``dr`` and ``two-stage``
+    (``cap`` also bounds ``topk``'s weight); :meth:`weight_options` resolves them. ``clip=None``
+    and ``self_normalize=None`` take the objective's default: Ma et al.'s clip to
+    ``(0.01, 10)`` then self-normalisation for ``two-stage``, self-normalisation for ``snips``,
+    neither otherwise; ``clip=False`` turns clipping off. ``topk`` is the slate size ``K`` of
+    the top-K correction. ``two-stage`` (Ma et al. 2020) samples ``num_samples`` candidate
+    sets of ``candidates`` items (at most ``A``) with weight ``alpha`` on the other
+    candidates; its fixed ranker is the reward model fitted on the logs (as for ``dr``),
+    scoring items by ``q_hat``.
     ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
     (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
     ``evaluate_train=False`` skips the per-epoch true value on the
@@ -85,7 +90,8 @@ class TrainConfig:
     epochs: int = 100
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
     cap: float | None = None
-    clip: tuple[float, float] | None = None
+    clip: tuple[float, float] | bool | None = None
+    self_normalize: bool | None = None
     variance_penalty: float = 0.0
     topk: int = 2
     candidates: int = 30
@@ -118,9 +124,14 @@ class TrainConfig:
         if self.batch_size > self.n_rounds:
             raise ValueError(f"batch_size: expected at most n_rounds={self.n_rounds}, got {self.batch_size}")
         check_activation(self.activation)
-        if self.clip is not None:
+        if self.clip is True:
+            raise ValueError("clip: expected a pair (c_min, c_max), None (the objective's default) or False")
+        if self.clip not in (None, False):
             object.__setattr__(self, "clip", tuple(self.clip))
-        losses.check_weight_options(self.cap, self.clip)
+        if self.self_normalize is False and self.objective == "snips":
+            raise ValueError("self_normalize: the snips objective always self-normalises")
+        options = self.weight_options()
+        losses.check_weight_options(options["cap"], options["clip"])
         if not self.variance_penalty >= 0:
             raise ValueError(f"variance_penalty: expected >= 0, got {self.variance_penalty}")
         for name in ("topk", "candidates", "num_samples"):
@@ -139,6 +150,15 @@ class TrainConfig:
     @property
     def model(self) -> TwoTower:
         return TwoTower(self.hidden_sizes, self.embedding_size, self.activation)
+
+    def weight_options(self) -> dict:
+        """``{"cap", "clip", "self_normalize"}`` as the objective applies them (defaults resolved)."""
+        clip, self_normalize = self.clip, self.self_normalize
+        if clip is None:
+            clip = TWO_STAGE_CLIP if self.objective == "two-stage" and self.cap is None else None
+        if self_normalize is None:
+            self_normalize = self.objective in ("snips", "two-stage")
+        return {"cap": self.cap, "clip": clip or None, "self_normalize": self_normalize}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,13 +228,13 @@ def _policy_loss(config: TrainConfig, scores, data: LoggedData, pscore, batch: B
         return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
     log_pi = log_policy(scores, config.temperature)
     logged = (log_pi, data.action, data.reward, pscore)
-    weights = dict(
-        cap=config.cap, clip=config.clip, variance_penalty=config.variance_penalty, mask=batch.mask
-    )
+    weights = config.weight_options()
     if config.objective in ("ips", "snips"):
-        return losses.ips_loss(*logged, self_normalize=config.objective == "snips", **weights)
+        return losses.ips_loss(*logged, variance_penalty=config.variance_penalty, mask=batch.mask, **weights)
     if config.objective == "dr":
-        return losses.dr_loss(*logged, batch.q_hat, **weights)
+        return losses.dr_loss(
+            *logged, batch.q_hat, variance_penalty=config.variance_penalty, mask=batch.mask, **weights
+        )
     if config.objective == "topk":
         return losses.topk_ips_loss(*logged, k=config.topk, cap=config.cap, mask=batch.mask)
     if config.objective == "two-stage":
@@ -227,9 +247,8 @@ def _policy_loss(config: TrainConfig, scores, data: LoggedData, pscore, batch: B
             k=min(config.candidates, scores.shape[-1]),
             num_samples=config.num_samples,
             alpha=config.alpha,
-            cap=config.cap,
-            clip=config.clip,
             mask=batch.mask,
+            **weights,
         )
     return losses.naive_loss(log_pi, data.action, data.reward, mask=batch.mask)
 

@@ -44,7 +44,8 @@ def two_stage_ips_loss(
     *,
     k: int,
     num_samples: int,
-    alpha: float = 1e-3,
+    alpha: float | None = None,
+    unbiased: bool = False,
     cap: float | None = None,
     clip: tuple[float, float] | None = None,
     self_normalize: bool = False,
@@ -61,6 +62,21 @@ def two_stage_ips_loss(
     deduplicated, and ``q_rank`` (the ranker's softmax within ``A_t``) and ``w`` (with the
     given transforms) carry no gradient. Vectorised over events and samples.
 
+    With ``unbiased=True`` the surrogate is instead the exact score-function gradient of
+    the value of the *sampled two-stage policy* ``pi_2``: draw ``k`` items i.i.d. from
+    ``p``, deduplicate, and let the ranker pick among them. Its probability is
+    ``pi_2(a|x) = k p(a|x) E_S[q_rank(a | {a} ∪ S) / (1 + n_a(S))]`` over the other
+    ``k - 1`` draws ``S`` (``n_a(S)`` counts the draws equal to ``a``), so
+
+    .. math::
+      J_i = \\frac{k}{T} \\sum_t \\frac{q_{rank}(a_i | x_i, A_t)}{1 + n_{a_i}(S_t)}
+            \\Big[ \\log p(a_i|x_i) + \\sum_{s \\in S_t} \\log p(s|x_i) \\Big]
+
+    summing over all ``k - 1`` draws, repeats included. Then ``-E[grad L]`` is
+    ``grad V(pi_2)`` exactly (for untransformed weights). Ma et al.'s estimator drops the
+    ``k / (1 + n_a)`` factor and damps the other candidates by ``alpha``, trading this
+    bias for variance.
+
     Args:
       key: randomness of the candidate sets.
       log_p: ``[B, A]`` log-probabilities of the candidate generator.
@@ -70,7 +86,9 @@ def two_stage_ips_loss(
       ranker_scores: ``[B, A]`` the fixed ranker's scores.
       k: candidate set size (``k - 1`` sampled items plus the logged one); Ma et al. use 30.
       num_samples: ``T`` sampled sets per event; Ma et al. use 100.
-      alpha: weight of the other candidates' score terms; Ma et al. use ``1e-3``.
+      alpha: weight of the other candidates' score terms; default (and Ma et al.'s)
+        ``1e-3``. Not used with ``unbiased=True``.
+      unbiased: use the unbiased gradient of ``V(pi_2)`` above instead of Ma et al.'s.
       cap, clip, self_normalize: weight transforms as in :func:`towerjax.ips_loss`
         (Ma et al. clip to ``(0.01, 10)`` then self-normalise).
       mask: optional ``[B]`` event weights.
@@ -87,6 +105,11 @@ def two_stage_ips_loss(
     for name, value in (("k", k), ("num_samples", num_samples)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if unbiased and alpha is not None:
+        raise ValueError("alpha: not used with unbiased=True (every draw's score term has weight 1)")
+    alpha = 1e-3 if alpha is None else alpha
+    if not alpha >= 0:
+        raise ValueError(f"alpha: expected >= 0, got {alpha!r}")
     items, member = candidate_sets(key, log_p, action, k=k, num_samples=num_samples)
     batch = log_p.shape[0]
     rows = jnp.arange(batch)[:, None, None]
@@ -94,8 +117,13 @@ def two_stage_ips_loss(
     other_scores = jnp.where(member, ranker_scores[rows, items], -jnp.inf)
     q_rank = jnp.exp(jax.nn.log_softmax(jnp.concatenate([logged_score, other_scores], -1), axis=-1)[..., 0])
     log_p_a = _logged(log_p, action)
-    others = jnp.sum(jnp.where(member, log_p[rows, items], 0.0), axis=-1)
-    j = jnp.mean(q_rank * (log_p_a[:, None] + alpha * others), axis=-1)
+    if unbiased:
+        repeats = jnp.sum(items == action[:, None, None], axis=-1)
+        draws = jnp.sum(log_p[rows, items], axis=-1)
+        j = k * jnp.mean(q_rank / (1 + repeats) * (log_p_a[:, None] + draws), axis=-1)
+    else:
+        others = jnp.sum(jnp.where(member, log_p[rows, items], 0.0), axis=-1)
+        j = jnp.mean(q_rank * (log_p_a[:, None] + alpha * others), axis=-1)
     w = importance_weight(log_p_a, pscore, cap=cap, clip=clip, self_normalize=self_normalize, mask=mask)
     return -_batch_mean(w * reward * j, mask)
 
