@@ -1,4 +1,4 @@
-"""Command line: ``towerjax run`` (the main job) and ``towerjax train`` (one configuration).
+"""Command line: ``towerjax run`` (the main job), ``train`` (one configuration), ``study`` and ``data``.
 
 Bad flags or values exit with status 2 and one line naming the flag, never a traceback.
 """
@@ -31,6 +31,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _positive_int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
 
 
 def _int(text: str) -> int:
@@ -93,11 +105,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(subparser=run)
 
     study = commands.add_parser("study", help="reproduce a published study")
-    study.add_argument("name", choices=("chen",), help="chen: Chen et al. 2019 stateless simulations")
-    study.add_argument("--json", type=Path, default=None, help="write the results here")
-    study.add_argument("--seed", type=_int, default=0, help="root random seed")
-    study.add_argument("--steps", type=_positive_int, default=4000, help="optimiser steps per learner")
-    study.set_defaults(subparser=study)
+    studies = study.add_subparsers(dest="study", parser_class=_Parser, required=True)
+    chen = studies.add_parser("chen", help="Chen et al. 2019 stateless simulations")
+    chen.add_argument("--json", type=Path, default=None, help="write the results here")
+    chen.add_argument("--seed", type=_int, default=0, help="root random seed")
+    chen.add_argument("--steps", type=_positive_int, default=4000, help="optimiser steps per learner")
+    chen.set_defaults(subparser=chen)
+
+    blog = studies.add_parser(
+        "blog", help="the seed study's four figures, many seeds per cell, resumable (same --out)"
+    )
+    blog.add_argument("--figure", choices=("1", "2", "3", "4", "all"), default="all")
+    blog.add_argument("--seeds", type=_positive_int, default=12, help="independent runs per cell, vmapped")
+    blog.add_argument("--seed", type=_int, default=0, help="root random seed")
+    blog.add_argument("--epochs", type=_positive_int, default=None, help="default 100 (3 with --quick)")
+    blog.add_argument("--out", type=Path, default=Path("towerjax-blog"), help="output folder (resumes)")
+    blog.add_argument(
+        "--quick", action="store_true", help="tiny grids and models: a smoke test of the pipeline"
+    )
+    blog.add_argument(
+        "--values", type=_positive_int_list, default=None, help="comma-separated x values (one figure only)"
+    )
+    blog.add_argument("--no-progress", action="store_true", help="no progress bar")
+    blog.set_defaults(subparser=blog)
+
+    data = commands.add_parser(
+        "data", help="fetch a public dataset into the cache (from the package registry)"
+    )
+    data.add_argument(
+        "name",
+        choices=("obd", "movielens"),
+        help="obd: Open Bandit Dataset sample (obp 0.4.1 wheel); movielens: MovieLens-100K (recbole 1.2.1 wheel)",
+    )
+    data.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: $TOWERJAX_CACHE or ~/.cache/towerjax"
+    )
+    data.set_defaults(subparser=data)
 
     train = commands.add_parser("train", help="train one configuration over several seeds")
     defaults = TrainConfig()
@@ -181,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = args.subparser  # errors in values are reported against the subcommand's flags
     expose_cpu_cores()  # before any JAX computation starts the backend
 
+    if args.command == "data":
+        return _data(args)
+
+    if args.command == "study" and args.study == "blog":
+        return _blog(sub, args)
+
     if args.command == "study":
         if args.json is not None:
             _check_out_dir(sub, "--json", args.json.parent)
@@ -255,6 +304,60 @@ def _train(config: TrainConfig, args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"  wrote {args.json}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from towerjax import datasets
+
+    try:
+        if args.name == "obd":
+            path = datasets.fetch_obd(args.cache_dir)
+            for policy in datasets.BEHAVIOR_POLICIES:
+                logs = datasets.load_obd(policy, "all", wheel=path)
+                print(
+                    f"obd {policy}/all: {logs.n_rounds} rows, {logs.n_actions} items, "
+                    f"{logs.n_positions} positions, click rate {logs.click.mean():.4f}"
+                )
+        else:
+            path = datasets.fetch_movielens(args.cache_dir)
+            ml = datasets.load_movielens_100k(wheel=path)
+            print(f"movielens-100k: {ml.n_users} users, {ml.n_items} items, {ml.n_ratings} ratings")
+    except (datasets.FetchError, datasets.DatasetFileError) as err:
+        print(f"towerjax data {args.name}: error: {err}", file=sys.stderr)
+        return 1
+    print(f"cached at {path}")
+    return 0
+
+
+def _blog(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from towerjax.blog_study import FIGURES, StudyOptions, run_blog_study
+
+    figures = tuple(FIGURES) if args.figure == "all" else (int(args.figure),)
+    try:
+        options = StudyOptions(
+            figures=figures,
+            seeds=args.seeds,
+            seed=args.seed,
+            epochs=args.epochs,
+            quick=args.quick,
+            values=None if args.values is None else tuple(args.values),
+        )
+        options.cells()
+    except ValueError as err:
+        field, _, reason = str(err).partition(": ")
+        sub.error(f"argument --{field}: {reason}")
+    _check_out_dir(sub, "--out", args.out)
+    try:
+        run_blog_study(options, args.out, progress=not args.no_progress)
+    except ValueError as err:  # a folder holding another study's rows
+        field, _, reason = str(err).partition(": ")
+        sub.error(f"argument --{field}: {reason}")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are in {args.out / 'rows.csv'}; run the same command to resume")
+        return 130
+    names = ", ".join(f"figure{n}.png/.md" for n in figures)
+    print(f"wrote {args.out / 'rows.csv'} and {names} in {args.out}")
     return 0
 
 

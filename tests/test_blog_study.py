@@ -1,0 +1,95 @@
+"""The seed study's figures: resumable cells, tables and plots, and options checked first."""
+
+import json
+
+import pytest
+
+from towerjax import cli
+from towerjax.blog_study import StudyOptions, read_rows, run_blog_study
+
+# Two cells of figure 1 (training rounds 40 and 60), the regression learner, two seeds.
+TINY = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(40, 60), learners=("regression",))
+
+
+def _values(rows):
+    return [{k: v for k, v in row.items() if k != "seconds_cell"} for row in rows]
+
+
+def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+    whole = run_blog_study(TINY, tmp_path / "whole", progress=False, log=lambda s: None)
+    assert [(r["x"], r["seed"]) for r in whole] == [(40, 0), (40, 1), (60, 0), (60, 1)]
+
+    out = tmp_path / "resumed"
+    first = run_blog_study(TINY, out, progress=False, log=lambda s: None, max_cells=1)
+    assert _values(first) == _values(whole[:2])
+    assert not (out / "figure1.md").exists()  # no table for an unfinished figure
+    with open(out / "rows.csv", "a") as handle:  # a kill in the middle of a write
+        handle.write("1,60,regression,0,0.5")
+    logged = []
+    resumed = run_blog_study(TINY, out, progress=False, log=logged.append)
+    assert "1 already in" in logged[0]
+    assert _values(resumed) == _values(whole)
+    assert _values(read_rows(out / "rows.csv")) == _values(whole)  # no duplicates, torn line gone
+    assert (out / "figure1.md").read_text() == (tmp_path / "whole" / "figure1.md").read_text()
+    assert (out / "figure1.png").stat().st_size > 0
+
+    again = []
+    run_blog_study(TINY, out, progress=False, log=again.append)  # nothing left to do
+    assert "2 already in" in again[0]
+    assert _values(read_rows(out / "rows.csv")) == _values(whole)
+
+
+def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path):
+    batch = StudyOptions(
+        figures=(4,), seeds=2, epochs=1, quick=True, values=(10,), learners=("regression",)
+    )  # quick: 300 rounds, so figure 4's batch 10 is figure 1's 300 rounds
+    fig1 = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(300,), learners=("regression",))
+    assert batch.config(*_cell(batch)) == fig1.config(*_cell(fig1))
+    run_blog_study(fig1, tmp_path, progress=False, log=lambda s: None)
+    rows = run_blog_study(batch, tmp_path, progress=False, log=lambda s: None)
+    reference = [r for r in read_rows(tmp_path / "rows.csv") if r["figure"] == 1 and r["x"] == 300]
+    assert [r["test_value"] for r in rows] == [r["test_value"] for r in reference]
+
+
+def _cell(options):
+    from towerjax.blog_study import FIGURES
+
+    figure = FIGURES[options.figures[0]]
+    return figure, options.values[0], options.learners[0]
+
+
+def test_a_folder_with_another_studys_rows_is_refused(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({**TINY.to_dict(), "seeds": 5}))
+    with pytest.raises(ValueError, match=r"out: .*seeds"):
+        run_blog_study(TINY, tmp_path, progress=False, log=lambda s: None)
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--figure", "7"], "--figure"),
+        (["--seeds", "0"], "--seeds"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--values", "10,x"], "--values"),
+        (["--values", "10,20"], "--values"),  # with --figure all
+        (["--figure", "4", "--values", "100000"], "--values"),  # batch larger than the data
+        (["--figure", "1", "--bogus"], "--bogus"),
+    ],
+)
+def test_bad_study_options_fail_with_one_line_before_any_work(tmp_path, capsys, args, flag):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["study", "blog", "--out", str(out), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0], err
+    assert not out.exists()
+
+
+def test_an_unwritable_out_dir_fails_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["study", "blog", "--quick", "--out", str(blocker / "out")])
+    assert exit_info.value.code == 2
+    assert "--out" in capsys.readouterr().err
