@@ -104,3 +104,15 @@ def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     assert len(rows) == 1 + 6 * 2 and rows[0].startswith("behavior,learner,seed,test_value")
     assert (tmp_path / "results.png").stat().st_size > 10_000
     np.testing.assert_allclose(cells[0]["test_value"], payload["cells"][0]["test_value"])
+
+
+def test_data_without_a_reachable_registry_says_how_to_place_the_wheel(tmp_path):
+    import os
+
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "towerjax.cli", "data", "obd", "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "obp==0.4.1" in proc.stderr and "copy the .whl" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,348 @@
+"""The Open Bandit Dataset (OBD) small sample, read from the wheel of ``obp==0.4.1``.
+
+The wheel carries 10,000 logged impressions for each behaviour policy (``random``,
+``bts``) and campaign (``all``, ``men``, ``women``) at
+``obp/dataset/obd/{policy}/{campaign}/{campaign}.csv``, with the item table
+``item_context.csv`` beside it. The wheel is fetched with :func:`fetch_obd` (pip in a
+subprocess, sha256-checked, cached) and read with the standard library: obp is never
+installed or imported and pandas is not needed.
+
+Positions. Each OBD impression shows three items in three slots; each CSV row is one
+(impression, slot) pair, and its ``propensity_score`` is the behaviour policy's
+probability of showing that item *in that slot*, ``pi_0(a | x, k)``. The file numbers
+slots 1, 2, 3; :class:`OpenBanditData` stores them 0-based. :meth:`OpenBanditData.to_logged_data`
+offers the two usual readings:
+
+- ``position=k``: only the rows shown in slot ``k``, a single-slot bandit whose
+  propensities are exactly ``pi_0(a | x, k)``;
+- ``position=None`` (pooled): every row, with a one-hot of the slot appended to the
+  context (``position_feature=True``), so a policy ``pi(a | x, k)`` can depend on the slot.
+  Each row's propensity is still its own slot's, so an IPS average over the pooled rows
+  estimates the slot-frequency-weighted mean of the per-slot values.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from towerjax.data import LoggedData
+from towerjax.datasets import _parse
+from towerjax.datasets._wheel import OBP_WHEEL, DatasetFileError, _Source, fetch_wheel
+
+__all__ = ["BEHAVIOR_POLICIES", "CAMPAIGNS", "OpenBanditData", "fetch_obd", "load_obd"]
+
+BEHAVIOR_POLICIES = ("bts", "random")
+CAMPAIGNS = ("all", "men", "women")
+_ROOT = "obp/dataset/obd"
+
+
+def fetch_obd(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Downloads (once) and returns the cached wheel of ``obp==0.4.1`` holding the OBD sample.
+
+    See :func:`~towerjax.datasets.fetch_wheel` for the cache location and the errors.
+    """
+    return fetch_wheel(OBP_WHEEL.name, OBP_WHEEL.version, OBP_WHEEL.sha256, cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenBanditData:
+    """One OBD log: ``n`` (impression, slot) rows and the item table of ``A`` items.
+
+    Attributes:
+      behavior_policy: ``"bts"`` or ``"random"``.
+      campaign: ``"all"``, ``"men"`` or ``"women"``.
+      timestamp: ``[n]`` ``datetime64[us]`` in UTC, or ``None`` without a timestamp column.
+      item_id: ``[n]`` the logged item's id, as in the file.
+      action: ``[n]`` the logged item's row in the item table (``item_ids[action] == item_id``).
+      position: ``[n]`` the slot, 0-based (the file's 1, 2, 3 become 0, 1, 2).
+      click: ``[n]`` the reward, 0 or 1.
+      propensity_score: ``[n]`` ``pi_0(item | x, slot)``, in ``(0, 1]``.
+      user_features: ``[n, d_u]`` one-hot of the categorical ``user_feature_*`` columns.
+      user_feature_names: ``"user_feature_0=<value>"`` for each column of ``user_features``.
+      user_item_affinity: ``[n, k]`` the ``user-item_affinity_*`` columns, in index order.
+      item_ids: ``[A]`` the item table's ids, in file order.
+      item_features: ``[A, d_a]`` the item table's numeric ``item_feature_*`` columns kept
+        as they are and categorical ones one-hot encoded, in column order.
+      item_feature_names: the name of each column of ``item_features``.
+      n_positions: the number of slots (largest slot + 1).
+    """
+
+    behavior_policy: str
+    campaign: str
+    timestamp: np.ndarray | None
+    item_id: np.ndarray
+    action: np.ndarray
+    position: np.ndarray
+    click: np.ndarray
+    propensity_score: np.ndarray
+    user_features: np.ndarray
+    user_feature_names: tuple[str, ...]
+    user_item_affinity: np.ndarray
+    item_ids: np.ndarray
+    item_features: np.ndarray
+    item_feature_names: tuple[str, ...]
+    n_positions: int
+
+    @property
+    def n_rounds(self) -> int:
+        """Number of logged (impression, slot) rows."""
+        return int(self.item_id.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        """Number of items in the item table."""
+        return int(self.item_ids.shape[0])
+
+    def context(self, *, affinity: bool = True) -> np.ndarray:
+        """``[n, d_x]``: the user one-hot features, then (``affinity=True``) the affinity columns."""
+        blocks = [self.user_features] + ([self.user_item_affinity] if affinity else [])
+        return np.concatenate(blocks, axis=1)
+
+    def context_feature_names(
+        self, position: int | None = None, *, affinity: bool = True, position_feature: bool = True
+    ) -> tuple[str, ...]:
+        """The name of each context column :meth:`to_logged_data` builds with the same arguments."""
+        names = list(self.user_feature_names)
+        if affinity:
+            names += [f"user-item_affinity_{j}" for j in range(self.user_item_affinity.shape[1])]
+        if position is None and position_feature:
+            names += [f"position={k}" for k in range(self.n_positions)]
+        return tuple(names)
+
+    def to_logged_data(
+        self, position: int | None = None, *, affinity: bool = True, position_feature: bool = True
+    ) -> LoggedData:
+        """The log as :class:`~towerjax.data.LoggedData` (reward = click, pscore = propensity_score).
+
+        Args:
+          position: a 0-based slot to keep only the rows shown there (a single-slot
+            bandit); ``None`` pools every row (see the module docstring).
+          affinity: append the user-item affinity columns to the context.
+          position_feature: when pooling, append a one-hot of the slot to the context.
+        """
+        context = self.context(affinity=affinity)
+        if position is None:
+            rows = np.arange(self.n_rounds)
+            if position_feature:
+                slot = np.eye(self.n_positions)[self.position]
+                context = np.concatenate([context, slot], axis=1)
+        else:
+            if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+                raise TypeError(f"position: expected a 0-based slot (int) or None, got {position!r}")
+            if not 0 <= position < self.n_positions:
+                raise ValueError(f"position: expected a slot in [0, {self.n_positions}), got {position}")
+            rows = np.flatnonzero(self.position == position)
+            if rows.size == 0:
+                raise ValueError(f"position: no logged rows in slot {position}")
+        return LoggedData.from_arrays(
+            context=context[rows],
+            action_context=self.item_features,
+            action=self.action[rows],
+            reward=self.click[rows].astype(np.float64),
+            pscore=self.propensity_score[rows],
+        )
+
+    def to_bandit_feedback(self, *, affinity: bool = True) -> dict[str, Any]:
+        """Open Bandit Pipeline's bandit-feedback dict, ``position`` 0-based (SPEC 1 keys).
+
+        The context is :meth:`context` (full one-hot, where obp 0.4.1 drops the first
+        category of each user feature and leaves out the affinity columns), and the item
+        features are one-hot where obp label-encodes them.
+        """
+        return {
+            "n_rounds": self.n_rounds,
+            "n_actions": self.n_actions,
+            "context": self.context(affinity=affinity),
+            "action_context": self.item_features,
+            "action": self.action,
+            "position": self.position,
+            "reward": self.click,
+            "pscore": self.propensity_score,
+            "pi_b": None,
+            "expected_reward": None,
+        }
+
+
+def load_obd(
+    behavior_policy: str = "bts",
+    campaign: str = "all",
+    *,
+    wheel: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> OpenBanditData:
+    """Reads one OBD log (small sample) from the obp wheel.
+
+    Args:
+      behavior_policy: ``"bts"`` (Bernoulli Thompson sampling) or ``"random"``.
+      campaign: ``"all"``, ``"men"`` or ``"women"``.
+      wheel: a wheel file to read instead of the cached one (not checksum-checked), or a
+        directory holding the same files: the root of an extracted wheel, or any folder
+        containing ``{policy}/{campaign}/{campaign}.csv`` and its ``item_context.csv``
+        (the full OBD release has this layout).
+      cache_dir: where :func:`fetch_obd` keeps the wheel when ``wheel`` is not given.
+
+    Raises:
+      DatasetFileError: (a ``ValueError``) naming the file, and the column and row
+        where relevant, for a missing, corrupt or malformed file.
+      FetchError: when the wheel is not cached and pip cannot download it.
+    """
+    if behavior_policy not in BEHAVIOR_POLICIES:
+        raise ValueError(f"behavior_policy: expected one of {BEHAVIOR_POLICIES}, got {behavior_policy!r}")
+    if campaign not in CAMPAIGNS:
+        raise ValueError(f"campaign: expected one of {CAMPAIGNS}, got {campaign!r}")
+    path = fetch_obd(cache_dir) if wheel is None else wheel
+    folder = f"{_ROOT}/{behavior_policy}/{campaign}"
+    with _Source(
+        path, f"Open Bandit Dataset ({behavior_policy}/{campaign}) from obp=={OBP_WHEEL.version}"
+    ) as src:
+        log_text, log_where = src.read(f"{folder}/{campaign}.csv", keep=3)
+        item_text, item_where = src.read(f"{folder}/item_context.csv", keep=3)
+    items = _read_csv(item_text, item_where)
+    log = _read_csv(log_text, log_where)
+
+    # Item table.
+    _require(items, item_where, ["item_id"])
+    item_ids = _parse.int_column(items["item_id"], item_where, "item_id")
+    item_rows = _parse.index_of(item_ids, item_where, "item_id")
+    blocks, item_names = [], []
+    for column in _numbered(items, "item_feature_"):
+        values = items[column]
+        _parse.require_present(values, item_where, column)
+        if _parse.is_numeric(values):
+            blocks.append(_parse.float_column(values, item_where, column)[:, None])
+            item_names.append(column)
+        else:
+            matrix, names, _ = _parse.one_hot(values, column)
+            blocks.append(matrix)
+            item_names.extend(names)
+    item_features = np.concatenate(blocks, axis=1) if blocks else np.eye(len(item_ids))
+    if not blocks:
+        item_names = [f"item_id={i}" for i in item_ids.tolist()]
+
+    # Log.
+    _require(log, log_where, ["item_id", "position", "click", "propensity_score"])
+    item_id = _parse.int_column(log["item_id"], log_where, "item_id")
+    action = _parse.lookup(item_id, item_rows, log_where, "item_id", f"the item table {item_where}")
+    slot = _parse.int_column(log["position"], log_where, "position")
+    bad = np.flatnonzero(slot < 1)
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{log_where}: column 'position', {_parse.row_ref(i)} is {log['position'][i]!r}, "
+            "expected a 1-based slot (1, 2, 3, ...)"
+        )
+    position = slot - 1
+    click = _parse.int_column(log["click"], log_where, "click")
+    bad = np.flatnonzero((click != 0) & (click != 1))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{log_where}: column 'click', {_parse.row_ref(i)} is {log['click'][i]!r}, expected 0 or 1"
+        )
+    pscore = _parse.float_column(log["propensity_score"], log_where, "propensity_score")
+    bad = np.flatnonzero(~((pscore > 0) & (pscore <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{log_where}: column 'propensity_score', {_parse.row_ref(i)} is "
+            f"{log['propensity_score'][i]!r}, expected a value in (0, 1]"
+        )
+
+    n = len(item_id)
+    blocks, user_names = [], []
+    for column in _numbered(log, "user_feature_"):
+        _parse.require_present(log[column], log_where, column)
+        matrix, names, _ = _parse.one_hot(log[column], column)
+        blocks.append(matrix)
+        user_names.extend(names)
+    user_features = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+    affinity_columns = _numbered(log, "user-item_affinity_")
+    affinity = (
+        np.stack([_parse.float_column(log[c], log_where, c) for c in affinity_columns], axis=1)
+        if affinity_columns
+        else np.zeros((n, 0))
+    )
+    timestamp = _timestamps(log["timestamp"], log_where) if "timestamp" in log else None
+
+    return OpenBanditData(
+        behavior_policy=behavior_policy,
+        campaign=campaign,
+        timestamp=timestamp,
+        item_id=item_id,
+        action=action,
+        position=position,
+        click=click,
+        propensity_score=pscore,
+        user_features=user_features,
+        user_feature_names=tuple(user_names),
+        user_item_affinity=affinity,
+        item_ids=item_ids,
+        item_features=item_features,
+        item_feature_names=tuple(item_names),
+        n_positions=int(position.max()) + 1 if n else 0,
+    )
+
+
+def _read_csv(text: str, where: str) -> dict[str, list[str]]:
+    """Columns of a CSV file by header name; a leading unnamed index column is dropped."""
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as err:
+        raise DatasetFileError(f"{where}: not a readable CSV file ({err})") from None
+    while rows and not rows[-1]:
+        rows.pop()
+    if not rows:
+        raise DatasetFileError(f"{where}: empty file, expected a CSV header and rows")
+    header, body = rows[0], rows[1:]
+    if not body:
+        raise DatasetFileError(f"{where}: has a header but no data rows")
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise DatasetFileError(
+                f"{where}: {_parse.row_ref(i)} has {len(row)} fields, expected {len(header)} as in the header"
+            )
+    columns = list(zip(*body, strict=True))
+    return {name: list(columns[j]) for j, name in enumerate(header) if name != "" or j != 0}
+
+
+def _require(table: dict[str, list[str]], where: str, names: list[str]) -> None:
+    missing = [c for c in names if c not in table]
+    if missing:
+        raise DatasetFileError(f"{where}: missing column(s) {missing}; columns are {list(table)[:12]}")
+
+
+def _numbered(table: dict[str, list[str]], prefix: str) -> list[str]:
+    """Columns named ``prefix<k>``, ordered by ``k``."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = [(int(m.group(1)), c) for c in table if (m := pattern.match(c))]
+    return [c for _, c in sorted(found)]
+
+
+def _timestamps(values: list[str], where: str) -> np.ndarray:
+    """``datetime64[us]`` in UTC from ISO-8601 text such as ``2019-11-24 00:00:17.004101+00:00``."""
+    if all(v.endswith("+00:00") for v in values):
+        try:
+            return np.array([v[:-6] for v in values], dtype="datetime64[us]")
+        except ValueError:
+            pass
+    out = np.empty(len(values), dtype="datetime64[us]")
+    for i, v in enumerate(values):
+        try:
+            stamp = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise DatasetFileError(
+                f"{where}: column 'timestamp', {_parse.row_ref(i)} is {v!r}, expected an ISO-8601 time"
+            ) from None
+        if stamp.tzinfo is not None:
+            stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
+        out[i] = np.datetime64(stamp, "us")
+    return out

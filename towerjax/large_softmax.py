@@ -1,0 +1,520 @@
+"""The softmax policy over a large item catalogue: a chunked normaliser and a sampled softmax.
+
+The policy of SPEC 2 is ``pi(a|x) = softmax(s(x, .) / tau)_a`` with ``s(x, a) = <f(x), g(e_a)>``.
+With ``A`` in the millions the ``[B, A]`` score matrix does not fit, but a policy-gradient
+loss only needs ``log pi(a_i|x_i)`` of the logged action,
+
+.. math:: \\log \\pi(a_i|x_i) = z_{i a_i} - \\log Z_i, \\quad z_{ia} = s(x_i, a) / \\tau,
+    \\quad \\log Z_i = \\mathrm{logsumexp}_a z_{ia}.
+
+Two ways to get it:
+
+- **Exact, chunked** (:func:`chunked_logsumexp`, :func:`chunked_log_prob`): ``log Z`` is a
+  streaming log-sum-exp over chunks of items (``jax.lax.scan``), so memory grows with the
+  chunk (``[B, chunk_size]``), not with ``A``, in the forward *and* the backward pass (the
+  backward pass recomputes each chunk's scores instead of storing them). Cost is still
+  ``O(B A D)`` per call, and it needs the embeddings of all items.
+- **Sampled softmax with the log-Q correction** (:func:`sampled_log_prob`,
+  :func:`sampled_log_prob_from_ids`): ``log Z`` is estimated from ``M`` items drawn from a
+  proposal ``q`` (Jean et al. 2015; Bengio & Senécal 2008; Yi et al. 2019), at cost
+  ``O(B M D)``; only the sampled items need embeddings, so the item tower can run on
+  their features alone.
+
+**Sign convention of the log-Q correction.** Draw ``j_1..j_M`` i.i.d. from ``q`` (shared
+by the batch). Each sampled item's logit is corrected by *subtracting* the log of its
+expected count, ``log(M q(j))``; the logged item's logit is left *uncorrected*; a sample
+equal to the logged item (an "accidental hit") is dropped:
+
+.. math::
+    \\hat Z_i = e^{z_{i a_i}} + \\sum_{m:\\, j_m \\ne a_i} e^{z_{i j_m} - \\log(M q(j_m))},
+    \\qquad \\log \\hat\\pi(a_i|x_i) = z_{i a_i} - \\log \\hat Z_i .
+
+Since ``E[sum_{m: j_m != a_i} exp(z_{ij_m}) / (M q(j_m))] = Z_i - exp(z_{ia_i})``, ``Z_hat``
+is an unbiased estimate of ``Z`` whenever ``q(a) > 0`` for every item, so ``log pi_hat``
+and its gradient
+``grad z_{ia_i} - sum_c softmax_c(corrected logits) grad z_{ic}`` (a self-normalised
+importance-sampling estimate of ``grad z_{ia_i} - E_pi[grad z_i]``) converge to the full
+softmax's as ``M`` grows (bias ``O(1/M)``); ``log pi_hat <= 0`` always. Without the
+correction (``correct=False``) the negatives are weighted by ``q`` as well as by ``pi`` and
+the gradient stays biased towards popular items however large ``M`` is.
+
+**Use with the losses of** :mod:`towerjax.losses`. ``ips_loss`` (and SNIPS, capping,
+clipping, the POEM penalty), ``topk_ips_loss`` and ``naive_loss`` read ``log_pi [B, A]``
+only at the logged action, so a ``[B]`` log-probability is passed as a one-column matrix
+with :func:`logged_column`; ``regression_loss`` likewise takes the ``[B]`` logged scores.
+``dr_loss`` and :func:`towerjax.two_stage.two_stage_ips_loss` need whole rows
+``[B, A]`` (the direct-method term sums over all items; candidate sets are drawn from the
+full policy) and cannot use a sampled log-probability. The importance weight
+``w_i = sg(pi(a_i|x_i)) / p_i`` is a *value*, and a sampled ``pi_hat`` would make it noisy
+and biased; :func:`exact_value_sampled_grad` builds a log-probability whose value is the
+exact (chunked, no-gradient) one and whose gradient is the sampled one, so the weight stays
+exact while the backward pass costs ``O(B M D)`` (the exact value is still a forward pass
+over all items; where even that is too costly, use the sampled log-probability alone and
+accept its ``O(1/M)`` bias in the weight)::
+
+    ids, log_q_ids = sample_items(key, log_q, num_samples)        # item ids [M]
+    b = action.shape[0]
+    items = model.embed_actions(params, action_context[jnp.concatenate([action, ids])])
+    sampled = sampled_log_prob_from_ids(
+        ctx, action, items[:b], ids, items[b:], log_q_ids, temperature=tau)
+    exact = chunked_log_prob(jax.lax.stop_gradient(ctx), item_table, action,
+                             chunk_size=65536, temperature=tau)   # e.g. a cached g(E)
+    log_pi, column = logged_column(exact_value_sampled_grad(exact, sampled))
+    loss = ips_loss(log_pi, column, reward, pscore, cap=10.0)
+
+where ``ctx = model.embed_context(params, context)`` and ``item_table [A, D]`` is any
+(possibly slightly stale) table of all item embeddings, held out of the gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+__all__ = [
+    "chunked_log_prob",
+    "chunked_log_softmax",
+    "chunked_logsumexp",
+    "exact_value_sampled_grad",
+    "logged_column",
+    "popularity_log_q",
+    "sample_items",
+    "sampled_log_prob",
+    "sampled_log_prob_from_ids",
+    "uniform_log_q",
+]
+
+
+# --------------------------------------------------------------------------- exact, chunked
+
+
+def chunked_logsumexp(
+    context_emb: ArrayLike, item_emb: ArrayLike, *, chunk_size: int, temperature: float = 1.0
+) -> jax.Array:
+    """Streaming log-normaliser ``log Z_i = logsumexp_a <f(x_i), g(e_a)> / tau`` over item chunks.
+
+    .. math:: \\log Z_i = \\log \\sum_{c} \\sum_{a \\in c} \\exp(z_{ia}),
+        \\quad z_{ia} = \\langle f(x_i), g(e_a) \\rangle / \\tau
+
+    computed with ``jax.lax.scan`` over chunks of ``chunk_size`` items, combining each
+    chunk's log-sum-exp with ``logaddexp``; the last chunk is padded and its padding masked
+    with ``-inf``, so ``chunk_size`` need not divide ``A``. Besides ``O(A D)`` for the padded
+    item table (and its gradient), peak memory is ``[B, chunk_size]`` scores in both
+    passes: the gradient (a custom VJP, equal to that of
+    ``jax.nn.logsumexp``: ``d log Z_i / d z_ia = pi(a|x_i)``) recomputes each chunk's scores.
+    Reverse mode only (``jax.grad``, ``jax.vjp``); ``jax.jvp`` is not defined.
+
+    Args:
+      context_emb: ``[B, D]`` context embeddings ``f(x)``.
+      item_emb: ``[A, D]`` item embeddings ``g(e_a)``.
+      chunk_size: items per chunk, a positive integer (values above ``A`` act as ``A``).
+      temperature: ``tau > 0``.
+
+    Returns:
+      ``[B]`` log-normalisers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> ctx, items = jnp.ones((1, 2)), jnp.zeros((5, 2))
+      >>> float(chunked_logsumexp(ctx, items, chunk_size=2)[0])  # log 5
+      1.6094...
+    """
+    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    _check_temperature(temperature)
+    return _streaming_logsumexp(context_emb / temperature, item_emb, min(chunk_size, item_emb.shape[0]))
+
+
+def chunked_log_prob(
+    context_emb: ArrayLike,
+    item_emb: ArrayLike,
+    action: ArrayLike,
+    *,
+    chunk_size: int,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Exact ``log pi(a_i|x_i) = <f(x_i), g(e_{a_i})> / tau - log Z_i`` with a chunked normaliser.
+
+    This is what the policy-gradient losses need; ``[B, A]`` is never built (see
+    :func:`chunked_logsumexp` for memory and gradients).
+
+    Args:
+      context_emb: ``[B, D]`` context embeddings.
+      item_emb: ``[A, D]`` item embeddings.
+      action: ``[B]`` int actions ``a_i``.
+      chunk_size: items per chunk of the normaliser.
+      temperature: ``tau > 0``.
+
+    Returns:
+      ``[B]`` log-probabilities of the given actions.
+    """
+    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    action = _check_action(action, context_emb.shape[0])
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    _check_temperature(temperature)
+    scaled = context_emb / temperature
+    logit = jnp.sum(scaled * item_emb[action], axis=-1)
+    return logit - _streaming_logsumexp(scaled, item_emb, min(chunk_size, item_emb.shape[0]))
+
+
+def chunked_log_softmax(
+    context_emb: ArrayLike, item_emb: ArrayLike, *, chunk_size: int, temperature: float = 1.0
+) -> jax.Array:
+    """The full ``[B, A]`` ``log pi(.|x_i)``, with the normaliser computed chunk by chunk.
+
+    For evaluation where the ``[B, A]`` result fits: the output is the only ``[B, A]``
+    array, and the normaliser's gradient streams as in :func:`chunked_logsumexp`. Equal to
+    :func:`towerjax.policy.log_policy` of ``context_emb @ item_emb.T``.
+
+    Args:
+      context_emb: ``[B, D]`` context embeddings.
+      item_emb: ``[A, D]`` item embeddings.
+      chunk_size: items per chunk of the normaliser.
+      temperature: ``tau > 0``.
+
+    Returns:
+      ``[B, A]`` log-probabilities.
+    """
+    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    _check_temperature(temperature)
+    scaled = context_emb / temperature
+    log_z = _streaming_logsumexp(scaled, item_emb, min(chunk_size, item_emb.shape[0]))
+    return scaled @ item_emb.T - log_z[:, None]
+
+
+def _item_chunks(item_emb: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+    """``[A, D] -> [n, C, D]`` zero-padded chunks and their ``[n]`` first item indices."""
+    num_items, dim = item_emb.shape
+    num_chunks = -(-num_items // chunk_size)
+    padded = jnp.pad(item_emb, ((0, num_chunks * chunk_size - num_items), (0, 0)))
+    return padded.reshape(num_chunks, chunk_size, dim), jnp.arange(num_chunks) * chunk_size
+
+
+def _chunk_logits(scaled: jax.Array, chunk: jax.Array, start: jax.Array, num_items: int) -> jax.Array:
+    """``[B, C]`` logits of one chunk, ``-inf`` at the padding past item ``num_items - 1``."""
+    valid = start + jnp.arange(chunk.shape[0]) < num_items
+    return jnp.where(valid, scaled @ chunk.T, -jnp.inf)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _streaming_logsumexp(scaled: jax.Array, item_emb: jax.Array, chunk_size: int) -> jax.Array:
+    return _streaming_logsumexp_fwd(scaled, item_emb, chunk_size)[0]
+
+
+def _streaming_logsumexp_fwd(scaled, item_emb, chunk_size):
+    chunks, starts = _item_chunks(item_emb, chunk_size)
+    num_items = item_emb.shape[0]
+
+    def step(log_z, xs):
+        chunk, start = xs
+        chunk_log_z = jax.nn.logsumexp(_chunk_logits(scaled, chunk, start, num_items), axis=-1)
+        return jnp.logaddexp(log_z, chunk_log_z), None
+
+    dtype = jnp.result_type(scaled, item_emb)
+    init = jnp.full(scaled.shape[:1], -jnp.inf, dtype)
+    log_z, _ = jax.lax.scan(step, init, (chunks, starts))
+    return log_z, (scaled, item_emb, log_z)
+
+
+def _streaming_logsumexp_bwd(chunk_size, residuals, cotangent):
+    scaled, item_emb, log_z = residuals
+    chunks, starts = _item_chunks(item_emb, chunk_size)
+    num_items = item_emb.shape[0]
+
+    def step(d_scaled, xs):
+        chunk, start = xs
+        # d log Z_i / d z_ia = pi(a|x_i); padding has logit -inf, hence weight 0.
+        weight = jnp.exp(_chunk_logits(scaled, chunk, start, num_items) - log_z[:, None]) * cotangent[:, None]
+        return d_scaled + weight @ chunk, weight.T @ scaled
+
+    d_scaled, d_chunks = jax.lax.scan(step, jnp.zeros_like(scaled), (chunks, starts))
+    d_items = d_chunks.reshape(-1, item_emb.shape[1])[:num_items]
+    return d_scaled.astype(scaled.dtype), d_items.astype(item_emb.dtype)
+
+
+_streaming_logsumexp.defvjp(_streaming_logsumexp_fwd, _streaming_logsumexp_bwd)
+
+
+# --------------------------------------------------------------------------- sampled softmax
+
+
+def uniform_log_q(num_items: int) -> jax.Array:
+    """``[A]`` log-probabilities ``-log A`` of the uniform proposal over ``num_items`` items."""
+    num_items = _check_positive_int(num_items, "num_items")
+    return jnp.full((num_items,), -jnp.log(float(num_items)))
+
+
+def popularity_log_q(counts: ArrayLike, *, smoothing: float = 1.0, power: float = 1.0) -> jax.Array:
+    """``[A]`` log-probabilities of a popularity proposal ``q(a) ∝ (count_a + smoothing)^power``.
+
+    ``counts`` are e.g. how often each item was logged (``jnp.bincount(action, length=A)``).
+    ``smoothing > 0`` keeps every item reachable, which the sampled softmax needs to be
+    consistent (an item with ``q(a) = 0`` is never drawn and drops out of ``Z_hat``);
+    ``power < 1`` flattens the distribution (word2vec uses 0.75).
+
+    Args:
+      counts: ``[A]`` non-negative counts.
+      smoothing: pseudo-count added to every item, ``>= 0``.
+      power: exponent ``> 0`` applied to the smoothed counts.
+
+    Returns:
+      ``[A]`` normalised log-probabilities (``logsumexp = 0``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> jnp.exp(popularity_log_q(jnp.array([3, 1, 0]), smoothing=0.0)).round(2).tolist()
+      [0.75, 0.25, 0.0]
+    """
+    counts = jnp.asarray(counts)
+    if counts.ndim != 1 or counts.shape[0] < 1:
+        raise ValueError(f"counts: expected shape [A] with A >= 1, got {counts.shape}")
+    if not (isinstance(smoothing, int | float) and smoothing >= 0):
+        raise ValueError(f"smoothing: expected a number >= 0, got {smoothing!r}")
+    if not (isinstance(power, int | float) and power > 0):
+        raise ValueError(f"power: expected a positive number, got {power!r}")
+    log_weight = power * jnp.log(counts.astype(jnp.result_type(float)) + smoothing)
+    return log_weight - jax.nn.logsumexp(log_weight)
+
+
+def sample_items(key: jax.Array, proposal_log_q: ArrayLike, num_samples: int) -> tuple[jax.Array, jax.Array]:
+    """Draws ``M`` item ids i.i.d. (with replacement) from the proposal ``q``.
+
+    Sampling is an inverse-CDF search (``O(A + M log A)``), so drawing from a million
+    items does not build an ``[M, A]`` array. Zero-probability items are never drawn.
+
+    Args:
+      key: a ``jax.random`` key.
+      proposal_log_q: ``[A]`` log-probabilities (or unnormalised log-weights) of ``q``.
+      num_samples: ``M``, a positive integer.
+
+    Returns:
+      ``ids [M]`` (int32) and ``log_q [M]``: the *normalised* ``log q(ids)``, as
+      :func:`sampled_log_prob_from_ids` needs them.
+    """
+    log_q = _check_log_q(proposal_log_q)
+    num_samples = _check_positive_int(num_samples, "num_samples")
+    ids = jax.random.choice(key, log_q.shape[0], (num_samples,), p=jnp.exp(log_q)).astype(jnp.int32)
+    return ids, log_q[ids]
+
+
+def sampled_log_prob(
+    key: jax.Array,
+    context_emb: ArrayLike,
+    item_emb: ArrayLike,
+    action: ArrayLike,
+    *,
+    num_samples: int,
+    proposal_log_q: ArrayLike | None = None,
+    temperature: float = 1.0,
+    correct: bool = True,
+) -> jax.Array:
+    """Sampled-softmax estimate of ``log pi(a_i|x_i)`` with the log-Q correction.
+
+    .. math::
+        \\log \\hat\\pi(a_i|x_i) = z_{i a_i} - \\log\\Big( e^{z_{i a_i}}
+          + \\sum_{m:\\, j_m \\ne a_i} e^{z_{i j_m} - \\log(M q(j_m))} \\Big),
+        \\quad j_1..j_M \\sim q \\text{ i.i.d., shared by the batch}
+
+    (see the module docstring for why this is consistent, and the sign convention:
+    sampled logits *minus* ``log(M q)``, the logged item's logit uncorrected, accidental
+    hits dropped). Gathers ``item_emb[ids]`` so the cost is ``[B, M]``; to run the item
+    tower only on the sampled items, use :func:`sample_items` and
+    :func:`sampled_log_prob_from_ids` (this function is exactly that composition).
+
+    Args:
+      key: a ``jax.random`` key for the ``M`` negatives.
+      context_emb: ``[B, D]`` context embeddings.
+      item_emb: ``[A, D]`` item embeddings.
+      action: ``[B]`` int logged actions.
+      num_samples: ``M``, a positive integer.
+      proposal_log_q: ``[A]`` log-probabilities of the proposal (e.g.
+        :func:`popularity_log_q`); ``None`` is uniform.
+      temperature: ``tau > 0``.
+      correct: apply the log-Q correction; ``False`` gives the biased, uncorrected sampled
+        softmax (for comparison only).
+
+    Returns:
+      ``[B]`` estimates of ``log pi(a_i|x_i)``, each ``<= 0``.
+    """
+    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    action = _check_action(action, context_emb.shape[0])
+    if proposal_log_q is None:
+        proposal_log_q = uniform_log_q(item_emb.shape[0])
+    proposal_log_q = jnp.asarray(proposal_log_q)
+    if proposal_log_q.shape != item_emb.shape[:1]:
+        raise ValueError(
+            f"proposal_log_q: expected shape {item_emb.shape[:1]} to match item_emb, got {proposal_log_q.shape}"
+        )
+    ids, log_q_ids = sample_items(key, proposal_log_q, num_samples)
+    return sampled_log_prob_from_ids(
+        context_emb,
+        action,
+        item_emb[action],
+        ids,
+        item_emb[ids],
+        log_q_ids,
+        temperature=temperature,
+        correct=correct,
+    )
+
+
+def sampled_log_prob_from_ids(
+    context_emb: ArrayLike,
+    action: ArrayLike,
+    action_emb: ArrayLike,
+    sampled_ids: ArrayLike,
+    sampled_emb: ArrayLike,
+    sampled_log_q: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    correct: bool = True,
+) -> jax.Array:
+    """The sampled-softmax estimate of :func:`sampled_log_prob` from embeddings of sampled items only.
+
+    The caller draws ``ids, log_q_ids = sample_items(key, log_q, M)`` and embeds only the
+    logged items and the sampled ones (the item tower on ``B + M`` rows, never ``A``).
+    ``action`` and ``sampled_ids`` serve only to drop accidental hits (a sample equal to
+    the row's logged item), which keeps ``Z_hat`` unbiased.
+
+    Args:
+      context_emb: ``[B, D]`` context embeddings ``f(x_i)``.
+      action: ``[B]`` int logged actions ``a_i``.
+      action_emb: ``[B, D]`` their embeddings ``g(e_{a_i})``.
+      sampled_ids: ``[M]`` int ids of the sampled items.
+      sampled_emb: ``[M, D]`` their embeddings.
+      sampled_log_q: ``[M]`` normalised ``log q`` of the sampled items (as returned by
+        :func:`sample_items`).
+      temperature: ``tau > 0``.
+      correct: subtract ``log(M q(j))`` from the sampled logits (the log-Q correction).
+
+    Returns:
+      ``[B]`` estimates of ``log pi(a_i|x_i)``, each ``<= 0``.
+    """
+    context_emb, action_emb = jnp.asarray(context_emb), jnp.asarray(action_emb)
+    sampled_emb, sampled_log_q = jnp.asarray(sampled_emb), jnp.asarray(sampled_log_q)
+    sampled_ids = jnp.asarray(sampled_ids)
+    if context_emb.ndim != 2:
+        raise ValueError(f"context_emb: expected shape [B, D], got {context_emb.shape}")
+    batch, dim = context_emb.shape
+    action = _check_action(action, batch)
+    if action_emb.shape != (batch, dim):
+        raise ValueError(
+            f"action_emb: expected shape {(batch, dim)} to match context_emb, got {action_emb.shape}"
+        )
+    if sampled_emb.ndim != 2 or sampled_emb.shape[1] != dim or sampled_emb.shape[0] < 1:
+        raise ValueError(f"sampled_emb: expected shape [M, {dim}] with M >= 1, got {sampled_emb.shape}")
+    num_samples = sampled_emb.shape[0]
+    if sampled_ids.shape != (num_samples,) or not jnp.issubdtype(sampled_ids.dtype, jnp.integer):
+        raise ValueError(
+            f"sampled_ids: expected integer ids of shape ({num_samples},), got {sampled_ids.dtype} {sampled_ids.shape}"
+        )
+    if sampled_log_q.shape != (num_samples,):
+        raise ValueError(f"sampled_log_q: expected shape ({num_samples},), got {sampled_log_q.shape}")
+    _check_temperature(temperature)
+    scaled = context_emb / temperature
+    positive = jnp.sum(scaled * action_emb, axis=-1)  # [B], uncorrected
+    negatives = scaled @ sampled_emb.T  # [B, M]
+    if correct:
+        negatives = negatives - (jnp.log(float(num_samples)) + sampled_log_q)
+    negatives = jnp.where(sampled_ids[None, :] == action[:, None], -jnp.inf, negatives)
+    log_z = jax.nn.logsumexp(jnp.concatenate([positive[:, None], negatives], axis=-1), axis=-1)
+    return positive - log_z
+
+
+# --------------------------------------------------------------------------- loss adapters
+
+
+def exact_value_sampled_grad(exact_log_prob: ArrayLike, sampled_log_prob: ArrayLike) -> jax.Array:
+    """A ``[B]`` log-probability with the exact value and the sampled gradient.
+
+    .. math:: \\ell = \\mathrm{sg}(\\log \\pi) + \\log \\hat\\pi - \\mathrm{sg}(\\log \\hat\\pi)
+
+    Its value is ``exact_log_prob`` (so the importance weight ``sg(exp(l)) / p_i`` that
+    the losses compute from it is exact, from the chunked normaliser), its gradient is that
+    of ``sampled_log_prob`` (``O(B M D)``). No gradient flows into ``exact_log_prob``; compute
+    it from ``stop_gradient`` embeddings (e.g. a periodically refreshed item table).
+
+    Args:
+      exact_log_prob: ``[B]`` e.g. :func:`chunked_log_prob` of the logged actions.
+      sampled_log_prob: ``[B]`` e.g. :func:`sampled_log_prob` of the same actions.
+    """
+    exact, sampled = jnp.asarray(exact_log_prob), jnp.asarray(sampled_log_prob)
+    if exact.shape != sampled.shape:
+        raise ValueError(
+            f"sampled_log_prob: expected shape {exact.shape} to match exact_log_prob, got {sampled.shape}"
+        )
+    return jax.lax.stop_gradient(exact) + sampled - jax.lax.stop_gradient(sampled)
+
+
+def logged_column(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``[B]`` values at the logged actions -> (``[B, 1]`` matrix, ``[B]`` zero actions).
+
+    The losses of :mod:`towerjax.losses` that read ``log_pi`` (or ``scores``) only at the
+    logged action (``ips_loss`` with all its weight options, ``topk_ips_loss``,
+    ``naive_loss``, ``regression_loss``) then give exactly what they give on the full
+    ``[B, A]`` matrix::
+
+        log_pi, action0 = logged_column(log_pi_a)
+        ips_loss(log_pi, action0, reward, pscore)
+
+    Not for ``dr_loss`` or the two-stage loss, which need whole rows.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> matrix, column = logged_column(jnp.array([-0.5, -1.0]))
+      >>> matrix.shape, column.tolist()
+      ((2, 1), [0, 0])
+    """
+    values = jnp.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"values: expected shape [B], got {values.shape}")
+    return values[:, None], jnp.zeros(values.shape, jnp.int32)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_positive_int(value: int, name: str) -> int:
+    """The value as an ``int``; ValueError naming ``name`` unless it is an integer ``>= 1``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+
+
+def _check_embeddings(context_emb: ArrayLike, item_emb: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    context_emb, item_emb = jnp.asarray(context_emb), jnp.asarray(item_emb)
+    if context_emb.ndim != 2:
+        raise ValueError(f"context_emb: expected shape [B, D], got {context_emb.shape}")
+    if item_emb.ndim != 2 or item_emb.shape[0] < 1:
+        raise ValueError(f"item_emb: expected shape [A, D] with A >= 1, got {item_emb.shape}")
+    if item_emb.shape[1] != context_emb.shape[1]:
+        raise ValueError(
+            f"item_emb: expected embedding size {context_emb.shape[1]} to match context_emb, got {item_emb.shape[1]}"
+        )
+    return context_emb, item_emb
+
+
+def _check_action(action: ArrayLike, batch: int) -> jax.Array:
+    action = jnp.asarray(action)
+    if action.shape != (batch,):
+        raise ValueError(f"action: expected shape ({batch},) to match context_emb, got {action.shape}")
+    if not jnp.issubdtype(action.dtype, jnp.integer):
+        raise TypeError(f"action: expected integer indices, got dtype {action.dtype}")
+    return action
+
+
+def _check_log_q(proposal_log_q: ArrayLike) -> jax.Array:
+    log_q = jnp.asarray(proposal_log_q)
+    if log_q.ndim != 1 or log_q.shape[0] < 1:
+        raise ValueError(f"proposal_log_q: expected shape [A] with A >= 1, got {log_q.shape}")
+    return log_q - jax.nn.logsumexp(log_q)
