@@ -44,6 +44,7 @@ __all__ = [
     "make_update_step",
     "objective_loss",
     "seed_sharding",
+    "shard_batch",
     "train_seeds",
 ]
 
@@ -408,6 +409,30 @@ def seed_sharding(seeds: int, devices: int | None = None) -> NamedSharding:
     limit = len(local) if devices is None else max(1, min(int(devices), len(local)))
     count = max(k for k in range(1, limit + 1) if seeds % k == 0)
     return NamedSharding(Mesh(np.array(local[:count]), ("seed",)), PartitionSpec("seed"))
+
+
+def shard_batch(batch: Batch, devices: int | None = None) -> Batch:
+    """Places a :class:`Batch`'s event axis across local devices; the items are replicated.
+
+    Data parallelism for large batches: the jitted update step then runs as one SPMD
+    program, each device computing its rows' part of the loss and XLA summing the
+    gradients across devices, so the numbers equal a single-device step up to the order of
+    summation. Uses the largest number of devices, at most ``devices``, dividing ``B``.
+    """
+    size = batch.data.action.shape[0]
+    local = jax.local_devices()
+    limit = len(local) if devices is None else max(1, min(int(devices), len(local)))
+    count = max(k for k in range(1, limit + 1) if size % k == 0)
+    mesh = Mesh(np.array(local[:count]), ("batch",))
+    rows, replicated = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+    data = jax.tree.map(
+        lambda a: jax.device_put(a, rows), dataclasses.replace(batch.data, action_context=None)
+    )
+    return Batch(
+        data=dataclasses.replace(data, action_context=jax.device_put(batch.data.action_context, replicated)),
+        mask=jax.device_put(batch.mask, rows),
+        q_hat=None if batch.q_hat is None else jax.device_put(batch.q_hat, rows),
+    )
 
 
 # Seeds each device trains at once. At batch 10 a step's matmuls are tiny, so more seeds per
