@@ -45,6 +45,13 @@ def _positive_int_list(text: str) -> list[int]:
     return values
 
 
+def _name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -111,6 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     chen.add_argument("--seed", type=_int, default=0, help="root random seed")
     chen.add_argument("--steps", type=_positive_int, default=4000, help="optimiser steps per learner")
     chen.set_defaults(subparser=chen)
+
+    obd = studies.add_parser(
+        "obd", help="Open Bandit Dataset: learn from the bts logs, evaluate on the random logs"
+    )
+    obd.add_argument("--campaign", choices=("all", "men", "women"), default="all")
+    obd.add_argument("--seeds", type=_positive_int, default=10, help="training seeds per learner")
+    obd.add_argument("--seed", type=_int, default=0, help="root random seed")
+    obd.add_argument("--epochs", type=_positive_int, default=10)
+    obd.add_argument(
+        "--learners",
+        type=_name_list,
+        default=None,
+        help="comma-separated subset of ips,dr,snips,regression,naive",
+    )
+    obd.add_argument(
+        "--positions",
+        choices=("pooled", "separate"),
+        default="pooled",
+        help="one policy with a slot feature, or one per slot",
+    )
+    obd.add_argument(
+        "--cap", type=_positive_float, default=10.0, help="importance-weight cap of ips, dr, snips"
+    )
+    obd.add_argument("--no-cap", action="store_true", help="no cap")
+    obd.add_argument("--json", type=Path, default=None, help="write the results here")
+    obd.set_defaults(subparser=obd)
 
     blog = studies.add_parser(
         "blog", help="the seed study's four figures, many seeds per cell, resumable (same --out)"
@@ -227,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         return _data(args)
 
+    if args.command == "study" and args.study == "obd":
+        return _obd(sub, args)
+
     if args.command == "study" and args.study == "blog":
         return _blog(sub, args)
 
@@ -327,6 +363,39 @@ def _data(args: argparse.Namespace) -> int:
         print(f"towerjax data {args.name}: error: {err}", file=sys.stderr)
         return 1
     print(f"cached at {path}")
+    return 0
+
+
+_OBD_FLAGS = {"position_handling": "--positions"}
+
+
+def _obd(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from towerjax import datasets
+    from towerjax.obd_study import OBD_LEARNERS, format_obd, run_obd_study
+
+    if args.json is not None:
+        _check_out_dir(sub, "--json", args.json.parent)
+    try:
+        result = run_obd_study(
+            campaign=args.campaign,
+            seeds=args.seeds,
+            seed=args.seed,
+            epochs=args.epochs,
+            learners=OBD_LEARNERS if args.learners is None else tuple(args.learners),
+            position_handling=args.positions,
+            cap=None if args.no_cap else args.cap,
+            log=lambda line: print(line, flush=True),
+        )
+    except (datasets.FetchError, datasets.DatasetFileError) as err:
+        print(f"towerjax study obd: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        field, _, reason = str(err).partition(": ")
+        sub.error(f"argument {_OBD_FLAGS.get(field, '--' + field.replace('_', '-'))}: {reason}")
+    print(format_obd(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,0 +1,886 @@
+"""Scaling benchmarks: many items, exact top-k over a million items, many seeds, FLOP/s.
+
+Four sections, all by default (``--only items,scoring`` picks some):
+
+``items``
+    One training step against the number of items ``A``: (a) the full softmax (the item
+    tower over all ``A`` items, ``[B, A]`` scores, ``log_softmax``, :func:`towerjax.ips_loss`,
+    an optax Adam update) and (b) the sampled softmax (the item tower only on the ``B``
+    logged and ``M`` sampled items' features, :func:`towerjax.sample_items` from a uniform
+    or a popularity (Zipf counts) proposal, :func:`towerjax.sampled_log_prob_from_ids`,
+    :func:`towerjax.logged_column`, ``ips_loss`` with the logged propensity). Memory is
+    XLA's buffer-assignment peak of the compiled step (deterministic, see below); at the
+    largest ``A`` also the peak RSS (``VmHWM``) of a fresh process that builds the data,
+    compiles the step and runs it twice (``rss_*_bytes``, high-water marks after each
+    stage; they include JAX, the compilers and the data; ``--no-rss`` skips them).
+``scoring``
+    Exact chunked :func:`towerjax.top_k_items` of 10,000 contexts against 1,000,000 items,
+    and :func:`towerjax.approx_top_k_items` against the exact search on a smaller problem.
+``seeds``
+    Training throughput against the number of ``vmap``ped seeds (what
+    :func:`towerjax.train_seeds` runs).
+``flops``
+    Achieved FLOP/s of the seed study's training step at batch 1000, as a fraction of a
+    jitted float32 matmul's FLOP/s measured in the same run.
+
+House style (``benchmarks/speed.py``): the machine is shared and noisy, so every section
+times its configurations in interleaved rounds (each round times every configuration
+once) and reports medians over rounds; ratios are taken per round and their median
+quoted. Every result is one JSON object per line on stdout (``"kind"`` says which);
+progress goes to stderr; ``--json PATH`` also writes all records as one JSON list.
+
+Records (``"kind"``): ``environment`` (devices, versions, flags, settings); ``items`` (one
+per variant and ``A``), ``items_target`` (sampled softmax at the largest ``A`` against the
+targets), ``items_full_over_sampled``; ``scoring_exact``, ``scoring_approx``; ``seeds`` (one
+per ``S``), ``seeds_summary``; ``matmul`` (one per size), ``flops``.
+``cpu_seconds_per_wall_second`` is the process's CPU time over wall time during the timed
+calls (about 2 when one call keeps both cores of a 2-core machine busy).
+
+Memory: ``xla_peak_bytes = temp_size_in_bytes + argument_size_in_bytes +
+output_size_in_bytes - alias_size_in_bytes`` of ``jax.jit(f).lower(...).compile()
+.memory_analysis()``: the live buffers XLA's buffer assignment plans for one call
+(arguments, outputs and the temporary arena; donated arguments that alias outputs are
+counted once), excluding the generated code and the Python process. It is computed
+without running the step, so sizes over ``--memory-limit-gb`` are compiled, reported and
+not run.
+
+Run (about 10-15 minutes on 2 CPU cores): ``python benchmarks/scale.py --json scale.json``;
+smoke test: ``python benchmarks/scale.py --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+SECTIONS = ("items", "scoring", "seeds", "flops")
+VARIANTS = ("full", "sampled-uniform", "sampled-popularity")
+GB = 1e9
+_START = time.perf_counter()
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _settings(quick: bool) -> dict:
+    """Sizes of every section; ``quick`` shrinks them all for a smoke test."""
+    if quick:
+        return {
+            "items_sizes": [10, 1000, 10_000],
+            "items_rounds": 3,
+            "rss_variants": ["sampled-uniform"],
+            "block_seconds": 0.05,
+            "scoring_contexts": 200,
+            "scoring_items": 20_000,
+            "scoring_chunk": 4096,
+            "scoring_context_chunk": 100,
+            "scoring_repeats": 2,
+            "approx_contexts": 100,
+            "approx_items": 5000,
+            "approx_rounds": 2,
+            "seed_counts": [1, 2],
+            "seed_rounds": 2,
+            "seed_config": {
+                "n_rounds": 200,
+                "n_test_rounds": 100,
+                "epochs": 1,
+                "hidden_sizes": (32,),
+                "embedding_size": 16,
+            },
+            "flops_batch": 1000,
+            "matmul_sizes": [256, 512],
+            "flops_rounds": 3,
+        }
+    return {
+        "items_sizes": [10, 100, 1000, 10_000, 100_000, 1_000_000],
+        "items_rounds": 7,
+        "rss_variants": list(VARIANTS),
+        "block_seconds": 0.25,
+        "scoring_contexts": 10_000,
+        "scoring_items": 1_000_000,
+        "scoring_chunk": 16_384,
+        "scoring_context_chunk": 1000,
+        "scoring_repeats": 3,
+        "approx_contexts": 1000,
+        "approx_items": 100_000,
+        "approx_rounds": 5,
+        "seed_counts": [1, 2, 4, 8, 16, 32, 64],
+        "seed_rounds": 3,
+        "seed_config": {"n_rounds": 2000, "n_test_rounds": 1000, "epochs": 2},
+        "flops_batch": 1000,
+        "matmul_sizes": [1024, 2048, 4096],
+        "flops_rounds": 5,
+    }
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only",
+        type=str,
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--json", type=str, default=None, help="also write all records here")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of a minute or two")
+    parser.add_argument("--devices", type=int, default=None, help="XLA CPU devices (default: one per core)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of every section")
+    parser.add_argument("--batch", type=int, default=256, help="items: logged events per step (B)")
+    parser.add_argument("--embedding-size", type=int, default=64, help="items: tower output size (D)")
+    parser.add_argument("--num-samples", type=int, default=1024, help="items: sampled items per step (M)")
+    parser.add_argument(
+        "--memory-limit-gb", type=float, default=8.0, help="items: do not run steps above this XLA peak"
+    )
+    parser.add_argument(
+        "--time-limit-s", type=float, default=5.0, help="items: stop timing steps slower than this"
+    )
+    parser.add_argument("--no-rss", action="store_true", help="items: skip the RSS subprocesses")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="override one of the section settings (printed in the environment record), "
+        "e.g. --set scoring_contexts=1000 --set 'seed_counts=[1,8]'",
+    )
+    parser.add_argument("--rss-child", type=str, default=None, help=argparse.SUPPRESS)  # "VARIANT:A"
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown or not args.sections:
+        parser.error(f"--only: expected names among {', '.join(SECTIONS)}, got {args.only!r}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be positive")
+    if min(args.batch, args.embedding_size, args.num_samples) < 1:
+        parser.error("--batch, --embedding-size and --num-samples must be positive")
+    return args
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log(message: str) -> None:
+    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _emit(record: dict, records: list[dict]) -> None:
+    records.append(record)
+    print(json.dumps(record), flush=True)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _sig(value: float | None, digits: int = 4) -> float | None:
+    """Rounds to ``digits`` significant figures (JSON stays readable at any scale)."""
+    if value is None:
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _memory(compiled) -> dict:
+    """XLA's buffer-assignment sizes of a compiled call and ``xla_peak_bytes`` (module docstring)."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception as error:  # some backends do not implement it
+        return {"xla_peak_bytes": None, "xla_memory_error": repr(error)}
+    if stats is None:
+        return {"xla_peak_bytes": None}
+    fields = ("temp", "argument", "output", "alias", "generated_code")
+    sizes = {f"xla_{name}_bytes": int(getattr(stats, f"{name}_size_in_bytes", 0)) for name in fields}
+    sizes["xla_peak_bytes"] = (
+        sizes["xla_temp_bytes"]
+        + sizes["xla_argument_bytes"]
+        + sizes["xla_output_bytes"]
+        - sizes["xla_alias_bytes"]
+    )
+    return sizes
+
+
+def _cost(compiled) -> dict:
+    """``compiled.cost_analysis()`` as one dict (a list of per-module dicts in older JAX)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        merged: dict = {}
+        for part in cost:
+            for key, value in (part or {}).items():
+                if isinstance(value, int | float):
+                    merged[key] = merged.get(key, 0.0) + float(value)
+        return merged
+    return dict(cost or {})
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _max_rss_bytes() -> int:
+    """This process's peak resident set size so far.
+
+    ``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec``; ``getrusage``'s
+    ``ru_maxrss`` is the fallback, but on Linux it survives ``exec``, so a child started
+    from a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _environment(jax) -> dict:
+    import flax
+    import jaxlib
+    import numpy as np
+    import optax
+
+    import towerjax
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), cpu)
+    except OSError:
+        pass
+    return {
+        "kind": "environment",
+        "devices": [str(d) for d in jax.devices()],
+        "device_count": jax.device_count(),
+        "backend": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu": cpu,
+        "cpu_cores_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "versions": {
+            "towerjax": towerjax.__version__,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "optax": optax.__version__,
+            "flax": flax.__version__,
+            "numpy": np.__version__,
+        },
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _block(jax, fn, steps: int) -> float:
+    """Seconds per call of ``fn`` over ``steps`` calls, blocking on the last result."""
+    start = time.perf_counter()
+    out = None
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def _calibrate(seconds_one: float, block_seconds: float, cap: int = 200) -> int:
+    """Calls per timed block so one block lasts about ``block_seconds`` (at least one)."""
+    return max(1, min(cap, int(block_seconds / max(seconds_one, 1e-6))))
+
+
+# --------------------------------------------------------------------------- items
+
+
+class _ItemsCase:
+    """One compiled training step (a variant at ``A`` items) and its state between calls."""
+
+    def __init__(self, jax, variant: str, num_items: int, data: dict, args, optimizer):
+        import jax.numpy as jnp
+        import optax
+
+        import towerjax
+
+        self.variant, self.num_items = variant, num_items
+        self.skipped: str | None = None
+        self.seconds: list[float] = []
+        self.steps_per_block = 1
+        model = towerjax.TwoTower(hidden_sizes=(128,), embedding_size=args.embedding_size)
+        num_samples = args.num_samples
+        keys = ("context", "item_features", "action", "reward", "pscore")
+        if variant == "full":
+
+            def loss_fn(params, key, d):
+                del key
+                scores = model.scores(params, d["context"], d["item_features"])  # [B, A]
+                log_pi = towerjax.log_policy(scores)
+                return towerjax.ips_loss(log_pi, d["action"], d["reward"], d["pscore"])
+
+        else:
+            keys += ("log_q",)
+
+            def loss_fn(params, key, d):
+                batch = d["action"].shape[0]
+                ids, log_q_ids = towerjax.sample_items(key, d["log_q"], num_samples)
+                rows = d["item_features"][jnp.concatenate([d["action"], ids])]  # [B + M, d_a]
+                items = model.embed_actions(params, rows)
+                ctx = model.embed_context(params, d["context"])
+                log_pi_a = towerjax.sampled_log_prob_from_ids(
+                    ctx, d["action"], items[:batch], ids, items[batch:], log_q_ids
+                )
+                log_pi, column = towerjax.logged_column(log_pi_a)
+                return towerjax.ips_loss(log_pi, column, d["reward"], d["pscore"])
+
+        def step(params, opt_state, key, d):
+            key, sub = jax.random.split(key)
+            loss, grads = jax.value_and_grad(loss_fn)(params, sub, d)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, key, loss
+
+        proposal = {"sampled-uniform": "log_q_uniform", "sampled-popularity": "log_q_popularity"}
+        self.data = {k: data[proposal[variant] if k == "log_q" else k] for k in keys}
+        params = model.init(jax.random.key(1), data["context"].shape[1], data["item_features"].shape[1])
+        self.state = (params, optimizer.init(params), jax.random.key(2))
+        start = time.perf_counter()
+        self.compiled = jax.jit(step, donate_argnums=(0, 1)).lower(*self.state, self.data).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.memory = _memory(self.compiled)
+
+    def run(self, jax, steps: int) -> float:
+        start = time.perf_counter()
+        params, opt_state, key = self.state
+        loss = None
+        for _ in range(steps):
+            params, opt_state, key, loss = self.compiled(params, opt_state, key, self.data)
+        jax.block_until_ready((params, loss))
+        self.state = (params, opt_state, key)
+        return (time.perf_counter() - start) / steps
+
+
+def _items_data(jax, num_items: int, batch: int, features: int = 50) -> dict:
+    """Uniform ``[0, 1)`` features; logs drawn from a Zipf popularity behaviour policy."""
+    import jax.numpy as jnp
+
+    import towerjax
+
+    k_items, k_ctx, k_action, k_reward = jax.random.split(jax.random.key(0), 4)
+    counts = jnp.floor(1e6 / jnp.arange(1, num_items + 1, dtype=jnp.float32))  # Zipf(1) counts
+    log_q_popularity = towerjax.popularity_log_q(counts)  # (count + 1) smoothing
+    action, log_p = towerjax.sample_items(k_action, log_q_popularity, batch)
+    data = {
+        "item_features": jax.random.uniform(k_items, (num_items, features)),
+        "context": jax.random.uniform(k_ctx, (batch, features)),
+        "action": action,
+        "reward": jax.random.bernoulli(k_reward, 0.5, (batch,)).astype(jnp.float32),
+        "pscore": jnp.exp(log_p),  # the logged propensity of the popularity behaviour policy
+        "log_q_uniform": towerjax.uniform_log_q(num_items),
+        "log_q_popularity": log_q_popularity,
+    }
+    return jax.block_until_ready(data)
+
+
+def _rss_child(args) -> int:
+    """``--rss-child VARIANT:A``: build, compile and run two steps in a fresh process; print RSS."""
+    import jax
+
+    from towerjax.train import TrainConfig, make_optimizer
+
+    variant, num_items = args.rss_child.split(":")
+    num_items = int(num_items)
+    jax.block_until_ready(jax.numpy.zeros(1))
+    rss_start = _max_rss_bytes()
+    data = _items_data(jax, num_items, args.batch)
+    rss_data = _max_rss_bytes()
+    case = _ItemsCase(jax, variant, num_items, data, args, make_optimizer(TrainConfig()))
+    rss_compiled = _max_rss_bytes()
+    case.run(jax, 2)
+    print(
+        json.dumps(
+            {
+                "rss_after_jax_start_bytes": rss_start,
+                "rss_after_data_bytes": rss_data,
+                "rss_after_compile_bytes": rss_compiled,
+                "rss_peak_bytes": _max_rss_bytes(),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def _rss_of(variant: str, num_items: int, args) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--rss-child", f"{variant}:{num_items}"]
+    command += ["--batch", str(args.batch), "--embedding-size", str(args.embedding_size)]
+    command += ["--num-samples", str(args.num_samples)]
+    if args.devices is not None:
+        command += ["--devices", str(args.devices)]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as error:
+        return {"rss_error": repr(error)[:300]}
+
+
+def run_items(jax, args, settings: dict, records: list[dict]) -> None:
+    from towerjax.train import TrainConfig, make_optimizer
+
+    optimizer = make_optimizer(TrainConfig())  # Adam 0.005 with L2 1e-6, as the trainer
+    memory_limit = args.memory_limit_gb * GB
+    rounds = args.rounds or settings["items_rounds"]
+    sizes = settings["items_sizes"]
+    cases: list[_ItemsCase] = []
+    last_time: dict[str, tuple[int, float]] = {}  # variant -> (A, seconds of one step)
+    for num_items in sizes:
+        data = _items_data(jax, num_items, args.batch)
+        for variant in VARIANTS:
+            case = _ItemsCase(jax, variant, num_items, data, args, optimizer)
+            cases.append(case)
+            peak = case.memory.get("xla_peak_bytes")
+            _log(
+                f"items: {variant} A={num_items}: compiled in {case.compile_seconds:.1f}s, "
+                f"XLA peak {peak / GB if peak else float('nan'):.3f} GB"
+            )
+            if peak is not None and peak > memory_limit:
+                case.skipped = f"XLA peak {peak / GB:.2f} GB > {args.memory_limit_gb} GB: not run"
+                continue
+            if variant in last_time:
+                prev_items, prev_seconds = last_time[variant]
+                predicted = prev_seconds * num_items / prev_items
+                if predicted > 2 * args.time_limit_s:
+                    case.skipped = (
+                        f"predicted step {predicted:.1f}s (linear in A from A={prev_items}) "
+                        f"> 2 x {args.time_limit_s}s: not run"
+                    )
+                    continue
+            case.run(jax, 1)  # warm-up
+            one = case.run(jax, 1)
+            last_time[variant] = (num_items, one)
+            if one > args.time_limit_s:
+                case.skipped = f"step {one:.1f}s > {args.time_limit_s}s: not timed further"
+                case.single_step_seconds = one
+                continue
+            case.steps_per_block = _calibrate(one, settings["block_seconds"])
+        del data
+
+    live = [c for c in cases if c.skipped is None]
+    for round_index in range(rounds):
+        for case in live:
+            case.seconds.append(case.run(jax, case.steps_per_block))
+        _log(f"items: round {round_index + 1}/{rounds} done")
+
+    rss = {}
+    if not args.no_rss:
+        for case in cases:  # the largest size only: below it the RSS is mostly JAX and compilers
+            if (
+                case.skipped is None
+                and case.num_items == max(sizes)
+                and case.variant in settings["rss_variants"]
+            ):
+                rss[(case.variant, case.num_items)] = _rss_of(case.variant, case.num_items, args)
+                _log(f"items: RSS of {case.variant} A={case.num_items} measured")
+
+    for case in cases:
+        record = {
+            "kind": "items",
+            "variant": case.variant,
+            "num_items": case.num_items,
+            "batch": args.batch,
+            "embedding_size": args.embedding_size,
+            "hidden_sizes": [128],
+            "num_samples": None if case.variant == "full" else args.num_samples,
+            "compile_seconds": round(case.compile_seconds, 2),
+            "seconds_per_step_median": _sig(_median(case.seconds)),
+            "seconds_per_step_rounds": [_sig(s) for s in case.seconds],
+            "steps_per_round": case.steps_per_block if case.seconds else 0,
+            "skipped": case.skipped,
+            **case.memory,
+            **rss.get((case.variant, case.num_items), {}),
+        }
+        if getattr(case, "single_step_seconds", None) is not None:
+            record["single_step_seconds"] = _sig(case.single_step_seconds)
+        _emit(record, records)
+
+    by_key = {(c.variant, c.num_items): c for c in cases}
+    largest = max(sizes)
+    reference = 1000 if 1000 in sizes else min(sizes)
+    for variant in VARIANTS[1:]:
+        big, ref = by_key[(variant, largest)], by_key[(variant, reference)]
+        per_round = [b / r for b, r in zip(big.seconds, ref.seconds, strict=False)]
+        ratio = _median(per_round)
+        peak = big.memory.get("xla_peak_bytes")
+        _emit(
+            {
+                "kind": "items_target",
+                "variant": variant,
+                "num_items": largest,
+                "reference_num_items": reference,
+                "step_time_ratio_median": _sig(ratio),
+                "step_time_ratio_rounds": [_sig(r) for r in per_round],
+                "step_time_target_ratio": 2.0,
+                "step_time_target_met": None if ratio is None else bool(ratio <= 2.0),
+                "xla_peak_bytes": peak,
+                "peak_target_bytes": int(4 * GB),
+                "peak_target_met": None if peak is None else bool(peak < 4 * GB),
+                "rss_peak_bytes": rss.get((variant, largest), {}).get("rss_peak_bytes"),
+            },
+            records,
+        )
+    full_over_sampled = {}
+    for num_items in sizes:
+        full, sampled = by_key[("full", num_items)], by_key[("sampled-uniform", num_items)]
+        if full.seconds and sampled.seconds:
+            per_round = [f / s for f, s in zip(full.seconds, sampled.seconds, strict=False)]
+            full_over_sampled[str(num_items)] = _sig(_median(per_round))
+    _emit(
+        {
+            "kind": "items_full_over_sampled",
+            "full_over_sampled_uniform_step_time_median": full_over_sampled,
+            "full_largest_timed_num_items": max(
+                (c.num_items for c in cases if c.variant == "full" and c.seconds), default=None
+            ),
+        },
+        records,
+    )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
+    import numpy as np
+
+    import towerjax
+
+    k, dim = 10, 64
+    n_ctx, n_items = settings["scoring_contexts"], settings["scoring_items"]
+    chunk, context_chunk = settings["scoring_chunk"], settings["scoring_context_chunk"]
+    k_ctx, k_items = jax.random.split(jax.random.key(3))
+    ctx = jax.random.normal(k_ctx, (n_ctx, dim))
+    items = jax.block_until_ready(jax.random.normal(k_items, (n_items, dim)))
+
+    def exact_chunked(c, e):
+        return towerjax.top_k_items(c, e, k, chunk_size=chunk, context_chunk_size=context_chunk)
+
+    start = time.perf_counter()
+    compiled = jax.jit(exact_chunked).lower(ctx, items).compile()
+    compile_seconds = time.perf_counter() - start
+    memory = _memory(compiled)
+    # The unchunked search is only compiled: its plan shows what it would need.
+    unchunked = jax.jit(lambda c, e: towerjax.top_k_items(c, e, k)).lower(ctx, items).compile()
+    unchunked_peak = _memory(unchunked).get("xla_peak_bytes")
+    _log(
+        f"scoring: compiled {n_ctx} x {n_items} top-{k} in {compile_seconds:.1f}s; "
+        f"XLA peak {(memory.get('xla_peak_bytes') or 0) / GB:.3f} GB (unchunked would plan "
+        f"{(unchunked_peak or 0) / GB:.3f} GB)"
+    )
+    del unchunked
+    repeats = args.rounds or settings["scoring_repeats"]
+    seconds, cpu, ids = [], [], None
+    for repeat in range(repeats):
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        scores, ids = jax.block_until_ready(compiled(ctx, items))
+        seconds.append(time.perf_counter() - start)
+        cpu.append((_cpu_seconds() - cpu_start) / seconds[-1])
+        _log(f"scoring: exact chunked call {repeat + 1}/{repeats}: {seconds[-1]:.1f}s")
+    # Spot check against the plain top_k on a few rows.
+    rows = min(16, n_ctx)
+    check_scores, check_ids = jax.jit(lambda c, e: towerjax.top_k_items(c, e, k))(ctx[:rows], items)
+    matches = bool(np.array_equal(np.asarray(ids[:rows]), np.asarray(check_ids)))
+    _emit(
+        {
+            "kind": "scoring_exact",
+            "method": "top_k_items(chunk_size, context_chunk_size)",
+            "contexts": n_ctx,
+            "items": n_items,
+            "embedding_size": dim,
+            "k": k,
+            "chunk_size": chunk,
+            "context_chunk_size": context_chunk,
+            "compile_seconds": round(compile_seconds, 2),
+            "seconds_median": _sig(_median(seconds)),
+            "seconds_repeats": [_sig(s) for s in seconds],
+            "pairs_per_second": _sig(n_ctx * n_items / _median(seconds)),
+            **memory,
+            "unchunked_xla_peak_bytes_compiled_not_run": unchunked_peak,
+            "cpu_seconds_per_wall_second": [round(c, 2) for c in cpu],
+            "process_max_rss_bytes": _max_rss_bytes(),
+            "ids_match_unchunked_on_first_rows": rows,
+            "ids_match": matches,
+        },
+        records,
+    )
+    del ctx, items, scores, ids, check_scores, check_ids, compiled
+
+    # Approximate against exact, side by side on a smaller problem.
+    n_ctx, n_items = settings["approx_contexts"], settings["approx_items"]
+    k_ctx, k_items = jax.random.split(jax.random.key(4))
+    ctx = jax.random.normal(k_ctx, (n_ctx, dim))
+    items = jax.block_until_ready(jax.random.normal(k_items, (n_items, dim)))
+    small_chunk = min(chunk, n_items)
+    methods = {
+        "top_k_items (exact, unchunked)": lambda c, e: towerjax.top_k_items(c, e, k),
+        "top_k_items (exact, chunked)": lambda c, e: towerjax.top_k_items(
+            c, e, k, chunk_size=small_chunk, context_chunk_size=min(context_chunk, n_ctx)
+        ),
+        "approx_top_k_items (recall_target 0.95)": lambda c, e: towerjax.approx_top_k_items(c, e, k),
+    }
+    compiled, memory, results, timings = {}, {}, {}, {}
+    for name, fn in methods.items():
+        compiled[name] = jax.jit(fn).lower(ctx, items).compile()
+        memory[name] = _memory(compiled[name])
+        results[name] = jax.block_until_ready(compiled[name](ctx, items))  # warm-up
+        timings[name] = []
+    exact_ids = results["top_k_items (exact, unchunked)"][1]
+    rounds = args.rounds or settings["approx_rounds"]
+    for round_index in range(rounds):
+        for name in methods:
+            start = time.perf_counter()
+            jax.block_until_ready(compiled[name](ctx, items))
+            timings[name].append(time.perf_counter() - start)
+        _log(f"scoring: approx vs exact round {round_index + 1}/{rounds} done")
+    exact_seconds = timings["top_k_items (exact, unchunked)"]
+    for name in methods:
+        per_round = [s / e for s, e in zip(timings[name], exact_seconds, strict=True)]
+        _emit(
+            {
+                "kind": "scoring_approx",
+                "method": name,
+                "contexts": n_ctx,
+                "items": n_items,
+                "k": k,
+                "seconds_median": _sig(_median(timings[name])),
+                "seconds_rounds": [_sig(s) for s in timings[name]],
+                "time_over_exact_unchunked_median": _sig(_median(per_round)),
+                "recall_vs_exact": round(float(towerjax.recall_at_k(results[name][1], exact_ids)), 4),
+                "xla_peak_bytes": memory[name].get("xla_peak_bytes"),
+            },
+            records,
+        )
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
+    from towerjax.batching import num_batches
+    from towerjax.train import TrainConfig, compile_seeds
+
+    config = TrainConfig(batch_size=10, evaluate_train=False, **settings["seed_config"])
+    steps_per_seed = config.epochs * num_batches(config.n_rounds, config.batch_size)
+    runners, first_run = {}, {}
+    for seeds in settings["seed_counts"]:
+        # train_seeds(config, seeds=S) is compile_seeds(...) then one timed runner.run(); the
+        # two pieces are called here so the compiled runner can be re-run in later rounds.
+        runner = compile_seeds(config, seeds=seeds, devices=args.devices)
+        start = time.perf_counter()
+        jax.block_until_ready(runner.run())
+        first_run[seeds] = time.perf_counter() - start
+        runners[seeds] = runner
+        _log(f"seeds: S={seeds} compiled in {runner.seconds_compile:.1f}s, first run {first_run[seeds]:.2f}s")
+    rounds = args.rounds or settings["seed_rounds"]
+    seconds = {s: [] for s in runners}
+    for round_index in range(rounds):
+        for seeds, runner in runners.items():
+            start = time.perf_counter()
+            jax.block_until_ready(runner.run())
+            seconds[seeds].append(time.perf_counter() - start)
+        _log(f"seeds: round {round_index + 1}/{rounds} done")
+
+    def throughput(seeds: int, seconds_train: float) -> float:
+        return seeds * steps_per_seed / seconds_train
+
+    for seeds, runner in runners.items():
+        median = _median(seconds[seeds])
+        rate = throughput(seeds, median)
+        _emit(
+            {
+                "kind": "seeds",
+                "seeds": seeds,
+                "devices": runner.devices,
+                "groups_per_device": runner.groups,
+                "seeds_at_once_per_device": seeds // runner.devices // runner.groups,
+                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+                if seeds == min(runners)
+                else "as above",
+                "steps_per_seed": steps_per_seed,
+                "compile_seconds": round(runner.seconds_compile, 2),
+                "first_run_seconds": _sig(first_run[seeds]),
+                "seconds_train_median": _sig(median),
+                "seconds_train_rounds": [_sig(s) for s in seconds[seeds]],
+                "seed_steps_per_second": _sig(rate),
+                "seconds_per_seed_step": _sig(1.0 / rate),
+                "steps_per_second_each_seed": _sig(rate / seeds),
+            },
+            records,
+        )
+    counts = list(runners)
+    largest, smallest = max(counts), min(counts)
+    rates = {s: throughput(s, _median(seconds[s])) for s in counts}
+    best = max(rates, key=rates.get)
+    per_round = [
+        throughput(largest, big) / throughput(smallest, small)
+        for big, small in zip(seconds[largest], seconds[smallest], strict=True)
+    ]
+    _emit(
+        {
+            "kind": "seeds_summary",
+            "largest_seeds": largest,
+            "smallest_seeds": smallest,
+            "best_seeds": best,
+            "throughput_largest_over_smallest_median": _sig(_median(per_round)),
+            "throughput_largest_over_smallest_rounds": [_sig(r) for r in per_round],
+            "throughput_largest_over_best": _sig(rates[largest] / rates[best]),
+            "throughput_best_over_smallest": _sig(rates[best] / rates[smallest]),
+        },
+        records,
+    )
+
+
+# --------------------------------------------------------------------------- flops
+
+
+def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from towerjax.synthetic import blog_problem, sample_logged_data
+    from towerjax.train import Batch, TrainConfig, make_optimizer, make_update_step
+
+    config = TrainConfig()
+    batch_size = settings["flops_batch"]
+    problem = blog_problem(jax.random.key(5), n_actions=config.n_actions, dim=config.dim)
+    data = sample_logged_data(jax.random.key(6), problem, batch_size)
+    batch = Batch(data=dataclasses.replace(data, pi_b=None, expected_reward=None), mask=jnp.ones(batch_size))
+    params = config.model.init(jax.random.key(7), config.dim, config.dim)
+    state = [params, make_optimizer(config).init(params)]
+    key = jax.random.key(8)
+    step = make_update_step(config)
+    start = time.perf_counter()
+    compiled_step = jax.jit(step, donate_argnums=(0, 1)).lower(*state, batch, key).compile()
+    step_compile = time.perf_counter() - start
+    step_cost = _cost(compiled_step)
+    step_flops = step_cost.get("flops")
+
+    def train_call():
+        state[0], state[1], metrics = compiled_step(state[0], state[1], batch, key)
+        return state[0], metrics
+
+    matmuls = {}
+    for n in settings["matmul_sizes"]:
+        a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(n + 1), (n, n), jnp.float32)
+        compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+        matmuls[n] = (compiled, a, b, _cost(compiled).get("flops"))
+
+    def matmul_call(n):
+        compiled, a, b, _ = matmuls[n]
+        return lambda: compiled(a, b)
+
+    calls = {"train_step": train_call, **{n: matmul_call(n) for n in matmuls}}
+    steps = {}
+    for name, fn in calls.items():
+        _block(jax, fn, 1)  # warm-up
+        steps[name] = _calibrate(_block(jax, fn, 1), settings["block_seconds"])
+    rounds = args.rounds or settings["flops_rounds"]
+    seconds = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
+    for round_index in range(rounds):
+        for name, fn in calls.items():
+            cpu_start = _cpu_seconds()
+            seconds[name].append(_block(jax, fn, steps[name]))
+            cpu[name].append((_cpu_seconds() - cpu_start) / (seconds[name][-1] * steps[name]))
+        _log(f"flops: round {round_index + 1}/{rounds} done")
+
+    peak_rounds = [max(2.0 * n**3 / seconds[n][r] for n in matmuls) for r in range(rounds)]
+    for n, (_, _, _, xla_flops) in matmuls.items():
+        median = _median(seconds[n])
+        _emit(
+            {
+                "kind": "matmul",
+                "n": n,
+                "flops": 2 * n**3,
+                "xla_cost_analysis_flops": xla_flops,
+                "seconds_median": _sig(median),
+                "seconds_rounds": [_sig(s) for s in seconds[n]],
+                "calls_per_round": steps[n],
+                "flops_per_second": _sig(2.0 * n**3 / median),
+                "cpu_seconds_per_wall_second_median": _sig(_median(cpu[n]), 3),
+            },
+            records,
+        )
+    step_median = _median(seconds["train_step"])
+    fraction_rounds = (
+        [step_flops / s / p for s, p in zip(seconds["train_step"], peak_rounds, strict=True)]
+        if step_flops
+        else []
+    )
+    best_n = max(matmuls, key=lambda n: 2.0 * n**3 / _median(seconds[n]))
+    _emit(
+        {
+            "kind": "flops",
+            "model": "TrainConfig() defaults: ips, 10 actions, 50-dim features, (100, 100, 100) elu, D = 100",
+            "batch": batch_size,
+            "compile_seconds": round(step_compile, 2),
+            "flops_per_step": step_flops,
+            "transcendentals_per_step": step_cost.get("transcendentals"),
+            "bytes_accessed_per_step": step_cost.get("bytes accessed"),
+            "seconds_per_step_median": _sig(step_median),
+            "seconds_per_step_rounds": [_sig(s) for s in seconds["train_step"]],
+            "steps_per_round": steps["train_step"],
+            "cpu_seconds_per_wall_second_median": _sig(_median(cpu["train_step"]), 3),
+            "achieved_flops_per_second": _sig(step_flops / step_median) if step_flops else None,
+            "matmul_peak_flops_per_second": _sig(_median(peak_rounds)),
+            "matmul_peak_n": best_n,
+            "fraction_of_matmul_peak_median": _sig(_median(fraction_rounds)),
+            "fraction_of_matmul_peak_rounds": [_sig(f) for f in fraction_rounds],
+        },
+        records,
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from towerjax.train import expose_cpu_cores
+
+    expose_cpu_cores(args.devices)  # as the CLI does, before JAX starts its backend
+    warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
+    if args.rss_child:
+        return _rss_child(args)
+    import jax
+
+    settings = _settings(args.quick)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in settings:
+            raise SystemExit(f"--set: unknown setting {name!r}; known: {', '.join(settings)}")
+        settings[name] = json.loads(value)
+    records: list[dict] = []
+    environment = _environment(jax)
+    environment.update({"quick": args.quick, "sections": args.sections, "settings": settings})
+    _emit(environment, records)
+    runners = {"items": run_items, "scoring": run_scoring, "seeds": run_seeds, "flops": run_flops}
+    for section in SECTIONS:
+        if section in args.sections:
+            _log(f"{section}: start")
+            start = time.perf_counter()
+            runners[section](jax, args, settings, records)
+            _log(f"{section}: done in {time.perf_counter() - start:.0f}s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(records, handle, indent=2, default=str)
+    _log("all done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

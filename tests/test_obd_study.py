@@ -1,0 +1,226 @@
+"""The OBD study end to end on a tiny fixture wheel built here, and its estimators on known inputs."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from towerjax import obd_study
+from towerjax.evaluation import off_policy_estimates
+from towerjax.obd_study import format_obd, run_obd_study, slot_estimates
+
+N_ITEMS = 4
+ROWS_PER_SLOT = 12
+
+
+def _item_table(labels: tuple[str, str]) -> str:
+    """Four items, a numeric and a categorical feature; ``labels`` names the two categories."""
+    lines = [",item_id,item_feature_0,item_feature_1"]
+    for i, (value, cat) in enumerate(zip([-0.5, 0.25, 1.5, 0.75], [0, 1, 1, 0], strict=True)):
+        lines.append(f"{i},{i},{value},{labels[cat]}")
+    return "\n".join(lines) + "\n"
+
+
+def _log(rng: np.random.Generator, *, random: bool, users: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    """``3 * ROWS_PER_SLOT`` rows, slots in turn, at least one click per slot; returns the CSV and clicks."""
+    n = 3 * ROWS_PER_SLOT
+    header = ",timestamp,item_id,position,click,propensity_score,user_feature_0,user_feature_1," + ",".join(
+        f"user-item_affinity_{j}" for j in range(N_ITEMS)
+    )
+    position = np.arange(n) % 3 + 1
+    item = rng.integers(0, N_ITEMS, n)
+    click = (rng.random(n) < 0.25).astype(int)
+    click[:3] = 1  # one click in each slot at least
+    pscore = np.full(n, 1.0 / N_ITEMS) if random else rng.uniform(0.05, 0.9, n)
+    lines = [header]
+    for i in range(n):
+        affinity = ",".join(str(float(rng.integers(0, 2))) for _ in range(N_ITEMS))
+        lines.append(
+            f"{i},2019-11-24 00:{i // 60:02d}:{i % 60:02d}+00:00,{item[i]},{position[i]},{click[i]},"
+            f"{float(pscore[i])!r},{users[i % len(users)]},{'ab'[i % 2]},{affinity}"
+        )
+    return "\n".join(lines) + "\n", click
+
+
+@pytest.fixture(scope="module")
+def fixture_wheel(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    bts, bts_click = _log(rng, random=False, users=("u1", "u2", "u3"))
+    # The random log has a user category the bts log never saw ("u9"), and its item
+    # table hashes the categories differently, as the real files do.
+    random, random_click = _log(rng, random=True, users=("u1", "u2", "u9"))
+    root = "obp/dataset/obd"
+    members = {
+        f"{root}/bts/all/all.csv": bts,
+        f"{root}/bts/all/item_context.csv": _item_table(("cat_x", "cat_y")),
+        f"{root}/random/all/all.csv": random,
+        f"{root}/random/all/item_context.csv": _item_table(("zz_other", "aa_other")),
+    }
+    path = tmp_path_factory.mktemp("obd") / "obp-0.4.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return path, bts_click, random_click
+
+
+def _check_estimate(entry):
+    lo, hi = entry["ci"]
+    assert lo <= entry["value"] <= hi
+    assert entry["stderr"] >= 0
+    assert len(entry["per_slot"]) == 3
+    np.testing.assert_allclose(entry["value"], np.mean([s["value"] for s in entry["per_slot"]]))
+
+
+def test_study_end_to_end_on_a_fixture_wheel(fixture_wheel):
+    wheel, bts_click, random_click = fixture_wheel
+    messages = []
+    # Three learners keep the test short (each compiles its own training run): the weighted
+    # path (capped IPS), the reward-model path (DR) and the supervised one; naive runs below.
+    learners = ("ips", "dr", "regression")
+    result = run_obd_study(
+        seeds=2, epochs=1, batch_size=8, learners=learners, permutations=200, wheel=wheel, log=messages.append
+    )
+    json.dumps(result)  # JSON-ready
+    assert tuple(result["learners"]) == learners
+    assert result["rows"] == {"bts": [ROWS_PER_SLOT] * 3, "random": [ROWS_PER_SLOT] * 3}
+    assert result["alignment"]["random_rows_with_unseen_user_categories"] == ROWS_PER_SLOT
+    assert result["alignment"]["random_item_table_matches_up_to_relabelling"] is True
+    assert len(messages) == 1 + len(learners)
+
+    # The uniform policy's value is the random rows' click rate (equal slots: overall mean too).
+    uniform = result["uniform"]
+    _check_estimate(uniform)
+    for k, entry in enumerate(uniform["per_slot"]):
+        assert entry["value"] == pytest.approx(random_click[k::3].mean())
+    assert uniform["value"] == pytest.approx(random_click.mean())
+    bts = result["bts"]
+    _check_estimate(bts)
+    assert bts["value"] == pytest.approx(bts_click.mean())
+    assert bts["difference"]["value"] == pytest.approx(bts_click.mean() - random_click.mean())
+    assert 0 < bts["difference"]["p_permutation"] <= 1
+
+    for name, entry in result["learners"].items():
+        for estimator in ("ips", "snips"):
+            _check_estimate(entry[estimator])
+            assert len(entry[estimator]["per_seed"]) == 2
+            assert np.all(np.isfinite(entry[estimator]["per_seed"])), name
+        # The mixture's IPS is the mean of the seeds' IPS (linear in the policy).
+        assert entry["ips"]["value"] == pytest.approx(entry["ips"]["seed_mean"])
+        for estimator in ("ips", "snips"):
+            diff = entry["difference"][estimator]
+            _check_estimate(diff)
+            assert isinstance(diff["significant"], bool)
+            assert 0 < diff["p_permutation"] <= 1
+        assert entry["difference"]["ips"]["value"] == pytest.approx(entry["ips"]["value"] - uniform["value"])
+        assert entry["difference"]["snips"]["value"] == pytest.approx(
+            entry["snips"]["value"] - uniform["value"]
+        )
+        assert 1 / N_ITEMS <= entry["max_prob"] <= 1
+        assert len(entry["loss"]) == 1 and np.isfinite(entry["loss"][0])
+    assert result["config"]["ips"]["cap"] == 10.0 and result["config"]["regression"]["cap"] is None
+
+    table = format_obd(result)
+    for name in (*learners, "uniform", "bts"):
+        assert f"| {name}" in table
+    assert "significant?" in table
+
+
+def test_separate_positions_train_one_policy_per_slot(fixture_wheel):
+    wheel, _, random_click = fixture_wheel
+    result = run_obd_study(
+        seeds=2,
+        epochs=1,
+        batch_size=8,
+        learners=["naive"],
+        position_handling="separate",
+        wheel=wheel,
+        log=lambda _: None,
+    )
+    assert result["position_handling"] == "separate" and list(result["learners"]) == ["naive"]
+    assert result["uniform"]["value"] == pytest.approx(random_click.mean())
+    _check_estimate(result["learners"]["naive"]["ips"])
+
+
+def test_uniform_policy_matches_the_click_rate_and_off_policy_estimates():
+    rng = np.random.default_rng(0)
+    reward = [(rng.random(n) < 0.3).astype(float) for n in (50, 60, 40)]
+    pscore = [np.full(r.size, 0.1) for r in reward]
+    uniform = [np.full((3, r.size), 0.1) for r in reward]
+    out = slot_estimates(uniform, reward, pscore, permutations=100)
+    ctr = np.mean([r.mean() for r in reward])
+    assert out["ips"]["value"] == pytest.approx(ctr) and out["snips"]["value"] == pytest.approx(ctr)
+    for estimator in ("ips", "snips"):
+        diff = out["difference"][estimator]
+        assert diff["value"] == pytest.approx(0, abs=1e-12) and diff["stderr"] == pytest.approx(0, abs=1e-12)
+        assert diff["significant"] is False and diff["p_permutation"] == 1.0
+
+    # Per seed and slot, the estimates are evaluation.off_policy_estimates' (mean over slots).
+    probs = [rng.uniform(0.01, 0.5, (2, r.size)) for r in reward]
+    out = slot_estimates(probs, reward, pscore, permutations=0)
+    for seed in range(2):
+        ref = [
+            off_policy_estimates(np.c_[p[seed], 1 - p[seed]], np.zeros(r.size, int), r, ps)
+            for p, r, ps in zip(probs, reward, pscore, strict=True)
+        ]
+        for estimator in ("ips", "snips"):
+            assert out[estimator]["per_seed"][seed] == pytest.approx(
+                np.mean([float(e[estimator].value) for e in ref]), rel=1e-5
+            )
+            se = np.sqrt(np.sum([float(e[estimator].stderr) ** 2 for e in ref])) / 3
+            assert out[estimator]["per_seed_stderr"][seed] == pytest.approx(se, rel=1e-4)
+    assert np.isnan(out["difference"]["ips"]["p_permutation"])
+
+
+def test_permutation_test_flags_a_policy_that_follows_the_clicks():
+    rng = np.random.default_rng(1)
+    n = 400
+    reward = np.zeros(n)
+    reward[rng.choice(n, 8, replace=False)] = 1.0
+    prob = np.where(reward == 1, 0.9, 0.05)[None, :]  # puts its mass where the clicks are
+    out = slot_estimates([prob], [reward], [np.full(n, 0.1)], permutations=2000)
+    assert out["difference"]["ips"]["value"] > 0
+    assert out["difference"]["ips"]["p_permutation"] < 0.01
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"learners": ("ips", "bandit")}, "learners"),
+        ({"learners": ()}, "learners"),
+        ({"learners": ("ips", "ips")}, "learners"),
+        ({"campaign": "kids"}, "campaign"),
+        ({"seeds": 0}, "seeds"),
+        ({"seeds": 2.5}, "seeds"),
+        ({"position_handling": "mixed"}, "position_handling"),
+        ({"epochs": 0}, "epochs"),
+        ({"cap": -1.0}, "cap"),
+        ({"permutations": -1}, "permutations"),
+    ],
+)
+def test_bad_options_raise_before_any_work(monkeypatch, kwargs, name):
+    def no_loading(*args, **kw):
+        raise AssertionError("data was read before the options were checked")
+
+    monkeypatch.setattr(obd_study, "load_obd", no_loading)
+    with pytest.raises(ValueError, match=f"^{name}"):
+        run_obd_study(log=lambda _: None, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--learners", "ips,magic"], "--learners"),
+        (["--campaign", "kids"], "--campaign"),
+        (["--seeds", "0"], "--seeds"),
+        (["--cap", "-1"], "--cap"),
+    ],
+)
+def test_cli_bad_obd_options_fail_with_one_line_naming_the_flag(capsys, args, flag):
+    from towerjax import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["study", "obd", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0], err
