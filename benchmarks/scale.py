@@ -379,8 +379,9 @@ def _items_data(jax, num_items: int, batch: int, features: int = 50) -> dict:
         "action": action,
         "reward": jax.random.bernoulli(k_reward, 0.5, (batch,)).astype(jnp.float32),
         "pscore": jnp.exp(log_p),  # the logged propensity of the popularity behaviour policy
-        "log_q_uniform": towerjax.uniform_log_q(num_items),
-        "log_q_popularity": log_q_popularity,
+        # prepared once (two-level CDF), so a step's draws cost O(M log A), not O(A)
+        "log_q_uniform": towerjax.item_proposal(towerjax.uniform_log_q(num_items)),
+        "log_q_popularity": towerjax.item_proposal(log_q_popularity),
     }
     return jax.block_until_ready(data)
 

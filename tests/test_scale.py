@@ -13,6 +13,7 @@ from towerjax.large_softmax import (
     chunked_log_softmax,
     chunked_logsumexp,
     exact_value_sampled_grad,
+    item_proposal,
     logged_column,
     popularity_log_q,
     sample_items,
@@ -192,6 +193,29 @@ def test_sample_items_follows_the_proposal_and_popularity_log_q_normalises():
     assert freq[2] == 0
     np.testing.assert_allclose(freq, [0.6, 0.3, 0.0, 0.1], atol=0.015)
     np.testing.assert_allclose(uniform_log_q(4), np.log(0.25), rtol=1e-6)
+
+
+def test_a_prepared_proposal_draws_items_with_their_probabilities():
+    weights = np.where(np.arange(1000) % 7 == 3, 0.0, 1.0 / np.arange(1, 1001))  # Zipf, some zeros
+    proposal = item_proposal(jnp.log(weights))  # 32 blocks of 32, the last one padded
+    assert proposal.within_cdf.shape == (32, 32)
+    ids, log_q_ids = jax.jit(sample_items, static_argnums=2)(jax.random.key(1), proposal, 400_000)
+    ids = np.asarray(ids)
+    q = weights / weights.sum()
+    np.testing.assert_allclose(np.exp(log_q_ids), q[ids], rtol=1e-5)
+    assert not np.any(weights[ids] == 0) and ids.max() < 1000
+    freq = np.bincount(ids, minlength=1000) / ids.size
+    head = slice(0, 20)  # items with enough mass for a tight check, then the tail in groups
+    np.testing.assert_allclose(freq[head], q[head], rtol=0.05)
+    np.testing.assert_allclose(freq[500:].sum(), q[500:].sum(), rtol=0.02)
+
+
+def test_a_million_item_uniform_proposal_keeps_every_region_of_the_catalogue():
+    """A single float32 cumulative sum would misplace the draws of late items."""
+    proposal = item_proposal(uniform_log_q(1_000_000))
+    ids, _ = sample_items(jax.random.key(2), proposal, 200_000)
+    deciles = np.bincount(np.asarray(ids) // 100_000, minlength=10) / 200_000
+    np.testing.assert_allclose(deciles, 0.1, atol=0.004)
 
 
 # --------------------------------------------------------------------------- losses

@@ -4,10 +4,12 @@ from towerjax.adapter import FrameEncoding, logged_data_from_frame
 from towerjax.data import LoggedData
 from towerjax.evaluation import Estimate, off_policy_estimates
 from towerjax.large_softmax import (
+    ItemProposal,
     chunked_log_prob,
     chunked_log_softmax,
     chunked_logsumexp,
     exact_value_sampled_grad,
+    item_proposal,
     logged_column,
     popularity_log_q,
     sample_items,
@@ -44,6 +46,7 @@ __all__ = [
     "Batch",
     "Estimate",
     "FrameEncoding",
+    "ItemProposal",
     "LoggedData",
     "RewardModel",
     "RewardModelConfig",
@@ -59,6 +62,7 @@ __all__ = [
     "exact_value_sampled_grad",
     "importance_weight",
     "ips_loss",
+    "item_proposal",
     "log_policy",
     "logged_column",
     "logged_data_from_frame",

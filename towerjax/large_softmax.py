@@ -68,7 +68,9 @@ where ``ctx = model.embed_context(params, context)`` and ``item_table [A, D]`` i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import numbers
 
 import jax
@@ -76,10 +78,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 __all__ = [
+    "ItemProposal",
     "chunked_log_prob",
     "chunked_log_softmax",
     "chunked_logsumexp",
     "exact_value_sampled_grad",
+    "item_proposal",
     "logged_column",
     "popularity_log_q",
     "sample_items",
@@ -281,25 +285,63 @@ def popularity_log_q(counts: ArrayLike, *, smoothing: float = 1.0, power: float 
     return log_weight - jax.nn.logsumexp(log_weight)
 
 
-def sample_items(key: jax.Array, proposal_log_q: ArrayLike, num_samples: int) -> tuple[jax.Array, jax.Array]:
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ItemProposal:
+    """A sampling proposal ``q`` over ``A`` items, prepared once by :func:`item_proposal`.
+
+    Items are grouped in ``n`` blocks of ``b ~ sqrt(A)``; a draw picks a block by its
+    mass, then an item within it, each by a binary search, so a draw costs
+    ``O(log A)`` and the float32 cumulative sums stay short (a single cumulative sum over
+    a million items would lose the small items' probabilities to rounding).
+
+    Attributes:
+      log_q: ``[A]`` normalised ``log q``.
+      block_cdf: ``[n]`` cumulative mass of the blocks.
+      within_cdf: ``[n, b]`` cumulative mass within each block (padding has mass 0).
+    """
+
+    log_q: jax.Array
+    block_cdf: jax.Array
+    within_cdf: jax.Array
+
+
+def item_proposal(proposal_log_q: ArrayLike) -> ItemProposal:
+    """Prepares ``q`` (``[A]`` log-probabilities or unnormalised log-weights) for :func:`sample_items`."""
+    log_q = _check_log_q(proposal_log_q)
+    num_items = log_q.shape[0]
+    block = max(1, math.isqrt(num_items - 1) + 1)
+    blocks = -(-num_items // block)
+    q = jnp.pad(jnp.exp(log_q), (0, blocks * block - num_items)).reshape(blocks, block)
+    within = jnp.cumsum(q, axis=1)
+    return ItemProposal(log_q, jnp.cumsum(within[:, -1]), within)
+
+
+def sample_items(
+    key: jax.Array, proposal_log_q: ArrayLike | ItemProposal, num_samples: int
+) -> tuple[jax.Array, jax.Array]:
     """Draws ``M`` item ids i.i.d. (with replacement) from the proposal ``q``.
 
-    Sampling is an inverse-CDF search (``O(A + M log A)``), so drawing from a million
-    items does not build an ``[M, A]`` array. Zero-probability items are never drawn.
-
-    Args:
-      key: a ``jax.random`` key.
-      proposal_log_q: ``[A]`` log-probabilities (or unnormalised log-weights) of ``q``.
-      num_samples: ``M``, a positive integer.
+    Give an :class:`ItemProposal` (from :func:`item_proposal`, built once outside the
+    training step) and a draw costs ``O(M log A)``, whatever the catalogue size; given the
+    ``[A]`` log-probabilities (or unnormalised log-weights) it is prepared on every call
+    (``O(A)``). Zero-probability items are never drawn; nothing of size ``[M, A]`` is built.
 
     Returns:
       ``ids [M]`` (int32) and ``log_q [M]``: the *normalised* ``log q(ids)``, as
       :func:`sampled_log_prob_from_ids` needs them.
     """
-    log_q = _check_log_q(proposal_log_q)
+    proposal = proposal_log_q if isinstance(proposal_log_q, ItemProposal) else item_proposal(proposal_log_q)
     num_samples = _check_positive_int(num_samples, "num_samples")
-    ids = jax.random.choice(key, log_q.shape[0], (num_samples,), p=jnp.exp(log_q)).astype(jnp.int32)
-    return ids, log_q[ids]
+    key_block, key_item = jax.random.split(key)
+    blocks, block = proposal.within_cdf.shape
+    u = jax.random.uniform(key_block, (num_samples,)) * proposal.block_cdf[-1]
+    chosen = jnp.minimum(jnp.searchsorted(proposal.block_cdf, u, side="right"), blocks - 1)
+    rows = proposal.within_cdf[chosen]  # [M, b]
+    v = jax.random.uniform(key_item, (num_samples,)) * rows[:, -1]
+    offset = jax.vmap(lambda row, x: jnp.searchsorted(row, x, side="right"))(rows, v)
+    ids = (chosen * block + jnp.minimum(offset, block - 1)).astype(jnp.int32)
+    return ids, proposal.log_q[ids]
 
 
 def sampled_log_prob(
