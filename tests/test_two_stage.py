@@ -122,6 +122,15 @@ def test_unbiased_monte_carlo_gradient_matches_the_exact_gradient_of_the_two_sta
     assert float(jnp.abs(ma - exact).max()) > 0.3 * scale  # Ma et al.'s surrogate is biased
 
 
+def test_candidate_sets_follow_p():
+    p = jnp.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.05, 0.1, 0.8]])
+    items, _ = candidate_sets(jax.random.key(0), jnp.log(p), jnp.array([0, 3]), k=4, num_samples=4000)
+    assert items.shape == (2, 4000, 3)
+    for row in range(2):
+        freq = np.bincount(np.asarray(items[row]).ravel(), minlength=4) / items[row].size
+        np.testing.assert_allclose(freq, p[row], atol=0.01)
+
+
 def test_candidate_sets_hold_the_logged_item_and_unique_others():
     items, member = candidate_sets(jax.random.key(3), jax.nn.log_softmax(THETA), ACTION, k=4, num_samples=50)
     items, member = np.asarray(items), np.asarray(member)

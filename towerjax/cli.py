@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     obd.add_argument("--json", type=Path, default=None, help="write the results here")
     obd.set_defaults(subparser=obd)
 
+    movielens = studies.add_parser(
+        "movielens", help="MovieLens-100K two-stage study (Ma et al. 2020): CE, 1-IPS, 2-IPS generators"
+    )
+    movielens.add_argument("--seeds", type=_positive_int, default=10, help="seeds per method, vmapped")
+    movielens.add_argument("--seed", type=_int, default=0, help="root random seed (fixes the environment)")
+    movielens.add_argument("--quick", action="store_true", help="miniature sizes: a smoke test")
+    movielens.add_argument("--json", type=Path, default=None, help="write the results here")
+    movielens.set_defaults(subparser=movielens)
+
     blog = studies.add_parser(
         "blog", help="the seed study's four figures, many seeds per cell, resumable (same --out)"
     )
@@ -262,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "study" and args.study == "obd":
         return _obd(sub, args)
+
+    if args.command == "study" and args.study == "movielens":
+        return _movielens(sub, args)
 
     if args.command == "study" and args.study == "blog":
         return _blog(sub, args)
@@ -393,6 +405,29 @@ def _obd(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         field, _, reason = str(err).partition(": ")
         sub.error(f"argument {_OBD_FLAGS.get(field, '--' + field.replace('_', '-'))}: {reason}")
     print(format_obd(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _movielens(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from towerjax import datasets
+    from towerjax.movielens_study import format_movielens, run_movielens_study
+
+    if args.json is not None:
+        _check_out_dir(sub, "--json", args.json.parent)
+    try:
+        result = run_movielens_study(
+            seeds=args.seeds, seed=args.seed, miniature=args.quick, log=lambda line: print(line, flush=True)
+        )
+    except (datasets.FetchError, datasets.DatasetFileError) as err:
+        print(f"towerjax study movielens: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        field, _, reason = str(err).partition(": ")
+        sub.error(f"argument --{field.replace('_', '-')}: {reason}")
+    print(format_movielens(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
