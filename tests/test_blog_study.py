@@ -39,13 +39,18 @@ def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_pa
     assert _values(read_rows(out / "rows.csv")) == _values(whole)
 
 
-def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path):
+def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monkeypatch):
     batch = StudyOptions(
         figures=(4,), seeds=2, epochs=1, quick=True, values=(10,), learners=("regression",)
     )  # quick: 300 rounds, so figure 4's batch 10 is figure 1's 300 rounds
     fig1 = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(300,), learners=("regression",))
     assert batch.config(*_cell(batch)) == fig1.config(*_cell(fig1))
     run_blog_study(fig1, tmp_path, progress=False, log=lambda s: None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished figure-1 cell should have been reused")
+
+    monkeypatch.setattr("towerjax.blog_study.train_seeds", no_training)
     rows = run_blog_study(batch, tmp_path, progress=False, log=lambda s: None)
     reference = [r for r in read_rows(tmp_path / "rows.csv") if r["figure"] == 1 and r["x"] == 300]
     assert [r["test_value"] for r in rows] == [r["test_value"] for r in reference]

@@ -240,7 +240,7 @@ def run_blog_study(
                 break
             figure = FIGURES[number]
             bar.set_postfix_str(f"fig {number} {figure.field}={x} {learner}")
-            same = [c for c in cells if c in done and configs[c] == configs[(number, x, learner)]]
+            same = [c for c in sorted(done) if _config_of(options, c) == configs[(number, x, learner)]]
             start = time.perf_counter()
             if same:  # e.g. figure 4's batch 10 is figure 1's 15000 rounds: the same runs
                 rows = [r for r in _ordered(read_rows(path), same[:1], options.seeds)]
@@ -264,6 +264,14 @@ def run_blog_study(
             (out / f"figure{number}.md").write_text(figure_table(chosen, FIGURES[number]) + "\n")
             plot_figure(chosen, FIGURES[number], out / f"figure{number}.png")
     return rows
+
+
+def _config_of(options: StudyOptions, cell: tuple[int, int, str]) -> TrainConfig | None:
+    """The configuration a finished cell ran with (any figure of this folder), if still valid."""
+    try:
+        return options.config(FIGURES[cell[0]], cell[1], cell[2])
+    except (KeyError, ValueError):
+        return None
 
 
 def _train_cell(config: TrainConfig, options: StudyOptions, cell: tuple[int, int, str]) -> list[dict]:
