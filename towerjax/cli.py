@@ -378,17 +378,33 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-_OBD_FLAGS = {"position_handling": "--positions"}
-
-
-def _obd(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _real_data_study(sub: argparse.ArgumentParser, args: argparse.Namespace, run, render, flags=None) -> int:
+    """Runs a study on fetched data: bad options as one-line flag errors (exit 2), a missing
+    or unreadable dataset as one line (exit 1), then the printed table and ``--json``."""
     from towerjax import datasets
-    from towerjax.obd_study import OBD_LEARNERS, format_obd, run_obd_study
 
     if args.json is not None:
         _check_out_dir(sub, "--json", args.json.parent)
     try:
-        result = run_obd_study(
+        result = run(log=lambda line: print(line, flush=True))
+    except (datasets.FetchError, datasets.DatasetFileError) as err:
+        print(f"towerjax study {args.study}: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        field, _, reason = str(err).partition(": ")
+        sub.error(f"argument {(flags or {}).get(field, '--' + field.replace('_', '-'))}: {reason}")
+    print(render(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _obd(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from towerjax.obd_study import OBD_LEARNERS, format_obd, run_obd_study
+
+    def run(log):
+        return run_obd_study(
             campaign=args.campaign,
             seeds=args.seeds,
             seed=args.seed,
@@ -396,42 +412,19 @@ def _obd(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             learners=OBD_LEARNERS if args.learners is None else tuple(args.learners),
             position_handling=args.positions,
             cap=None if args.no_cap else args.cap,
-            log=lambda line: print(line, flush=True),
+            log=log,
         )
-    except (datasets.FetchError, datasets.DatasetFileError) as err:
-        print(f"towerjax study obd: error: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:
-        field, _, reason = str(err).partition(": ")
-        sub.error(f"argument {_OBD_FLAGS.get(field, '--' + field.replace('_', '-'))}: {reason}")
-    print(format_obd(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+
+    return _real_data_study(sub, args, run, format_obd, {"position_handling": "--positions"})
 
 
 def _movielens(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from towerjax import datasets
     from towerjax.movielens_study import format_movielens, run_movielens_study
 
-    if args.json is not None:
-        _check_out_dir(sub, "--json", args.json.parent)
-    try:
-        result = run_movielens_study(
-            seeds=args.seeds, seed=args.seed, miniature=args.quick, log=lambda line: print(line, flush=True)
-        )
-    except (datasets.FetchError, datasets.DatasetFileError) as err:
-        print(f"towerjax study movielens: error: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:
-        field, _, reason = str(err).partition(": ")
-        sub.error(f"argument --{field.replace('_', '-')}: {reason}")
-    print(format_movielens(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    def run(log):
+        return run_movielens_study(seeds=args.seeds, seed=args.seed, miniature=args.quick, log=log)
+
+    return _real_data_study(sub, args, run, format_movielens)
 
 
 def _blog(sub: argparse.ArgumentParser, args: argparse.Namespace) -> int:
