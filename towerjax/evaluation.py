@@ -7,13 +7,17 @@ value on data with known ``q`` is :func:`towerjax.policy.policy_value`.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["Estimate", "off_policy_estimates"]
+__all__ = ["Z_95", "Estimate", "mean_se", "normal_interval", "off_policy_estimates"]
+
+Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 
 
 class Estimate(NamedTuple):
@@ -21,6 +25,18 @@ class Estimate(NamedTuple):
 
     value: jax.Array
     stderr: jax.Array
+
+
+def mean_se(values: ArrayLike) -> tuple[float, float]:
+    """Mean and standard error of the mean (``std(ddof=1) / sqrt(n)``; NaN for one value), on the host."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+    return float(values.mean()), se
+
+
+def normal_interval(value: float, stderr: float, z: float = Z_95) -> tuple[float, float]:
+    """``value ± z * stderr``: the normal (Wald) interval, 95% by default."""
+    return value - z * stderr, value + z * stderr
 
 
 def _mean_se(terms: jax.Array) -> Estimate:

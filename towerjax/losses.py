@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from towerjax.checks import InputError, check_batch, check_positive_int, masked_mean, take_logged
+
 __all__ = [
     "dr_loss",
     "importance_weight",
@@ -78,29 +80,29 @@ def transform_weights(
     if clip is not None:
         w = jnp.clip(w, clip[0], clip[1])
     if self_normalize:
-        w = w / _batch_mean(w, mask)
+        w = w / masked_mean(w, mask)
     return w
 
 
 def check_weight_options(cap: float | None, clip: tuple[float, float] | None) -> None:
-    """ValueError naming ``cap`` or ``clip`` when the weight options are not valid."""
+    """:class:`~towerjax.checks.InputError` naming ``cap`` or ``clip`` when the weight options are not valid."""
     if cap is not None and clip is not None:
-        raise ValueError("cap: give either cap or clip, not both")
+        raise InputError("cap", "give either cap or clip, not both")
     if cap is not None and not (isinstance(cap, int | float) and cap > 0):
-        raise ValueError(f"cap: expected a positive number, got {cap!r}")
+        raise InputError("cap", f"expected a positive number, got {cap!r}")
     if clip is not None:
         try:
             low, high = (float(c) for c in clip)
         except (TypeError, ValueError):
-            raise ValueError(f"clip: expected a pair (c_min, c_max), got {clip!r}") from None
+            raise InputError("clip", f"expected a pair (c_min, c_max), got {clip!r}") from None
         if not 0 <= low < high:
-            raise ValueError(f"clip: expected 0 <= c_min < c_max, got {clip!r}")
+            raise InputError("clip", f"expected 0 <= c_min < c_max, got {clip!r}")
 
 
 def variance_penalty_term(terms: jax.Array, mask: ArrayLike | None) -> jax.Array:
     """``sqrt(Var_i(terms_i) / B)`` over the (unmasked) events: the POEM / CRM regulariser."""
-    mean = _batch_mean(terms, mask)
-    variance = _batch_mean(jnp.square(terms - mean), mask)
+    mean = masked_mean(terms, mask)
+    variance = masked_mean(jnp.square(terms - mean), mask)
     count = terms.shape[0] if mask is None else jnp.maximum(jnp.sum(jnp.asarray(mask, terms.dtype)), 1.0)
     return jnp.sqrt(variance / count + 1e-12)
 
@@ -152,11 +154,11 @@ def ips_loss(
       >>> float(ips_loss(log_pi, jnp.array([0]), jnp.array([1.0]), jnp.array([0.25])))
       1.3862...
     """
-    log_pi, action, reward, pscore = _check_batch(log_pi, action, reward, pscore=pscore)
+    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
     options = dict(cap=cap, clip=clip, self_normalize=self_normalize, mask=mask)
-    log_pi_a = _logged(log_pi, action)
+    log_pi_a = take_logged(log_pi, action)
     w = importance_weight(log_pi_a, pscore, **options)
-    loss = -_batch_mean(w * reward * log_pi_a, mask)
+    loss = -masked_mean(w * reward * log_pi_a, mask)
     if variance_penalty:
         w_with_grad = transform_weights(jnp.exp(log_pi_a) / pscore, **options)
         loss = loss + variance_penalty * variance_penalty_term(w_with_grad * reward, mask)
@@ -198,16 +200,16 @@ def dr_loss(
     References:
       Dudík, Langford & Li, *Doubly Robust Policy Evaluation and Learning*, ICML 2011.
     """
-    log_pi, action, reward, pscore = _check_batch(log_pi, action, reward, pscore=pscore)
+    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
     q_hat = jax.lax.stop_gradient(jnp.asarray(q_hat))
     if q_hat.shape != log_pi.shape:
-        raise ValueError(f"q_hat: expected shape {log_pi.shape} to match log_pi, got {q_hat.shape}")
+        raise InputError("q_hat", f"expected shape {log_pi.shape} to match log_pi, got {q_hat.shape}")
     options = dict(cap=cap, clip=clip, self_normalize=self_normalize, mask=mask)
-    log_pi_a = _logged(log_pi, action)
+    log_pi_a = take_logged(log_pi, action)
     w = importance_weight(log_pi_a, pscore, **options)
-    residual = reward - _logged(q_hat, action)
+    residual = reward - take_logged(q_hat, action)
     direct = jnp.sum(jax.lax.stop_gradient(jnp.exp(log_pi)) * q_hat * log_pi, axis=-1)
-    loss = -_batch_mean(w * residual * log_pi_a + direct, mask)
+    loss = -masked_mean(w * residual * log_pi_a + direct, mask)
     if variance_penalty:
         w_with_grad = transform_weights(jnp.exp(log_pi_a) / pscore, **options)
         terms = jnp.sum(jnp.exp(log_pi) * q_hat, axis=-1) + w_with_grad * residual
@@ -248,17 +250,16 @@ def topk_ips_loss(
       Chen et al., *Top-K Off-Policy Correction for a REINFORCE Recommender System*,
       WSDM 2019, eq. (6)-(7).
     """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k: expected a positive integer, got {k!r}")
-    log_pi, action, reward, pscore = _check_batch(log_pi, action, reward, pscore=pscore)
-    log_pi_a = _logged(log_pi, action)
+    check_positive_int("k", k)
+    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
+    log_pi_a = take_logged(log_pi, action)
     pi_a = jax.lax.stop_gradient(jnp.exp(log_pi_a))
     multiplier = k * (1.0 - pi_a) ** (k - 1)
     w = importance_weight(log_pi_a, pscore) * multiplier
     if cap is not None:
         check_weight_options(cap, None)
         w = jnp.minimum(w, cap)
-    return -_batch_mean(w * reward * log_pi_a, mask)
+    return -masked_mean(w * reward * log_pi_a, mask)
 
 
 def regression_loss(
@@ -280,9 +281,9 @@ def regression_loss(
       reward: ``[B]`` binary rewards in ``{0, 1}`` (values in ``[0, 1]`` act as soft labels).
       mask: optional ``[B]`` event weights.
     """
-    scores, action, reward, _ = _check_batch(scores, action, reward, name="scores")
-    bce = optax.sigmoid_binary_cross_entropy(_logged(scores, action), reward)
-    return _batch_mean(bce, mask)
+    scores, action, reward, _ = check_batch(scores, action, reward, name="scores")
+    bce = optax.sigmoid_binary_cross_entropy(take_logged(scores, action), reward)
+    return masked_mean(bce, mask)
 
 
 def naive_loss(
@@ -304,46 +305,5 @@ def naive_loss(
       reward: ``[B]`` rewards.
       mask: optional ``[B]`` event weights.
     """
-    log_pi, action, reward, _ = _check_batch(log_pi, action, reward)
-    return -_batch_mean(reward * _logged(log_pi, action), mask)
-
-
-def _logged(values: jax.Array, action: jax.Array) -> jax.Array:
-    """``[B, A], [B] -> [B]``: the entry of each row at its logged action."""
-    return jnp.take_along_axis(values, action[:, None], axis=-1)[:, 0]
-
-
-def _batch_mean(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
-    """Mean over the batch, or over the events with nonzero ``mask``."""
-    if mask is None:
-        return jnp.mean(values)
-    mask = jnp.asarray(mask, values.dtype)
-    if mask.shape != values.shape:
-        raise ValueError(f"mask: expected shape {values.shape}, got {mask.shape}")
-    return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def _check_batch(
-    matrix: ArrayLike,
-    action: ArrayLike,
-    reward: ArrayLike,
-    *,
-    pscore: ArrayLike | None = None,
-    name: str = "log_pi",
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-    """Static shape and dtype checks (they hold under ``jit`` and per example under ``vmap``)."""
-    matrix, action, reward = jnp.asarray(matrix), jnp.asarray(action), jnp.asarray(reward)
-    if matrix.ndim != 2:
-        raise ValueError(f"{name}: expected shape [B, A], got {matrix.shape}")
-    batch = matrix.shape[0]
-    if action.shape != (batch,):
-        raise ValueError(f"action: expected shape ({batch},) to match {name}, got {action.shape}")
-    if not jnp.issubdtype(action.dtype, jnp.integer):
-        raise TypeError(f"action: expected integer indices, got dtype {action.dtype}")
-    if reward.shape != (batch,):
-        raise ValueError(f"reward: expected shape ({batch},) to match {name}, got {reward.shape}")
-    if pscore is not None:
-        pscore = jnp.asarray(pscore)
-        if pscore.shape != (batch,):
-            raise ValueError(f"pscore: expected shape ({batch},) to match {name}, got {pscore.shape}")
-    return matrix, action, reward, pscore
+    log_pi, action, reward, _ = check_batch(log_pi, action, reward)
+    return -masked_mean(reward * take_logged(log_pi, action), mask)

@@ -21,18 +21,24 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from towerjax import losses
 from towerjax.batching import epoch_batches, num_batches
 from towerjax.behavior import behavior_loss, init_behavior_head, logged_propensity
+from towerjax.checks import (
+    InputError,
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from towerjax.data import LoggedData
+from towerjax.objectives import IPS, OBJECTIVES, Objective, objective_from_name
 from towerjax.policy import log_policy, policy_value
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.synthetic import blog_problem, sample_logged_data
 from towerjax.towers import TwoTower, check_activation
-from towerjax.two_stage import two_stage_ips_loss
 
 __all__ = [
-    "OBJECTIVES",
+    "OPTIMIZERS",
     "Batch",
     "SeedRunner",
     "TrainConfig",
@@ -48,33 +54,27 @@ __all__ = [
     "train_seeds",
 ]
 
-OBJECTIVES = ("ips", "dr", "regression", "naive", "snips", "topk", "two-stage")
-TWO_STAGE_CLIP = (0.01, 10.0)  # Ma et al. 2020's weight clipping (then self-normalised)
+OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the seed study's (SPEC 6).
 
+    ``objective`` is an objective value (:mod:`towerjax.objectives`, e.g. ``IPS(cap=10)``,
+    ``DR()``, ``TwoStage(candidates=20)``) holding its own options; a registry name
+    (``"ips"``, ``"dr"``, ...) gives that objective with its defaults.
     The data fields (``behavior`` .. ``dim``) describe the built-in synthetic problem
     (:func:`towerjax.synthetic.blog_problem`); they are ignored when ``train`` is given
-    logs of its own. ``cap``, ``clip``, ``self_normalize`` and ``variance_penalty`` shape the
-    importance weights of ``ips``, ``snips`` (self-normalised IPS), ``dr`` and ``two-stage``
-    (``cap`` also bounds ``topk``'s weight); :meth:`weight_options` resolves them. ``clip=None``
-    and ``self_normalize=None`` take the objective's default: Ma et al.'s clip to
-    ``(0.01, 10)`` then self-normalisation for ``two-stage``, self-normalisation for ``snips``,
-    neither otherwise; ``clip=False`` turns clipping off. ``topk`` is the slate size ``K`` of
-    the top-K correction. ``two-stage`` (Ma et al. 2020) samples ``num_samples`` candidate
-    sets of ``candidates`` items (at most ``A``) with weight ``alpha`` on the other
-    candidates; its fixed ranker is the reward model fitted on the logs (as for ``dr``),
-    scoring items by ``q_hat``.
+    logs of its own. ``optimizer`` is ``"adam"`` (L2 ``weight_decay`` coupled as in PyTorch's
+    ``Adam(weight_decay)``) or ``"adamw"`` (decoupled decay, ``optax.adamw``).
     ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
     (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
     ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
 
-    objective: str = "ips"
+    objective: Objective = dataclasses.field(default_factory=IPS)
     behavior: str = "uniform"
     epsilon: float = 0.1
     n_rounds: int = 15000
@@ -85,29 +85,26 @@ class TrainConfig:
     embedding_size: int = 100
     activation: str = "elu"
     temperature: float = 1.0
+    optimizer: str = "adam"
     learning_rate: float = 0.005
     weight_decay: float = 1e-6
     batch_size: int = 10
     epochs: int = 100
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
-    cap: float | None = None
-    clip: tuple[float, float] | bool | None = None
-    self_normalize: bool | None = None
-    variance_penalty: float = 0.0
-    topk: int = 2
-    candidates: int = 30
-    num_samples: int = 100
-    alpha: float = 1e-3
     estimate_propensities: bool = False
     evaluate_train: bool = True
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
-        if self.behavior not in ("uniform", "epsilon-greedy"):
-            raise ValueError(f"behavior: expected 'uniform' or 'epsilon-greedy', got {self.behavior!r}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon: expected a value in [0, 1], got {self.epsilon}")
+        if isinstance(self.objective, str):
+            object.__setattr__(self, "objective", objective_from_name(self.objective))
+        if not isinstance(self.objective, Objective):
+            raise InputError(
+                "objective",
+                f"expected an objective value or one of {tuple(OBJECTIVES)}, got {self.objective!r}",
+            )
+        check_choice("behavior", self.behavior, ("uniform", "epsilon-greedy"))
+        if isinstance(self.epsilon, bool) or not 0.0 <= self.epsilon <= 1.0:
+            raise InputError("epsilon", f"expected a value in [0, 1], got {self.epsilon}")
         for name in (
             "n_rounds",
             "n_test_rounds",
@@ -117,52 +114,39 @@ class TrainConfig:
             "batch_size",
             "epochs",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         if self.n_actions < 2:
-            raise ValueError(f"n_actions: expected at least 2, got {self.n_actions}")
+            raise InputError("n_actions", f"expected at least 2, got {self.n_actions}")
         if self.batch_size > self.n_rounds:
-            raise ValueError(f"batch_size: expected at most n_rounds={self.n_rounds}, got {self.batch_size}")
+            raise InputError(
+                "batch_size", f"expected at most n_rounds={self.n_rounds}, got {self.batch_size}"
+            )
         check_activation(self.activation)
-        if self.clip is True:
-            raise ValueError("clip: expected a pair (c_min, c_max), None (the objective's default) or False")
-        if self.clip not in (None, False):
-            object.__setattr__(self, "clip", tuple(self.clip))
-        if self.self_normalize is False and self.objective == "snips":
-            raise ValueError("self_normalize: the snips objective always self-normalises")
-        options = self.weight_options()
-        losses.check_weight_options(options["cap"], options["clip"])
-        if not self.variance_penalty >= 0:
-            raise ValueError(f"variance_penalty: expected >= 0, got {self.variance_penalty}")
-        for name in ("topk", "candidates", "num_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha: expected >= 0, got {self.alpha}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("temperature", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+            check_positive(name, getattr(self, name))
+        check_nonnegative("weight_decay", self.weight_decay)
+        try:
+            hidden = tuple(int(h) for h in self.hidden_sizes)
+        except (TypeError, ValueError):
+            raise InputError(
+                "hidden_sizes", f"expected positive integers, got {self.hidden_sizes!r}"
+            ) from None
+        if any(h < 1 for h in hidden):
+            raise InputError("hidden_sizes", f"expected positive integers, got {self.hidden_sizes!r}")
+        object.__setattr__(self, "hidden_sizes", hidden)
 
     @property
     def model(self) -> TwoTower:
         return TwoTower(self.hidden_sizes, self.embedding_size, self.activation)
 
-    def weight_options(self) -> dict:
-        """``{"cap", "clip", "self_normalize"}`` as the objective applies them (defaults resolved)."""
-        clip, self_normalize = self.clip, self.self_normalize
-        if clip is None:
-            clip = TWO_STAGE_CLIP if self.objective == "two-stage" and self.cap is None else None
-        if self_normalize is None:
-            self_normalize = self.objective in ("snips", "two-stage")
-        return {"cap": self.cap, "clip": clip or None, "self_normalize": self_normalize}
-
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready: every field, the objective as ``{"name", **options}``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["objective"] = self.objective.to_dict()
+        out["reward_model"] = dataclasses.asdict(self.reward_model)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
 
 
 @jax.tree_util.register_dataclass
@@ -206,14 +190,16 @@ class TrainResult:
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``."""
+    """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``, or AdamW (decoupled)."""
+    if config.optimizer == "adamw":
+        return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
     return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.learning_rate))
 
 
 def objective_loss(
     config: TrainConfig, params: dict, batch: Batch, key: jax.Array | None = None
 ) -> jax.Array:
-    """The configured surrogate loss of one batch (``key`` drives sampled estimators)."""
+    """The configured objective's surrogate loss of one batch (``key`` drives sampled estimators)."""
     data = batch.data
     context_embedding = config.model.embed_context(params, data.context)
     scores = context_embedding @ config.model.embed_actions(params, data.action_context).T
@@ -221,37 +207,16 @@ def objective_loss(
     if config.estimate_propensities:
         pscore = logged_propensity(params["behavior"], context_embedding, data.action)
         extra = behavior_loss(params["behavior"], context_embedding, data.action, mask=batch.mask)
-    return extra + _policy_loss(config, scores, data, pscore, batch, key)
-
-
-def _policy_loss(config: TrainConfig, scores, data: LoggedData, pscore, batch: Batch, key) -> jax.Array:
-    if config.objective == "regression":
-        return losses.regression_loss(scores, data.action, data.reward, mask=batch.mask)
-    log_pi = log_policy(scores, config.temperature)
-    logged = (log_pi, data.action, data.reward, pscore)
-    weights = config.weight_options()
-    if config.objective in ("ips", "snips"):
-        return losses.ips_loss(*logged, variance_penalty=config.variance_penalty, mask=batch.mask, **weights)
-    if config.objective == "dr":
-        return losses.dr_loss(
-            *logged, batch.q_hat, variance_penalty=config.variance_penalty, mask=batch.mask, **weights
-        )
-    if config.objective == "topk":
-        return losses.topk_ips_loss(*logged, k=config.topk, cap=config.cap, mask=batch.mask)
-    if config.objective == "two-stage":
-        if key is None:
-            raise ValueError("key: the two-stage objective samples candidate sets and needs a key")
-        return two_stage_ips_loss(
-            key,
-            *logged,
-            batch.q_hat,
-            k=min(config.candidates, scores.shape[-1]),
-            num_samples=config.num_samples,
-            alpha=config.alpha,
-            mask=batch.mask,
-            **weights,
-        )
-    return losses.naive_loss(log_pi, data.action, data.reward, mask=batch.mask)
+    return extra + config.objective.loss(
+        scores=scores,
+        log_pi=log_policy(scores, config.temperature),
+        action=data.action,
+        reward=data.reward,
+        pscore=pscore,
+        q_hat=batch.q_hat,
+        key=key,
+        mask=batch.mask,
+    )
 
 
 def make_update_step(config: TrainConfig) -> Callable:
@@ -270,20 +235,26 @@ def make_update_step(config: TrainConfig) -> Callable:
 
 
 def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
-    """Returns ``train(key, data=None, test_data=None) -> TrainResult``, pure in its key.
+    """Returns ``train(key, data=None, test_data=None, q_hat=None) -> TrainResult``, pure in its key.
 
     Without ``data`` the run draws the built-in synthetic problem and logs
     ``n_rounds`` training and ``n_test_rounds`` test events from it. Given ``data``
     (a :class:`LoggedData`), it trains on those; values are reported where
     ``expected_reward`` is known (test values on ``test_data``, else on ``data``) and are
-    NaN otherwise.
+    NaN otherwise. When the objective needs a reward model (``needs_q_hat``), it is fitted
+    on ``data`` unless ``q_hat`` ``[n, A]`` (predictions for ``data``'s rows) is given.
     """
     model = config.model
     optimizer = make_optimizer(config)
     update = make_update_step(config)
     reward_model = RewardModel(config.reward_model)
 
-    def train(key: jax.Array, data: LoggedData | None = None, test_data: LoggedData | None = None):
+    def train(
+        key: jax.Array,
+        data: LoggedData | None = None,
+        test_data: LoggedData | None = None,
+        q_hat: jax.Array | None = None,
+    ):
         key_problem, key_data, key_test, key_init, key_q, key_epochs = jax.random.split(key, 6)
         if data is None:
             problem = blog_problem(
@@ -306,8 +277,9 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
             params["behavior"] = init_behavior_head(
                 jax.random.fold_in(key_q, 1), data.n_actions, config.embedding_size
             )
-        q_hat = None
-        if config.objective in ("dr", "two-stage"):
+        if not config.objective.needs_q_hat:
+            q_hat = None
+        elif q_hat is None:
             q_params = reward_model.fit(key_q, data)
             q_hat = reward_model.predict(q_params, data.context, data.action_context, chunk_size=4096)
 
@@ -452,13 +424,14 @@ class SeedRunner:
 
     compiled: Callable
     keys: jax.Array
+    inputs: tuple
     seeds: int
     groups: int
     devices: int
     seconds_compile: float
 
     def run(self) -> TrainResult:
-        out = self.compiled(self.keys)
+        out = self.compiled(self.keys, self.inputs)
         return jax.tree.map(lambda a: a.reshape(self.seeds, *a.shape[2:]), out)
 
 
@@ -469,29 +442,57 @@ def compile_seeds(
     seed: int = 0,
     devices: int | None = None,
     seeds_per_device: int | None = None,
+    data: LoggedData | None = None,
+    test_data: LoggedData | None = None,
+    q_hat: jax.Array | None = None,
+    per_seed_data: bool = False,
 ) -> SeedRunner:
     """Lowers and compiles ``seeds`` runs of ``make_train(config)`` as one call.
 
     The ``S`` keys are laid out ``[groups, S / groups]``; the inner axis is ``vmap``ped and
     sharded over devices, the outer one is a ``lax.map`` (sequential), so each device holds
     ``seeds_per_device`` runs at a time (default :data:`SEEDS_PER_DEVICE_GROUP`, or fewer
-    when it does not divide the seeds). Every run depends only on its own key, so the
-    layout changes speed, not results (up to float rounding).
+    when it does not divide the seeds). Every run depends only on its own key (and data),
+    so the layout changes speed, not results (up to float rounding).
+
+    ``data``, ``test_data`` and ``q_hat`` are passed to every run (see :func:`make_train`);
+    without ``data`` each run draws the built-in synthetic problem from its key. They are
+    arguments of the compiled call, not constants folded into it. With
+    ``per_seed_data=True`` their arrays carry a leading ``[S]`` axis, one slice per seed,
+    laid out and sharded like the keys.
     """
-    if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1:
-        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+    seeds = check_positive_int("seeds", seeds)
+    if data is None and (test_data is not None or q_hat is not None):
+        raise InputError("data", "test_data and q_hat need data")
     sharding = seed_sharding(seeds, devices)
     count = len(sharding.mesh.devices.flat)
     per_device = seeds // count
     limit = seeds_per_device or SEEDS_PER_DEVICE_GROUP
     group = max(g for g in range(1, min(limit, per_device) + 1) if per_device % g == 0)
     groups = per_device // group
+    layout = NamedSharding(sharding.mesh, PartitionSpec(None, "seed"))
     keys = jax.random.split(jax.random.key(seed), seeds).reshape(groups, group * count)
-    keys = jax.device_put(keys, NamedSharding(sharding.mesh, PartitionSpec(None, "seed")))
-    train = jax.vmap(make_train(config))
+    keys = jax.device_put(keys, layout)
+    inputs = (data, test_data, q_hat)
+    if per_seed_data:
+        for name, value in zip(("data", "test_data", "q_hat"), inputs, strict=True):
+            for leaf in jax.tree.leaves(value):
+                if leaf.shape[:1] != (seeds,):
+                    raise InputError(name, f"per_seed_data: expected a leading axis of {seeds} seeds")
+        inputs = jax.tree.map(
+            lambda a: jax.device_put(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs
+        )
+    train = make_train(config)
+    run_group = jax.vmap(train, in_axes=(0, 0, 0, 0) if per_seed_data else (0, None, None, None))
+
+    def run(keys, inputs):
+        if per_seed_data:
+            return jax.lax.map(lambda args: run_group(args[0], *args[1]), (keys, inputs))
+        return jax.lax.map(lambda k: run_group(k, *inputs), keys)
+
     start = time.perf_counter()
-    compiled = jax.jit(lambda k: jax.lax.map(train, k)).lower(keys).compile()
-    return SeedRunner(compiled, keys, seeds, groups, count, time.perf_counter() - start)
+    compiled = jax.jit(run).lower(keys, inputs).compile()
+    return SeedRunner(compiled, keys, inputs, seeds, groups, count, time.perf_counter() - start)
 
 
 def train_seeds(
@@ -501,21 +502,41 @@ def train_seeds(
     seed: int = 0,
     devices: int | None = None,
     seeds_per_device: int | None = None,
+    data: LoggedData | None = None,
+    test_data: LoggedData | None = None,
+    q_hat: jax.Array | None = None,
+    per_seed_data: bool = False,
 ) -> tuple[TrainResult, dict]:
     """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
 
+    ``data``, ``test_data``, ``q_hat`` and ``per_seed_data`` as in :func:`compile_seeds`:
+    your own logs, or (without them) the built-in synthetic problem drawn per seed.
     Returns the stacked :class:`TrainResult` (host numpy arrays, leading ``[S]`` axis) and
     timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
     call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``.
     """
-    runner = compile_seeds(config, seeds=seeds, seed=seed, devices=devices, seeds_per_device=seeds_per_device)
+    runner = compile_seeds(
+        config,
+        seeds=seeds,
+        seed=seed,
+        devices=devices,
+        seeds_per_device=seeds_per_device,
+        data=data,
+        test_data=test_data,
+        q_hat=q_hat,
+        per_seed_data=per_seed_data,
+    )
     start = time.perf_counter()
     result = jax.block_until_ready(runner.run())
     seconds_train = time.perf_counter() - start
+    if data is None:
+        rounds = config.n_rounds
+    else:
+        rounds = data.action.shape[-1]
     timing = {
         "seconds_compile": runner.seconds_compile,
         "seconds_train": seconds_train,
-        "seed_steps": seeds * config.epochs * num_batches(config.n_rounds, config.batch_size),
+        "seed_steps": seeds * config.epochs * num_batches(rounds, min(config.batch_size, rounds)),
         "devices": runner.devices,
     }
     return jax.device_get(result), timing

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from towerjax.losses import _batch_mean, _check_batch, _logged, importance_weight
+from towerjax.checks import check_batch, masked_mean, take_logged
+from towerjax.losses import importance_weight
 
 __all__ = ["candidate_sets", "two_stage_ips_loss", "two_stage_policy", "two_stage_value"]
 
@@ -59,9 +60,9 @@ def two_stage_ips_loss(
     """Two-stage IPS surrogate (2-IPS).
 
     .. math::
-      J_i = \\\\frac1T \\\\sum_t q_{rank}(a_i | x_i, A_t) \\\\Big[ \\\\log p(a_i|x_i)
-            + \\\\alpha \\\\sum_{a \\\\in A_t, a \\\\ne a_i} \\\\log p(a|x_i) \\\\Big],
-      \\\\quad L = -\\\\frac1B \\\\sum_i w_i r_i J_i
+      J_i = \\frac1T \\sum_t q_{rank}(a_i | x_i, A_t) \\Big[ \\log p(a_i|x_i)
+            + \\alpha \\sum_{a \\in A_t, a \\ne a_i} \\log p(a|x_i) \\Big],
+      \\quad L = -\\frac1B \\sum_i w_i r_i J_i
 
     where each ``A_t`` is ``k - 1`` draws from ``sg(p)`` with replacement plus ``a_i``,
     deduplicated, and ``q_rank`` (the ranker's softmax within ``A_t``) and ``w`` (with the
@@ -101,7 +102,7 @@ def two_stage_ips_loss(
     References:
       Ma et al., *Off-policy Learning in Two-stage Recommender Systems*, WWW 2020.
     """
-    log_p, action, reward, pscore = _check_batch(log_p, action, reward, pscore=pscore)
+    log_p, action, reward, pscore = check_batch(log_p, action, reward, pscore=pscore)
     ranker_scores = jax.lax.stop_gradient(jnp.asarray(ranker_scores))
     if ranker_scores.shape != log_p.shape:
         raise ValueError(
@@ -118,10 +119,12 @@ def two_stage_ips_loss(
     items, member = candidate_sets(key, log_p, action, k=k, num_samples=num_samples)
     batch = log_p.shape[0]
     rows = jnp.arange(batch)[:, None, None]
-    logged_score = jnp.broadcast_to(_logged(ranker_scores, action)[:, None, None], (batch, num_samples, 1))
+    logged_score = jnp.broadcast_to(
+        take_logged(ranker_scores, action)[:, None, None], (batch, num_samples, 1)
+    )
     other_scores = jnp.where(member, ranker_scores[rows, items], -jnp.inf)
     q_rank = jnp.exp(jax.nn.log_softmax(jnp.concatenate([logged_score, other_scores], -1), axis=-1)[..., 0])
-    log_p_a = _logged(log_p, action)
+    log_p_a = take_logged(log_p, action)
     if unbiased:
         repeats = jnp.sum(items == action[:, None, None], axis=-1)
         draws = jnp.sum(log_p[rows, items], axis=-1)
@@ -130,7 +133,7 @@ def two_stage_ips_loss(
         others = jnp.sum(jnp.where(member, log_p[rows, items], 0.0), axis=-1)
         j = jnp.mean(q_rank * (log_p_a[:, None] + alpha * others), axis=-1)
     w = importance_weight(log_p_a, pscore, cap=cap, clip=clip, self_normalize=self_normalize, mask=mask)
-    return -_batch_mean(w * reward * j, mask)
+    return -masked_mean(w * reward * j, mask)
 
 
 def two_stage_policy(log_p: ArrayLike, ranker_scores: ArrayLike, *, k: int) -> jax.Array:

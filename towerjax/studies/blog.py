@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from towerjax.headline import HEADLINE_LEARNERS, mean_se
+from towerjax.evaluation import mean_se
 from towerjax.reward_model import RewardModelConfig
+from towerjax.studies.headline import HEADLINE_LEARNERS
 from towerjax.train import TrainConfig, train_seeds
 
 __all__ = ["FIGURES", "Figure", "StudyOptions", "figure_table", "plot_figure", "read_rows", "run_blog_study"]

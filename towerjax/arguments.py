@@ -1,0 +1,157 @@
+"""Command-line argument types and checks shared by ``towerjax.cli`` and the studies' parsers.
+
+Each type raises ``argparse.ArgumentTypeError`` (argparse then names the flag); a value
+that only the library can judge is raised as :class:`towerjax.checks.InputError` naming
+the field, and :func:`flag` turns that field into the flag the user typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = [
+    "Parser",
+    "add_seed_arguments",
+    "check_out_dir",
+    "flag",
+    "integer",
+    "name_list",
+    "nonnegative_float",
+    "optional_pair",
+    "positive_float",
+    "positive_int",
+    "positive_int_list",
+    "probability",
+    "subcommand",
+]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str, ok, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda v: 0 < v < float("inf"), "a positive number")
+
+
+def nonnegative_float(text: str) -> float:
+    return _number(text, lambda v: 0 <= v < float("inf"), "a number >= 0")
+
+
+def probability(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def positive_int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def optional_pair(text: str) -> tuple[float, float] | str:
+    """``"LO,HI"`` as a pair of numbers, or ``"none"`` (returned as the string ``"none"``)."""
+    if text.strip().lower() == "none":
+        return "none"
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'LO,HI' or 'none', got {text!r}") from None
+    return (low, high)
+
+
+def add_seed_arguments(parser: argparse.ArgumentParser, *, seeds: int) -> None:
+    """``--seeds``, ``--seed`` and ``--devices``."""
+    parser.add_argument("--seeds", type=positive_int, default=seeds, help="independent runs, vmapped")
+    parser.add_argument("--seed", type=integer, default=0, help="root random seed")
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="local devices to shard the seeds over (default: all; on CPU one per core)",
+    )
+
+
+def flag(parser: argparse.ArgumentParser, field: str) -> str:
+    """The flag of ``parser`` that sets ``field`` (``batch_size`` -> ``--batch-size``).
+
+    A parser may map fields to other flags with ``set_defaults(flags={field: "--flag"})``.
+    """
+    mapped = (parser.get_default("flags") or {}).get(field)
+    if mapped:
+        return mapped
+    for action in parser._actions:
+        if action.dest == field and action.option_strings:
+            return "/".join(action.option_strings[:1])
+    return "--" + field.replace("_", "-")
+
+
+def check_out_dir(parser: argparse.ArgumentParser, name: str, path: Path) -> None:
+    """Exits 2 naming ``name`` unless ``path`` is a folder we can create and write to."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".towerjax-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        parser.error(f"argument {name}: cannot write to {str(path)!r} ({err.strerror or err})")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2, and whose help shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def subcommand(subparsers, name: str, handler, **kwargs) -> argparse.ArgumentParser:
+    """Adds subcommand ``name`` whose ``handler(args) -> int`` runs it.
+
+    The handler may raise :class:`towerjax.checks.InputError`; the command line reports it
+    as ``argument --flag: message`` on this subcommand (exit 2). ``set_defaults(flags={...})``
+    on the returned parser maps a field to a differently named flag.
+    """
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler, subparser=parser)
+    return parser

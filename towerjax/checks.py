@@ -1,0 +1,108 @@
+"""Shared argument checks and batch helpers used by several modules.
+
+:class:`InputError` is the one exception type for bad user input: it carries the name of
+the offending argument (a config field, a function argument or a CLI flag's field), so
+the command line can report ``--flag: message`` without parsing message text. It is a
+``ValueError``, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+__all__ = [
+    "InputError",
+    "check_batch",
+    "check_choice",
+    "check_nonnegative",
+    "check_positive",
+    "check_positive_int",
+    "masked_mean",
+    "take_logged",
+]
+
+
+class InputError(ValueError):
+    """Bad input, naming the argument: ``str(err)`` is ``"argument: message"``.
+
+    Attributes:
+      argument: the argument's (or config field's) name, e.g. ``"batch_size"``.
+      message: what was expected and what was given.
+    """
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an int, or :class:`InputError` unless it is an integer ``>= 1``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+        raise InputError(name, f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a float, or :class:`InputError` unless it is a finite number ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+        raise InputError(name, f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    """``value`` as a float, or :class:`InputError` unless it is a finite number ``>= 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise InputError(name, f"expected a number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """:class:`InputError` unless ``value`` is one of ``choices``."""
+    if value not in tuple(choices):
+        raise InputError(name, f"expected one of {tuple(choices)}, got {value!r}")
+
+
+def take_logged(values: jax.Array, action: jax.Array) -> jax.Array:
+    """``[B, A], [B] -> [B]``: the entry of each row at its logged action."""
+    return jnp.take_along_axis(values, action[:, None], axis=-1)[:, 0]
+
+
+def masked_mean(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
+    """Mean over the batch, or over the events with nonzero ``mask`` (0 when none is)."""
+    if mask is None:
+        return jnp.mean(values)
+    mask = jnp.asarray(mask, values.dtype)
+    if mask.shape != values.shape:
+        raise InputError("mask", f"expected shape {values.shape}, got {mask.shape}")
+    return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def check_batch(
+    matrix: ArrayLike,
+    action: ArrayLike,
+    reward: ArrayLike,
+    *,
+    pscore: ArrayLike | None = None,
+    name: str = "log_pi",
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+    """Static shape and dtype checks of a batch (they hold under ``jit`` and per example under ``vmap``)."""
+    matrix, action, reward = jnp.asarray(matrix), jnp.asarray(action), jnp.asarray(reward)
+    if matrix.ndim != 2:
+        raise InputError(name, f"expected shape [B, A], got {matrix.shape}")
+    batch = matrix.shape[0]
+    if action.shape != (batch,):
+        raise InputError("action", f"expected shape ({batch},) to match {name}, got {action.shape}")
+    if not jnp.issubdtype(action.dtype, jnp.integer):
+        raise TypeError(f"action: expected integer indices, got dtype {action.dtype}")
+    if reward.shape != (batch,):
+        raise InputError("reward", f"expected shape ({batch},) to match {name}, got {reward.shape}")
+    if pscore is not None:
+        pscore = jnp.asarray(pscore)
+        if pscore.shape != (batch,):
+            raise InputError("pscore", f"expected shape ({batch},) to match {name}, got {pscore.shape}")
+    return matrix, action, reward, pscore

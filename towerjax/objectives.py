@@ -1,0 +1,283 @@
+"""Learning objectives as values: each holds its own options and returns a batch's surrogate loss.
+
+An objective is a small frozen dataclass (hashable, so it is static under ``jit``) whose
+fields are its options and whose :meth:`Objective.loss` calls the pure loss functions of
+:mod:`towerjax.losses` (and :mod:`towerjax.two_stage`) on one batch. A
+:class:`towerjax.TrainConfig` holds one objective value::
+
+    TrainConfig(objective=DR(cap=10.0))
+    TrainConfig(objective=TwoStage(candidates=20, unbiased=True))
+
+:data:`OBJECTIVES` maps the command line's names to the classes; the command line builds
+each objective's flags from its fields (``--cap``, ``--clip``, ``--k``, ...), and the help
+text from each field's ``metadata["help"]``.
+
+Adding an estimator: write its loss function (``towerjax/losses.py``), its objective class
+here, one line in :data:`OBJECTIVES`, and its tests (CONTRIBUTING.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+from jax.typing import ArrayLike
+
+from towerjax import losses
+from towerjax.checks import InputError, check_nonnegative, check_positive_int
+from towerjax.two_stage import two_stage_ips_loss
+
+__all__ = [
+    "DR",
+    "IPS",
+    "OBJECTIVES",
+    "SNIPS",
+    "Naive",
+    "Objective",
+    "Regression",
+    "TopK",
+    "TwoStage",
+    "objective_from_name",
+]
+
+
+def _option(default, help: str):
+    """A dataclass field with its command-line help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Base of the objectives. Subclasses set ``name`` and override :meth:`loss`.
+
+    Class attributes:
+      name: the registry and command-line name (``--objective NAME``).
+      needs_q_hat: the loss reads a reward model's ``q_hat [B, A]`` (fitted by the trainer).
+      needs_key: the loss samples (e.g. candidate sets) and needs a key per step.
+    """
+
+    name: ClassVar[str] = ""
+    needs_q_hat: ClassVar[bool] = False
+    needs_key: ClassVar[bool] = False
+
+    def loss(
+        self,
+        *,
+        scores: jax.Array,
+        log_pi: jax.Array,
+        action: jax.Array,
+        reward: jax.Array,
+        pscore: jax.Array,
+        q_hat: jax.Array | None = None,
+        key: jax.Array | None = None,
+        mask: ArrayLike | None = None,
+    ) -> jax.Array:
+        """The scalar surrogate loss of one batch.
+
+        Args:
+          scores: ``[B, A]`` raw two-tower scores.
+          log_pi: ``[B, A]`` the policy's log-probabilities ``log_softmax(scores / tau)``.
+          action, reward, pscore: ``[B]`` the logged actions, rewards and propensities.
+          q_hat: ``[B, A]`` reward-model predictions (when ``needs_q_hat``).
+          key: randomness (when ``needs_key``).
+          mask: ``[B]`` event weights (0 for padding).
+        """
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """The objective's options as a dict (its fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_dict(self) -> dict:
+        """``{"name": ..., **options}``, JSON-ready."""
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options().items()}
+        return {"name": self.name, **options}
+
+    def _check_q_hat(self, q_hat) -> None:
+        if q_hat is None:
+            raise InputError("q_hat", f"the {self.name} objective needs a reward model's q_hat [B, A]")
+
+
+def _check_weights(cap, clip, variance_penalty) -> tuple[float, float] | None:
+    """Validates the weight options (naming the field); returns ``clip`` as a tuple or None."""
+    if clip is not None:
+        try:
+            clip = tuple(float(c) for c in clip)
+        except (TypeError, ValueError):
+            raise InputError("clip", f"expected a pair (c_min, c_max) or None, got {clip!r}") from None
+    losses.check_weight_options(cap, clip)
+    check_nonnegative("variance_penalty", variance_penalty)
+    return clip
+
+
+_CAP = "cap min(w, C) on the importance weights (biased toward the logging policy)"
+_CLIP = "clip the weights to [c_min, c_max]: 'LO,HI', or 'none'"
+_PENALTY = "POEM variance penalty lambda >= 0"
+
+
+@dataclasses.dataclass(frozen=True)
+class IPS(Objective):
+    """Inverse propensity scoring: :func:`towerjax.losses.ips_loss`."""
+
+    name: ClassVar[str] = "ips"
+    cap: float | None = _option(None, _CAP)
+    clip: tuple[float, float] | None = _option(None, _CLIP)
+    self_normalize: bool = _option(False, "divide the weights by their batch mean")
+    variance_penalty: float = _option(0.0, _PENALTY)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clip", _check_weights(self.cap, self.clip, self.variance_penalty))
+
+    def weight_options(self) -> dict:
+        """``{"cap", "clip", "self_normalize"}`` as the loss applies them."""
+        return {"cap": self.cap, "clip": self.clip, "self_normalize": self.self_normalize}
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.ips_loss(
+            log_pi,
+            action,
+            reward,
+            pscore,
+            variance_penalty=self.variance_penalty,
+            mask=mask,
+            **self.weight_options(),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SNIPS(IPS):
+    """Self-normalised IPS: :class:`IPS` with ``self_normalize=True`` (always)."""
+
+    name: ClassVar[str] = "snips"
+    self_normalize: bool = _option(True, "always on for snips")
+
+    def __post_init__(self) -> None:
+        if self.self_normalize is not True:
+            raise InputError("self_normalize", "the snips objective always self-normalises")
+        super().__post_init__()
+
+
+@dataclasses.dataclass(frozen=True)
+class DR(IPS):
+    """Doubly robust: :func:`towerjax.losses.dr_loss` with the trainer's reward model."""
+
+    name: ClassVar[str] = "dr"
+    needs_q_hat: ClassVar[bool] = True
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        self._check_q_hat(q_hat)
+        return losses.dr_loss(
+            log_pi,
+            action,
+            reward,
+            pscore,
+            q_hat,
+            variance_penalty=self.variance_penalty,
+            mask=mask,
+            **self.weight_options(),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression(Objective):
+    """Supervised baseline: :func:`towerjax.losses.regression_loss` on the scores."""
+
+    name: ClassVar[str] = "regression"
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.regression_loss(scores, action, reward, mask=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class Naive(Objective):
+    """No off-policy correction: :func:`towerjax.losses.naive_loss`."""
+
+    name: ClassVar[str] = "naive"
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.naive_loss(log_pi, action, reward, mask=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK(Objective):
+    """Top-K off-policy correction: :func:`towerjax.losses.topk_ips_loss`."""
+
+    name: ClassVar[str] = "topk"
+    k: int = _option(2, "slate size K of the top-K correction")
+    cap: float | None = _option(None, "cap on w * lambda_K")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "k", check_positive_int("k", self.k))
+        losses.check_weight_options(self.cap, None)
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.topk_ips_loss(log_pi, action, reward, pscore, k=self.k, cap=self.cap, mask=mask)
+
+
+TWO_STAGE_CLIP = (0.01, 10.0)  # Ma et al. 2020's weight clipping (then self-normalised)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStage(Objective):
+    """Two-stage IPS (Ma et al. 2020): :func:`towerjax.two_stage.two_stage_ips_loss`.
+
+    The trainer's reward model is the fixed ranker (items scored by ``q_hat``). Defaults are
+    Ma et al.'s: weights clipped to ``(0.01, 10)`` then self-normalised; give ``clip=None``
+    to use ``cap`` instead, or neither.
+    """
+
+    name: ClassVar[str] = "two-stage"
+    needs_q_hat: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
+    candidates: int = _option(30, "candidate set size k (at most the number of items)")
+    num_samples: int = _option(100, "sampled candidate sets T per event")
+    alpha: float = _option(1e-3, "weight of the other candidates' score terms (not with --unbiased)")
+    unbiased: bool = _option(False, "the exact gradient of the sampled two-stage policy's value")
+    cap: float | None = _option(None, _CAP)
+    clip: tuple[float, float] | None = _option(TWO_STAGE_CLIP, _CLIP)
+    self_normalize: bool = _option(True, "divide the weights by their batch mean")
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "num_samples"):
+            object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
+        check_nonnegative("alpha", self.alpha)
+        object.__setattr__(self, "clip", _check_weights(self.cap, self.clip, 0.0))
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        self._check_q_hat(q_hat)
+        if key is None:
+            raise InputError("key", "the two-stage objective samples candidate sets and needs a key")
+        return two_stage_ips_loss(
+            key,
+            log_pi,
+            action,
+            reward,
+            pscore,
+            q_hat,
+            k=min(self.candidates, scores.shape[-1]),
+            num_samples=self.num_samples,
+            alpha=None if self.unbiased else self.alpha,
+            unbiased=self.unbiased,
+            cap=self.cap,
+            clip=self.clip,
+            self_normalize=self.self_normalize,
+            mask=mask,
+        )
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (IPS, SNIPS, DR, Regression, Naive, TopK, TwoStage)
+}
+
+
+def objective_from_name(name: str, **options) -> Objective:
+    """The objective registered as ``name``, built with ``options`` (its fields)."""
+    if name not in OBJECTIVES:
+        raise InputError("objective", f"expected one of {tuple(OBJECTIVES)}, got {name!r}")
+    cls = OBJECTIVES[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    for option in options:
+        if option not in known:
+            raise InputError(option, f"not an option of the {name} objective (it has {sorted(known)})")
+    return cls(**options)
