@@ -8,6 +8,7 @@ import pytest
 
 from towerjax import LoggedData
 from towerjax.adapter import FrameEncoding, FrameValidationError, logged_data_from_frame
+from towerjax.checks import InputError
 
 
 def frame(**override):
@@ -180,6 +181,18 @@ def test_several_rows_and_problems_are_all_reported():
     )
     assert problems[2].startswith("item table column 'price': row 1")
     assert str(err.value).startswith("3 problems in the logged data:\n- ")
+
+
+def test_problems_carry_their_columns_as_input_errors():
+    events = frame(p=np.array([1.5, 0.25, 0.2, 0.5, 1.0]), item=np.array(["b", "c", "a", "q", "c"]))
+    with pytest.raises(InputError) as err:
+        build(events)
+    assert isinstance(err.value, FrameValidationError)
+    assert err.value.columns == ["item", "p"] and err.value.argument == "item"
+    assert err.value.message == str(err.value)
+    with pytest.raises(InputError) as err:
+        build(categorical="ordinal")
+    assert err.value.argument == "categorical"
 
 
 def test_missing_columns_are_named():

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from towerjax import cli
-from towerjax.blog_study import StudyOptions, read_rows, run_blog_study
+from towerjax.checks import InputError
+from towerjax.studies.blog import FIGURES, StudyOptions, read_rows, run_blog_study
 
 # Two cells of figure 1 (training rounds 40 and 60), the regression learner, two seeds.
 TINY = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(40, 60), learners=("regression",))
@@ -23,20 +24,20 @@ def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_pa
     first = run_blog_study(TINY, out, progress=False, log=lambda s: None, max_cells=1)
     assert _values(first) == _values(whole[:2])
     assert not (out / "figure1.md").exists()  # no table for an unfinished figure
-    with open(out / "rows.csv", "a") as handle:  # a kill in the middle of a write
-        handle.write("1,60,regression,0,0.5")
+    with open(out / "rows.jsonl", "a") as handle:  # a kill in the middle of a write
+        handle.write('{"cell": [1, 60, "regression"], "rows": [{"figure": 1, "x": 60, "learner": "regr')
     logged = []
     resumed = run_blog_study(TINY, out, progress=False, log=logged.append)
     assert "1 already in" in logged[0]
     assert _values(resumed) == _values(whole)
-    assert _values(read_rows(out / "rows.csv")) == _values(whole)  # no duplicates, torn line gone
+    assert _values(read_rows(out / "rows.jsonl")) == _values(whole)  # no duplicates, torn line gone
     assert (out / "figure1.md").read_text() == (tmp_path / "whole" / "figure1.md").read_text()
     assert (out / "figure1.png").stat().st_size > 0
 
     again = []
     run_blog_study(TINY, out, progress=False, log=again.append)  # nothing left to do
-    assert "2 already in" in again[0]
-    assert _values(read_rows(out / "rows.csv")) == _values(whole)
+    assert "2 already in" in again[0] and len(again) == 1
+    assert _values(read_rows(out / "rows.jsonl")) == _values(whole)
 
 
 def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monkeypatch):
@@ -50,22 +51,20 @@ def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monk
     def no_training(*args, **kwargs):
         raise AssertionError("the finished figure-1 cell should have been reused")
 
-    monkeypatch.setattr("towerjax.blog_study.train_seeds", no_training)
+    monkeypatch.setattr("towerjax.studies.blog.train_seeds", no_training)
     rows = run_blog_study(batch, tmp_path, progress=False, log=lambda s: None)
-    reference = [r for r in read_rows(tmp_path / "rows.csv") if r["figure"] == 1 and r["x"] == 300]
+    reference = [r for r in read_rows(tmp_path / "rows.jsonl") if r["figure"] == 1 and r["x"] == 300]
     assert [r["test_value"] for r in rows] == [r["test_value"] for r in reference]
 
 
 def _cell(options):
-    from towerjax.blog_study import FIGURES
-
     figure = FIGURES[options.figures[0]]
     return figure, options.values[0], options.learners[0]
 
 
 def test_a_folder_with_another_studys_rows_is_refused(tmp_path):
-    (tmp_path / "study.json").write_text(json.dumps({**TINY.to_dict(), "seeds": 5}))
-    with pytest.raises(ValueError, match=r"out: .*seeds"):
+    (tmp_path / "study.json").write_text(json.dumps({"study": "blog", **TINY.to_dict(), "seeds": 5}))
+    with pytest.raises(InputError, match=r"^out: .*seeds"):
         run_blog_study(TINY, tmp_path, progress=False, log=lambda s: None)
 
 
@@ -98,3 +97,17 @@ def test_an_unwritable_out_dir_fails_before_any_work(tmp_path, capsys):
         cli.main(["study", "blog", "--quick", "--out", str(blocker / "out")])
     assert exit_info.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_folder_of_the_older_csv_format_resumes_without_training(tmp_path, monkeypatch):
+    # Written before rows.jsonl: rows.csv one line per seed, study.json without the study's name.
+    (tmp_path / "study.json").write_text(json.dumps(TINY.to_dict()))
+    header = (
+        "figure,x,learner,seed,test_value,train_value,initial_value,behavior_value,optimal_value,seconds_cell"
+    )
+    lines = [f"1,{x},regression,{s},0.{x}{s},0.5,0.4,0.3,0.9,2.5" for x in (40, 60) for s in (0, 1)]
+    (tmp_path / "rows.csv").write_text("\n".join([header, *lines[:3]]) + "\n" + lines[3][:9])  # torn
+    monkeypatch.setattr("towerjax.studies.blog.train_seeds", lambda *a, **k: pytest.fail("x=40 was finished"))
+    rows = run_blog_study(TINY, tmp_path, progress=False, log=lambda s: None, max_cells=0)
+    assert [(r["x"], r["seed"], r["test_value"]) for r in rows] == [(40, 0, 0.400), (40, 1, 0.401)]
+    assert json.loads((tmp_path / "study.json").read_text())["study"] == "blog"

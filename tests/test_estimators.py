@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import towerjax
-from towerjax.chen import chen_simulations, expected_policy, run_chen_study, topk_optimum
 from towerjax.losses import topk_ips_loss, transform_weights
+from towerjax.studies.chen import chen_simulations, expected_policy, run_chen_study, topk_optimum
 
 B, A = 8, 5
 

@@ -1,22 +1,28 @@
-"""The MovieLens two-stage study: ranking metrics, the fast 2-IPS loss, options, and a
-miniature end-to-end run on a tiny MovieLens-like fixture."""
+"""The MovieLens two-stage study: ranking metrics (towerjax.metrics), the methods' objectives,
+options, the command line, and a miniature end-to-end run on a tiny MovieLens-like fixture."""
 
+import argparse
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from towerjax.arguments import Parser
+from towerjax.checks import InputError
+from towerjax.datasets import FetchError
 from towerjax.datasets.movielens import MovieLens100K
-from towerjax.movielens_study import (
+from towerjax.metrics import ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
+from towerjax.objectives import IPS, Naive, TwoStage
+from towerjax.studies import movielens
+from towerjax.studies.movielens import (
     EVALUATIONS,
     METHODS,
     MovieLensStudyConfig,
     format_movielens,
-    ndcg_at_k,
-    precision_at_k,
-    ranking_metrics,
-    recall_at_k,
+    method_objective,
     run_movielens_study,
 )
 
@@ -60,13 +66,37 @@ def test_ranking_metrics_are_means_over_users():
 
 
 def test_metrics_reject_a_cutoff_beyond_the_list():
-    with pytest.raises(ValueError, match="k:"):
+    with pytest.raises(InputError, match=r"^k:"):
         precision_at_k(RANKED, LABELS, 4)
-    with pytest.raises(ValueError, match="k:"):
+    with pytest.raises(InputError, match=r"^k:"):
         ndcg_at_k(RANKED, LABELS, 0)
+    with pytest.raises(InputError, match=r"^ranked:"):
+        recall_at_k(RANKED[0], LABELS, 2)
 
 
-# --------------------------------------------------------------------------- 2-IPS
+@pytest.mark.parametrize("metric", [precision_at_k, recall_at_k, ndcg_at_k])
+def test_metrics_under_jit_and_vmap_match_eager_and_a_loop(metric):
+    eager = metric(RANKED, LABELS, 3)
+    np.testing.assert_allclose(jax.jit(metric, static_argnums=2)(RANKED, LABELS, 3), eager)
+    # A batch of two label sets: vmap equals a Python loop over them.
+    labels = np.stack([LABELS, ~LABELS])
+    batched = jax.vmap(lambda y: metric(RANKED, y, 3))(jnp.asarray(labels))
+    looped = np.stack([metric(RANKED, y, 3) for y in labels])
+    np.testing.assert_allclose(batched, looped)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def test_each_method_trains_its_objective_with_the_study_weights():
+    config = MovieLensStudyConfig(clip=(0.1, 5.0), self_normalize=False, candidates=20, num_samples=7)
+    assert method_objective("CE", config) == Naive()
+    assert method_objective("1-IPS", config) == IPS(clip=(0.1, 5.0), self_normalize=False)
+    assert method_objective("2-IPS", config) == TwoStage(
+        candidates=20, num_samples=7, alpha=1e-3, clip=(0.1, 5.0), self_normalize=False
+    )
+    with pytest.raises(InputError, match=r"^method:"):
+        method_objective("DR", config)
 
 
 # --------------------------------------------------------------------------- options
@@ -89,16 +119,19 @@ def test_metrics_reject_a_cutoff_beyond_the_list():
     ],
 )
 def test_bad_config_names_the_field(field, value):
-    with pytest.raises(ValueError, match=f"^{field}:"):
+    with pytest.raises(InputError, match=f"^{field}:") as error:
         MovieLensStudyConfig(**{field: value})
+    assert error.value.argument == field
 
 
 def test_bad_run_options_name_the_argument():
-    with pytest.raises(ValueError, match=r"^seeds:"):
+    with pytest.raises(InputError, match=r"^seeds:"):
         run_movielens_study(seeds=0, data=fixture())
-    with pytest.raises(ValueError, match=r"^config:"):
+    with pytest.raises(InputError, match=r"^seed:"):
+        run_movielens_study(seeds=2, seed=1.5, data=fixture())
+    with pytest.raises(InputError, match=r"^config:"):
         run_movielens_study(seeds=2, config={"epochs": 1}, data=fixture())
-    with pytest.raises(ValueError, match=r"^candidates:"):
+    with pytest.raises(InputError, match=r"^candidates:"):
         run_movielens_study(seeds=2, config=MovieLensStudyConfig(candidates=41), data=fixture(), log=None)
 
 
@@ -169,11 +202,48 @@ def test_miniature_study_end_to_end():
         assert needle in text
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """``towerjax study``'s parser with only this study's subcommand."""
+    parser = Parser(prog="towerjax study")
+    movielens.add_parser(parser.add_subparsers(dest="study", parser_class=Parser, required=True))
+    return parser.parse_args(argv)
+
+
 def test_cli_rejects_bad_options_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["movielens", "--seeds", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0]
+
+
+def test_towerjax_cli_declares_the_study(capsys):
     from towerjax import cli
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["study", "movielens", "--seeds", "0"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--seeds" in err[0]
+    assert err == ["towerjax study movielens: error: argument --seeds: expected a positive integer, got 0"]
+
+
+def test_cli_reports_a_missing_dataset_in_one_line(capsys, monkeypatch):
+    def unavailable(**_):
+        raise FetchError("MovieLens-100K is not cached and pip cannot download it")
+
+    monkeypatch.setattr(movielens, "load_movielens_100k", unavailable)
+    args = parse(["movielens", "--quick", "--seeds", "2"])
+    assert args.handler(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["towerjax study movielens: error: MovieLens-100K is not cached and pip cannot download it"]
+
+
+def test_cli_runs_the_quick_study_and_writes_json(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(movielens, "load_movielens_100k", lambda **_: fixture())
+    out = tmp_path / "out" / "movielens.json"
+    args = parse(["movielens", "--quick", "--seeds", "2", "--seed", "3", "--json", str(out)])
+    assert args.handler(args) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == 2 and result["seed"] == 3 and set(result["methods"]) == set(METHODS)
+    printed = capsys.readouterr().out
+    assert "### two-stage" in printed and f"wrote {out}" in printed

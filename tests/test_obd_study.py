@@ -6,9 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from towerjax import obd_study
+from towerjax.checks import InputError
 from towerjax.evaluation import off_policy_estimates
-from towerjax.obd_study import format_obd, run_obd_study, slot_estimates
+from towerjax.studies import obd as obd_study
+from towerjax.studies.obd import format_obd, run_obd_study, slot_estimates
 
 N_ITEMS = 4
 ROWS_PER_SLOT = 12
@@ -118,7 +119,8 @@ def test_study_end_to_end_on_a_fixture_wheel(fixture_wheel):
         )
         assert 1 / N_ITEMS <= entry["max_prob"] <= 1
         assert len(entry["loss"]) == 1 and np.isfinite(entry["loss"][0])
-    assert result["config"]["ips"]["cap"] == 10.0 and result["config"]["regression"]["cap"] is None
+    assert result["config"]["ips"]["objective"]["cap"] == 10.0
+    assert result["config"]["regression"]["objective"] == {"name": "regression"}
 
     table = format_obd(result)
     for name in (*learners, "uniform", "bts"):
@@ -203,8 +205,9 @@ def test_bad_options_raise_before_any_work(monkeypatch, kwargs, name):
         raise AssertionError("data was read before the options were checked")
 
     monkeypatch.setattr(obd_study, "load_obd", no_loading)
-    with pytest.raises(ValueError, match=f"^{name}"):
+    with pytest.raises(InputError) as err:
         run_obd_study(log=lambda _: None, **kwargs)
+    assert err.value.argument == name
 
 
 @pytest.mark.parametrize(
@@ -224,3 +227,14 @@ def test_cli_bad_obd_options_fail_with_one_line_naming_the_flag(capsys, args, fl
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0], err
+
+
+def test_cli_unreadable_dataset_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from towerjax import cli
+
+    (tmp_path / "obp-0.4.1-py3-none-any.whl").write_text("not a zip file")
+    monkeypatch.setenv("TOWERJAX_CACHE", str(tmp_path))
+    assert cli.main(["study", "obd", "--json", str(tmp_path / "out.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("towerjax study obd: error:") and "obp==0.4.1" in err[0], err
+    assert not (tmp_path / "out.json").exists()

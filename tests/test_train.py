@@ -10,6 +10,8 @@ import pytest
 
 import towerjax
 from towerjax.batching import epoch_batches
+from towerjax.checks import InputError
+from towerjax.objectives import DR, IPS, SNIPS, Naive, Regression, TopK, TwoStage
 from towerjax.synthetic import blog_problem, sample_logged_data
 from towerjax.train import TrainConfig, make_train, seed_sharding, train_seeds
 
@@ -23,8 +25,8 @@ TINY = TrainConfig(
     batch_size=7,
     epochs=2,
     reward_model=towerjax.RewardModelConfig(hidden_sizes=(8,), epochs=2, batch_size=16),
-    num_samples=4,
 )
+OBJECTIVES = [IPS(), DR(), Regression(), Naive(), SNIPS(), TopK(), TwoStage(num_samples=4)]
 
 
 @pytest.mark.parametrize("n, batch_size", [(53, 7), (53, 1), (53, 53), (50, 10)])
@@ -35,7 +37,7 @@ def test_epoch_batches_cover_every_event_once(n, batch_size):
     np.testing.assert_array_equal(real, np.arange(n))
 
 
-@pytest.mark.parametrize("objective", ["ips", "dr", "regression", "naive", "snips", "topk", "two-stage"])
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.name)
 def test_vmapped_training_matches_a_loop_over_seeds(objective):
     config = dataclasses.replace(TINY, objective=objective)
     train = make_train(config)
@@ -76,6 +78,34 @@ def test_training_on_given_logs_and_unknown_values():
     assert np.all(np.isnan(result.test_value)) and np.isnan(result.optimal_value)
 
 
+def test_train_seeds_on_your_own_logs_equals_a_loop_of_make_train():
+    problem = blog_problem(jax.random.key(3), n_actions=3, dim=4)
+    data = sample_logged_data(jax.random.key(4), problem, 30)
+    test = sample_logged_data(jax.random.key(6), problem, 20)
+    config = dataclasses.replace(TINY, objective=DR())
+    q_hat = jax.random.uniform(jax.random.key(7), (30, 3))
+    result, timing = train_seeds(config, seeds=2, seed=1, data=data, test_data=test, q_hat=q_hat)
+    assert timing["seed_steps"] == 2 * TINY.epochs * 5  # ceil(30 / 7) batches per epoch
+    train = jax.jit(make_train(config))
+    for s, key in enumerate(jax.random.split(jax.random.key(1), 2)):
+        _assert_same_run(jax.tree.map(lambda v, s=s: v[s], result), train(key, data, test, q_hat))
+    # A given q_hat is the reward model: another one gives another run.
+    other = train(jax.random.split(jax.random.key(1), 2)[0], data, test, 1.0 - q_hat)
+    assert not np.allclose(other.test_value, result.test_value[0])
+
+
+def test_per_seed_data_gives_each_seed_its_own_logs():
+    problem = blog_problem(jax.random.key(3), n_actions=3, dim=4)
+    logs = [sample_logged_data(jax.random.key(10 + s), problem, 30) for s in range(2)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *logs)
+    result, _ = train_seeds(TINY, seeds=2, seed=2, data=stacked, per_seed_data=True)
+    train = jax.jit(make_train(TINY))
+    for s, key in enumerate(jax.random.split(jax.random.key(2), 2)):
+        _assert_same_run(jax.tree.map(lambda v, s=s: v[s], result), train(key, logs[s]))
+    with pytest.raises(InputError, match="data"):
+        train_seeds(TINY, seeds=3, data=stacked, per_seed_data=True)
+
+
 def test_sharded_seeds_equal_a_single_device_run():
     sharded, timing = train_seeds(TINY, seeds=2, seed=0)
     single, _ = train_seeds(TINY, seeds=2, seed=0, devices=1)
@@ -110,9 +140,12 @@ def test_config_rejects_bad_values_naming_the_field():
         ("n_rounds", -3),
         ("temperature", 0.0),
         ("activation", "swish"),
+        ("optimizer", "sgd"),
+        ("hidden_sizes", (8, 0)),
     ]:
-        with pytest.raises(ValueError, match=field):
+        with pytest.raises(InputError, match=field) as err:
             dataclasses.replace(TINY, **{field: value})
+        assert err.value.argument == field
     with pytest.raises(ValueError, match="batch_size"):
         dataclasses.replace(TINY, batch_size=54)
 

@@ -1,19 +1,22 @@
-"""towerjax: off-policy learning of two-tower recommendation policies in JAX."""
+"""towerjax: off-policy learning of two-tower recommendation policies in JAX.
 
-from towerjax.adapter import FrameEncoding, logged_data_from_frame
+The names below are the public API, each documented in the README; everything else is
+reachable through its module (``towerjax.losses``, ``towerjax.large_softmax``, ...).
+"""
+
+from towerjax import synthetic
+from towerjax.adapter import FrameEncoding, FrameValidationError, logged_data_from_frame
+from towerjax.checks import InputError
 from towerjax.data import LoggedData
-from towerjax.evaluation import Estimate, off_policy_estimates
+from towerjax.evaluation import Estimate, mean_se, off_policy_estimates
 from towerjax.large_softmax import (
-    ItemProposal,
     chunked_log_prob,
     chunked_log_softmax,
-    chunked_logsumexp,
     exact_value_sampled_grad,
     item_proposal,
     logged_column,
     popularity_log_q,
     sample_items,
-    sampled_log_prob,
     sampled_log_prob_from_ids,
     uniform_log_q,
 )
@@ -24,8 +27,8 @@ from towerjax.losses import (
     naive_loss,
     regression_loss,
     topk_ips_loss,
-    transform_weights,
 )
+from towerjax.objectives import DR, IPS, OBJECTIVES, SNIPS, Naive, Objective, Regression, TopK, TwoStage
 from towerjax.policy import (
     log_policy,
     policy_value,
@@ -37,29 +40,52 @@ from towerjax.policy import (
 from towerjax.retrieval import approx_top_k_items, boltzmann_slate, recall_at_k, top_k_items
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.towers import TwoTower
-from towerjax.train import Batch, TrainConfig, TrainResult, make_train, make_update_step, train_seeds
+from towerjax.train import (
+    Batch,
+    SeedRunner,
+    TrainConfig,
+    TrainResult,
+    compile_seeds,
+    expose_cpu_cores,
+    make_train,
+    make_update_step,
+    shard_batch,
+    train_seeds,
+)
 from towerjax.two_stage import two_stage_ips_loss, two_stage_policy, two_stage_value
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DR",
+    "IPS",
+    "OBJECTIVES",
+    "SNIPS",
     "Batch",
     "Estimate",
     "FrameEncoding",
-    "ItemProposal",
+    "FrameValidationError",
+    "InputError",
     "LoggedData",
+    "Naive",
+    "Objective",
+    "Regression",
     "RewardModel",
     "RewardModelConfig",
+    "SeedRunner",
+    "TopK",
     "TrainConfig",
     "TrainResult",
+    "TwoStage",
     "TwoTower",
     "approx_top_k_items",
     "boltzmann_slate",
     "chunked_log_prob",
     "chunked_log_softmax",
-    "chunked_logsumexp",
+    "compile_seeds",
     "dr_loss",
     "exact_value_sampled_grad",
+    "expose_cpu_cores",
     "importance_weight",
     "ips_loss",
     "item_proposal",
@@ -68,6 +94,7 @@ __all__ = [
     "logged_data_from_frame",
     "make_train",
     "make_update_step",
+    "mean_se",
     "naive_loss",
     "off_policy_estimates",
     "policy_value",
@@ -77,14 +104,14 @@ __all__ = [
     "sample_actions",
     "sample_items",
     "sample_slate",
-    "sampled_log_prob",
     "sampled_log_prob_from_ids",
+    "shard_batch",
     "slate_inclusion",
     "slate_value",
+    "synthetic",
     "top_k_items",
     "topk_ips_loss",
     "train_seeds",
-    "transform_weights",
     "two_stage_ips_loss",
     "two_stage_policy",
     "two_stage_value",

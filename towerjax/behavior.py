@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from towerjax.checks import InputError, masked_mean, take_logged
+
 __all__ = ["behavior_log_probs", "behavior_loss", "init_behavior_head", "logged_propensity"]
 
 
@@ -40,19 +42,13 @@ def behavior_loss(
     log_beta = behavior_log_probs(head, context_embedding)
     action = jnp.asarray(action)
     if action.shape != log_beta.shape[:1]:
-        raise ValueError(
-            f"action: expected shape {log_beta.shape[:1]} to match the embeddings, got {action.shape}"
+        raise InputError(
+            "action", f"expected shape {log_beta.shape[:1]} to match the embeddings, got {action.shape}"
         )
-    nll = -jnp.take_along_axis(log_beta, action[:, None], axis=-1)[:, 0]
-    if mask is None:
-        return jnp.mean(nll)
-    mask = jnp.asarray(mask, nll.dtype)
-    return jnp.sum(mask * nll) / jnp.maximum(jnp.sum(mask), 1.0)
+    return masked_mean(-take_logged(log_beta, action), mask)
 
 
 def logged_propensity(head: dict, context_embedding: ArrayLike, action: ArrayLike) -> jax.Array:
     """``[B]`` ``sg(beta_hat(a_i|x_i))``: an estimated propensity for any loss's ``pscore``."""
     log_beta = behavior_log_probs(head, context_embedding)
-    return jax.lax.stop_gradient(
-        jnp.exp(jnp.take_along_axis(log_beta, jnp.asarray(action)[:, None], axis=-1)[:, 0])
-    )
+    return jax.lax.stop_gradient(jnp.exp(take_logged(log_beta, jnp.asarray(action))))

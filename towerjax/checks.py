@@ -18,9 +18,11 @@ __all__ = [
     "InputError",
     "check_batch",
     "check_choice",
+    "check_embeddings",
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_temperature",
     "masked_mean",
     "take_logged",
 ]
@@ -39,10 +41,18 @@ class InputError(ValueError):
         self.argument = argument
         self.message = message
 
+    def __reduce__(self):
+        return (type(self), (self.argument, self.message))
+
 
 def check_positive_int(name: str, value) -> int:
     """``value`` as an int, or :class:`InputError` unless it is an integer ``>= 1``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 1 <= value < float("inf")
+        or int(value) != value
+    ):
         raise InputError(name, f"expected a positive integer, got {value!r}")
     return int(value)
 
@@ -106,3 +116,24 @@ def check_batch(
         if pscore.shape != (batch,):
             raise InputError("pscore", f"expected shape ({batch},) to match {name}, got {pscore.shape}")
     return matrix, action, reward, pscore
+
+
+def check_temperature(temperature, name: str = "temperature") -> None:
+    """:class:`InputError` unless ``temperature > 0``; a traced value (under ``jit``) passes unchecked."""
+    if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
+        raise InputError(name, f"expected a positive number, got {temperature}")
+
+
+def check_embeddings(context_emb: ArrayLike, item_emb: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``context_emb [B, D]`` and ``item_emb [A, D]`` (``A >= 1``) as arrays, or :class:`InputError`."""
+    context_emb, item_emb = jnp.asarray(context_emb), jnp.asarray(item_emb)
+    if context_emb.ndim != 2:
+        raise InputError("context_emb", f"expected shape [B, D], got {context_emb.shape}")
+    if item_emb.ndim != 2 or item_emb.shape[0] < 1:
+        raise InputError("item_emb", f"expected shape [A, D] with A >= 1, got {item_emb.shape}")
+    if item_emb.shape[1] != context_emb.shape[1]:
+        raise InputError(
+            "item_emb",
+            f"expected embedding size {context_emb.shape[1]} to match context_emb, got {item_emb.shape[1]}",
+        )
+    return context_emb, item_emb

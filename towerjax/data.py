@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from towerjax.checks import InputError
+
 __all__ = ["LoggedData"]
 
 
@@ -65,22 +67,22 @@ class LoggedData:
         """Validates user arrays and builds the container.
 
         Raises:
-          ValueError: naming the argument, for a wrong rank or length, a non-finite
-            value, an action outside ``[0, A)``, a propensity outside ``(0, 1]``, or a
-            ``pi_b`` whose rows do not sum to one.
+          InputError: (a ``ValueError``) naming the argument, for a wrong rank or length, a
+            non-finite value, an action outside ``[0, A)``, a propensity outside ``(0, 1]``,
+            or a ``pi_b`` whose rows do not sum to one.
           TypeError: for a non-integer ``action``.
         """
         context = _as_float(context, "context", ndim=2)
         action_context = _as_float(action_context, "action_context", ndim=2)
         n, n_actions = context.shape[0], action_context.shape[0]
         if n == 0:
-            raise ValueError("context: expected at least one logged event, got 0 rows")
+            raise InputError("context", "expected at least one logged event, got 0 rows")
         if n_actions < 2:
-            raise ValueError(f"action_context: expected at least 2 actions (rows), got {n_actions}")
+            raise InputError("action_context", f"expected at least 2 actions (rows), got {n_actions}")
 
         action = np.asarray(action)
         if action.ndim != 1 or action.shape[0] != n:
-            raise ValueError(f"action: expected shape ({n},) to match context, got {action.shape}")
+            raise InputError("action", f"expected shape ({n},) to match context, got {action.shape}")
         if not np.issubdtype(action.dtype, np.integer):
             if np.issubdtype(action.dtype, np.floating) and np.all(action == np.round(action)):
                 action = action.astype(np.int64)
@@ -88,21 +90,24 @@ class LoggedData:
                 raise TypeError(f"action: expected integer action indices, got dtype {action.dtype}")
         bad = np.flatnonzero((action < 0) | (action >= n_actions))
         if bad.size:
-            raise ValueError(
-                f"action: expected indices in [0, {n_actions}) (rows of action_context), "
-                f"got {action[bad[0]]} at row {bad[0]}"
+            raise InputError(
+                "action",
+                f"expected indices in [0, {n_actions}) (rows of action_context), "
+                f"got {action[bad[0]]} at row {bad[0]}",
             )
 
         reward = _as_float(reward, "reward", ndim=1, length=n)
         pscore = _as_float(pscore, "pscore", ndim=1, length=n)
         bad = np.flatnonzero(~((pscore > 0) & (pscore <= 1)))
         if bad.size:
-            raise ValueError(f"pscore: expected propensities in (0, 1], got {pscore[bad[0]]} at row {bad[0]}")
+            raise InputError(
+                "pscore", f"expected propensities in (0, 1], got {pscore[bad[0]]} at row {bad[0]}"
+            )
 
         if pi_b is not None:
             pi_b = _as_float(pi_b, "pi_b", ndim=2, shape=(n, n_actions))
             if np.any(pi_b < 0) or not np.allclose(pi_b.sum(axis=1), 1.0, atol=1e-4):
-                raise ValueError("pi_b: expected each row to be a probability distribution over actions")
+                raise InputError("pi_b", "expected each row to be a probability distribution over actions")
         if expected_reward is not None:
             expected_reward = _as_float(expected_reward, "expected_reward", ndim=2, shape=(n, n_actions))
 
@@ -127,23 +132,23 @@ class LoggedData:
             raise TypeError(f"feedback: expected a dict, got {type(feedback).__name__}")
         missing = [k for k in ("context", "action", "reward", "pscore") if k not in feedback]
         if missing:
-            raise ValueError(f"feedback: missing required keys {missing}")
+            raise InputError("feedback", f"missing required keys {missing}")
         n_actions = feedback.get("n_actions")
         action_context = feedback.get("action_context")
         if action_context is None:
             if n_actions is None:
-                raise ValueError("feedback: needs 'action_context' or 'n_actions'")
+                raise InputError("feedback", "needs 'action_context' or 'n_actions'")
             action_context = np.eye(int(n_actions))
         position = feedback.get("position")
         if position is not None and np.any(np.asarray(position) != 0):
-            raise ValueError("feedback['position']: only single-position logs (all 0) are supported")
+            raise InputError("feedback['position']", "only single-position logs (all 0) are supported")
         pi_b = feedback.get("pi_b")
         if pi_b is not None:
             pi_b = np.asarray(pi_b)
             if pi_b.ndim == 3:
                 if pi_b.shape[2] != 1:
-                    raise ValueError(
-                        f"feedback['pi_b']: expected (n, A, 1) for a single position, got {pi_b.shape}"
+                    raise InputError(
+                        "feedback['pi_b']", f"expected (n, A, 1) for a single position, got {pi_b.shape}"
                     )
                 pi_b = pi_b[:, :, 0]
         return cls.from_arrays(
@@ -184,19 +189,19 @@ def _as_float(
     length: int | None = None,
     shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """A finite float numpy array of the given rank, or a ValueError naming ``name``."""
+    """A finite float numpy array of the given rank, or an InputError naming ``name``."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name}: expected a numeric array ({err})") from None
     if array.ndim != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-d array, got shape {array.shape}")
+        raise InputError(name, f"expected a {ndim}-d array, got shape {array.shape}")
     if length is not None and array.shape[0] != length:
-        raise ValueError(f"{name}: expected length {length} to match context, got {array.shape[0]}")
+        raise InputError(name, f"expected length {length} to match context, got {array.shape[0]}")
     if shape is not None and array.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {array.shape}")
+        raise InputError(name, f"expected shape {shape}, got {array.shape}")
     bad = np.argwhere(~np.isfinite(array))
     if bad.size:
         where = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{name}: expected finite values, got {array[where]} at index {where}")
+        raise InputError(name, f"expected finite values, got {array[where]} at index {where}")
     return array

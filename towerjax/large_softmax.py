@@ -71,11 +71,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from towerjax.checks import (
+    InputError,
+    check_embeddings,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_temperature,
+)
 
 __all__ = [
     "ItemProposal",
@@ -127,9 +135,9 @@ def chunked_logsumexp(
       >>> float(chunked_logsumexp(ctx, items, chunk_size=2)[0])  # log 5
       1.6094...
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    _check_temperature(temperature)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    check_temperature(temperature)
     return _streaming_logsumexp(context_emb / temperature, item_emb, min(chunk_size, item_emb.shape[0]))
 
 
@@ -156,10 +164,10 @@ def chunked_log_prob(
     Returns:
       ``[B]`` log-probabilities of the given actions.
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
     action = _check_action(action, context_emb.shape[0])
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    _check_temperature(temperature)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    check_temperature(temperature)
     scaled = context_emb / temperature
     logit = jnp.sum(scaled * item_emb[action], axis=-1)
     return logit - _streaming_logsumexp(scaled, item_emb, min(chunk_size, item_emb.shape[0]))
@@ -183,9 +191,9 @@ def chunked_log_softmax(
     Returns:
       ``[B, A]`` log-probabilities.
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    _check_temperature(temperature)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    check_temperature(temperature)
     scaled = context_emb / temperature
     log_z = _streaming_logsumexp(scaled, item_emb, min(chunk_size, item_emb.shape[0]))
     return scaled @ item_emb.T - log_z[:, None]
@@ -249,7 +257,7 @@ _streaming_logsumexp.defvjp(_streaming_logsumexp_fwd, _streaming_logsumexp_bwd)
 
 def uniform_log_q(num_items: int) -> jax.Array:
     """``[A]`` log-probabilities ``-log A`` of the uniform proposal over ``num_items`` items."""
-    num_items = _check_positive_int(num_items, "num_items")
+    num_items = check_positive_int("num_items", num_items)
     return jnp.full((num_items,), -jnp.log(float(num_items)))
 
 
@@ -276,11 +284,9 @@ def popularity_log_q(counts: ArrayLike, *, smoothing: float = 1.0, power: float 
     """
     counts = jnp.asarray(counts)
     if counts.ndim != 1 or counts.shape[0] < 1:
-        raise ValueError(f"counts: expected shape [A] with A >= 1, got {counts.shape}")
-    if not (isinstance(smoothing, int | float) and smoothing >= 0):
-        raise ValueError(f"smoothing: expected a number >= 0, got {smoothing!r}")
-    if not (isinstance(power, int | float) and power > 0):
-        raise ValueError(f"power: expected a positive number, got {power!r}")
+        raise InputError("counts", f"expected shape [A] with A >= 1, got {counts.shape}")
+    check_nonnegative("smoothing", smoothing)
+    check_positive("power", power)
     log_weight = power * jnp.log(counts.astype(jnp.result_type(float)) + smoothing)
     return log_weight - jax.nn.logsumexp(log_weight)
 
@@ -332,7 +338,7 @@ def sample_items(
       :func:`sampled_log_prob_from_ids` needs them.
     """
     proposal = proposal_log_q if isinstance(proposal_log_q, ItemProposal) else item_proposal(proposal_log_q)
-    num_samples = _check_positive_int(num_samples, "num_samples")
+    num_samples = check_positive_int("num_samples", num_samples)
     key_block, key_item = jax.random.split(key)
     blocks, block = proposal.within_cdf.shape
     u = jax.random.uniform(key_block, (num_samples,)) * proposal.block_cdf[-1]
@@ -383,14 +389,15 @@ def sampled_log_prob(
     Returns:
       ``[B]`` estimates of ``log pi(a_i|x_i)``, each ``<= 0``.
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
     action = _check_action(action, context_emb.shape[0])
     if proposal_log_q is None:
         proposal_log_q = uniform_log_q(item_emb.shape[0])
     proposal_log_q = jnp.asarray(proposal_log_q)
     if proposal_log_q.shape != item_emb.shape[:1]:
-        raise ValueError(
-            f"proposal_log_q: expected shape {item_emb.shape[:1]} to match item_emb, got {proposal_log_q.shape}"
+        raise InputError(
+            "proposal_log_q",
+            f"expected shape {item_emb.shape[:1]} to match item_emb, got {proposal_log_q.shape}",
         )
     ids, log_q_ids = sample_items(key, proposal_log_q, num_samples)
     return sampled_log_prob_from_ids(
@@ -441,23 +448,24 @@ def sampled_log_prob_from_ids(
     sampled_emb, sampled_log_q = jnp.asarray(sampled_emb), jnp.asarray(sampled_log_q)
     sampled_ids = jnp.asarray(sampled_ids)
     if context_emb.ndim != 2:
-        raise ValueError(f"context_emb: expected shape [B, D], got {context_emb.shape}")
+        raise InputError("context_emb", f"expected shape [B, D], got {context_emb.shape}")
     batch, dim = context_emb.shape
     action = _check_action(action, batch)
     if action_emb.shape != (batch, dim):
-        raise ValueError(
-            f"action_emb: expected shape {(batch, dim)} to match context_emb, got {action_emb.shape}"
+        raise InputError(
+            "action_emb", f"expected shape {(batch, dim)} to match context_emb, got {action_emb.shape}"
         )
     if sampled_emb.ndim != 2 or sampled_emb.shape[1] != dim or sampled_emb.shape[0] < 1:
-        raise ValueError(f"sampled_emb: expected shape [M, {dim}] with M >= 1, got {sampled_emb.shape}")
+        raise InputError("sampled_emb", f"expected shape [M, {dim}] with M >= 1, got {sampled_emb.shape}")
     num_samples = sampled_emb.shape[0]
     if sampled_ids.shape != (num_samples,) or not jnp.issubdtype(sampled_ids.dtype, jnp.integer):
-        raise ValueError(
-            f"sampled_ids: expected integer ids of shape ({num_samples},), got {sampled_ids.dtype} {sampled_ids.shape}"
+        raise InputError(
+            "sampled_ids",
+            f"expected integer ids of shape ({num_samples},), got {sampled_ids.dtype} {sampled_ids.shape}",
         )
     if sampled_log_q.shape != (num_samples,):
-        raise ValueError(f"sampled_log_q: expected shape ({num_samples},), got {sampled_log_q.shape}")
-    _check_temperature(temperature)
+        raise InputError("sampled_log_q", f"expected shape ({num_samples},), got {sampled_log_q.shape}")
+    check_temperature(temperature)
     scaled = context_emb / temperature
     positive = jnp.sum(scaled * action_emb, axis=-1)  # [B], uncorrected
     negatives = scaled @ sampled_emb.T  # [B, M]
@@ -487,8 +495,8 @@ def exact_value_sampled_grad(exact_log_prob: ArrayLike, sampled_log_prob: ArrayL
     """
     exact, sampled = jnp.asarray(exact_log_prob), jnp.asarray(sampled_log_prob)
     if exact.shape != sampled.shape:
-        raise ValueError(
-            f"sampled_log_prob: expected shape {exact.shape} to match exact_log_prob, got {sampled.shape}"
+        raise InputError(
+            "sampled_log_prob", f"expected shape {exact.shape} to match exact_log_prob, got {sampled.shape}"
         )
     return jax.lax.stop_gradient(exact) + sampled - jax.lax.stop_gradient(sampled)
 
@@ -514,42 +522,17 @@ def logged_column(values: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """
     values = jnp.asarray(values)
     if values.ndim != 1:
-        raise ValueError(f"values: expected shape [B], got {values.shape}")
+        raise InputError("values", f"expected shape [B], got {values.shape}")
     return values[:, None], jnp.zeros(values.shape, jnp.int32)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _check_positive_int(value: int, name: str) -> int:
-    """The value as an ``int``; ValueError naming ``name`` unless it is an integer ``>= 1``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_temperature(temperature: float) -> None:
-    if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature}")
-
-
-def _check_embeddings(context_emb: ArrayLike, item_emb: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    context_emb, item_emb = jnp.asarray(context_emb), jnp.asarray(item_emb)
-    if context_emb.ndim != 2:
-        raise ValueError(f"context_emb: expected shape [B, D], got {context_emb.shape}")
-    if item_emb.ndim != 2 or item_emb.shape[0] < 1:
-        raise ValueError(f"item_emb: expected shape [A, D] with A >= 1, got {item_emb.shape}")
-    if item_emb.shape[1] != context_emb.shape[1]:
-        raise ValueError(
-            f"item_emb: expected embedding size {context_emb.shape[1]} to match context_emb, got {item_emb.shape[1]}"
-        )
-    return context_emb, item_emb
-
-
 def _check_action(action: ArrayLike, batch: int) -> jax.Array:
     action = jnp.asarray(action)
     if action.shape != (batch,):
-        raise ValueError(f"action: expected shape ({batch},) to match context_emb, got {action.shape}")
+        raise InputError("action", f"expected shape ({batch},) to match context_emb, got {action.shape}")
     if not jnp.issubdtype(action.dtype, jnp.integer):
         raise TypeError(f"action: expected integer indices, got dtype {action.dtype}")
     return action
@@ -558,5 +541,5 @@ def _check_action(action: ArrayLike, batch: int) -> jax.Array:
 def _check_log_q(proposal_log_q: ArrayLike) -> jax.Array:
     log_q = jnp.asarray(proposal_log_q)
     if log_q.ndim != 1 or log_q.shape[0] < 1:
-        raise ValueError(f"proposal_log_q: expected shape [A] with A >= 1, got {log_q.shape}")
+        raise InputError("proposal_log_q", f"expected shape [A] with A >= 1, got {log_q.shape}")
     return log_q - jax.nn.logsumexp(log_q)

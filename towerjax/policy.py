@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from towerjax.checks import InputError, check_positive_int, check_temperature
+
 __all__ = ["log_policy", "policy_value", "sample_actions", "sample_slate", "slate_inclusion", "slate_value"]
 
 
@@ -21,8 +23,7 @@ def log_policy(scores: ArrayLike, temperature: float = 1.0) -> jax.Array:
     Returns:
       ``[..., A]`` log-probabilities, computed with ``log_softmax`` (never ``log(softmax)``).
     """
-    if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
-        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    check_temperature(temperature)
     return jax.nn.log_softmax(jnp.asarray(scores) / temperature, axis=-1)
 
 
@@ -35,8 +36,8 @@ def policy_value(log_pi: ArrayLike, expected_reward: ArrayLike) -> jax.Array:
     """
     log_pi, expected_reward = jnp.asarray(log_pi), jnp.asarray(expected_reward)
     if log_pi.shape != expected_reward.shape:
-        raise ValueError(
-            f"expected_reward: expected shape {log_pi.shape} to match log_pi, got {expected_reward.shape}"
+        raise InputError(
+            "expected_reward", f"expected shape {log_pi.shape} to match log_pi, got {expected_reward.shape}"
         )
     return jnp.mean(jnp.sum(jnp.exp(log_pi) * expected_reward, axis=-1))
 
@@ -53,8 +54,7 @@ def slate_inclusion(log_pi: ArrayLike, k: int) -> jax.Array:
       log_pi: ``[..., A]`` log-probabilities.
       k: slate size ``K >= 1``.
     """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    k = check_positive_int("k", k)
     return -jnp.expm1(k * jnp.log1p(-jnp.exp(jnp.asarray(log_pi))))
 
 
@@ -68,8 +68,8 @@ def slate_value(log_pi: ArrayLike, expected_reward: ArrayLike, k: int) -> jax.Ar
     """
     log_pi, expected_reward = jnp.asarray(log_pi), jnp.asarray(expected_reward)
     if log_pi.shape != expected_reward.shape:
-        raise ValueError(
-            f"expected_reward: expected shape {log_pi.shape} to match log_pi, got {expected_reward.shape}"
+        raise InputError(
+            "expected_reward", f"expected shape {log_pi.shape} to match log_pi, got {expected_reward.shape}"
         )
     return jnp.mean(jnp.sum(slate_inclusion(log_pi, k) * expected_reward, axis=-1))
 
@@ -82,8 +82,7 @@ def sample_slate(key: jax.Array, log_pi: ArrayLike, k: int) -> tuple[jax.Array, 
       ``items[i, j]`` repeats an earlier draw of row ``i``; the slate is the unique items.
     """
     log_pi = jnp.asarray(log_pi)
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    k = check_positive_int("k", k)
     items = jax.random.categorical(key, log_pi[..., None, :], axis=-1, shape=(*log_pi.shape[:-1], k))
     earlier = jnp.tril(jnp.ones((k, k), bool), -1)  # earlier[j, l]: draw l comes before draw j
     repeats = jnp.any((items[..., :, None] == items[..., None, :]) & earlier, axis=-1)

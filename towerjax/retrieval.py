@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from towerjax.large_softmax import _check_embeddings, _check_positive_int, _check_temperature
+from towerjax.checks import InputError, check_embeddings, check_positive_int, check_temperature
 
 __all__ = ["approx_top_k_items", "boltzmann_slate", "recall_at_k", "top_k_items"]
 
@@ -56,12 +56,12 @@ def top_k_items(
       >>> top_k_items(jnp.ones((1, 1)), items, 2, chunk_size=3)[1].tolist()
       [[1, 3]]
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
     k = _check_k(k, item_emb.shape[0])
     if chunk_size is not None:
-        chunk_size = min(_check_positive_int(chunk_size, "chunk_size"), item_emb.shape[0])
+        chunk_size = min(check_positive_int("chunk_size", chunk_size), item_emb.shape[0])
     if context_chunk_size is not None:
-        context_chunk_size = _check_positive_int(context_chunk_size, "context_chunk_size")
+        context_chunk_size = check_positive_int("context_chunk_size", context_chunk_size)
 
     def search(ctx: jax.Array) -> tuple[jax.Array, jax.Array]:
         if chunk_size is None:
@@ -126,10 +126,10 @@ def approx_top_k_items(
     Returns:
       ``scores [B, k]`` in decreasing order and ``ids [B, k]`` (int32).
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
     k = _check_k(k, item_emb.shape[0])
     if not (isinstance(recall_target, int | float) and 0 < recall_target <= 1):
-        raise ValueError(f"recall_target: expected a number in (0, 1], got {recall_target!r}")
+        raise InputError("recall_target", f"expected a number in (0, 1], got {recall_target!r}")
     scores, ids = jax.lax.approx_max_k(context_emb @ item_emb.T, k, recall_target=float(recall_target))
     return scores, ids.astype(jnp.int32)
 
@@ -151,10 +151,11 @@ def recall_at_k(approx_ids: ArrayLike, exact_ids: ArrayLike) -> jax.Array:
     """
     approx_ids, exact_ids = jnp.asarray(approx_ids), jnp.asarray(exact_ids)
     if exact_ids.ndim != 2 or exact_ids.shape[1] < 1:
-        raise ValueError(f"exact_ids: expected shape [B, k] with k >= 1, got {exact_ids.shape}")
+        raise InputError("exact_ids", f"expected shape [B, k] with k >= 1, got {exact_ids.shape}")
     if approx_ids.ndim != 2 or approx_ids.shape[0] != exact_ids.shape[0] or approx_ids.shape[1] < 1:
-        raise ValueError(
-            f"approx_ids: expected shape [{exact_ids.shape[0]}, k'] to match exact_ids, got {approx_ids.shape}"
+        raise InputError(
+            "approx_ids",
+            f"expected shape [{exact_ids.shape[0]}, k'] to match exact_ids, got {approx_ids.shape}",
         )
     approx_sorted = jnp.sort(approx_ids, axis=-1)
 
@@ -198,20 +199,20 @@ def boltzmann_slate(
     Returns:
       ``ids [B, K]`` (int32), distinct within each row.
     """
-    context_emb, item_emb = _check_embeddings(context_emb, item_emb)
+    context_emb, item_emb = check_embeddings(context_emb, item_emb)
     num_items = item_emb.shape[0]
-    m = _check_positive_int(m, "m")
+    m = check_positive_int("m", m)
     if m > num_items:
-        raise ValueError(f"m: expected at most the number of items A={num_items}, got {m}")
-    k = _check_positive_int(k, "k")
+        raise InputError("m", f"expected at most the number of items A={num_items}, got {m}")
+    k = check_positive_int("k", k)
     if k > m:
-        raise ValueError(f"k: expected at most m={m}, got {k}")
+        raise InputError("k", f"expected at most m={m}, got {k}")
     if isinstance(k_deterministic, bool) or not isinstance(k_deterministic, numbers.Integral):
-        raise ValueError(f"k_deterministic: expected an integer in [0, k], got {k_deterministic!r}")
+        raise InputError("k_deterministic", f"expected an integer in [0, k], got {k_deterministic!r}")
     if not 0 <= k_deterministic <= k:
-        raise ValueError(f"k_deterministic: expected an integer in [0, k={k}], got {k_deterministic}")
+        raise InputError("k_deterministic", f"expected an integer in [0, k={k}], got {k_deterministic}")
     k_deterministic = int(k_deterministic)
-    _check_temperature(temperature)
+    check_temperature(temperature)
     scores, ids = top_k_items(context_emb, item_emb, m, chunk_size=chunk_size)
     fixed = ids[:, :k_deterministic]
     if k == k_deterministic:
@@ -224,7 +225,7 @@ def boltzmann_slate(
 
 
 def _check_k(k: int, num_items: int) -> int:
-    k = _check_positive_int(k, "k")
+    k = check_positive_int("k", k)
     if k > num_items:
-        raise ValueError(f"k: expected at most the number of items A={num_items}, got {k}")
+        raise InputError("k", f"expected at most the number of items A={num_items}, got {k}")
     return k

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from towerjax.batching import epoch_batches
+from towerjax.checks import InputError, check_choice, check_positive_int
 from towerjax.data import LoggedData
 from towerjax.towers import ACTIVATIONS, MLP, check_activation
 
@@ -43,17 +44,13 @@ class RewardModelConfig:
 
     def __post_init__(self) -> None:
         check_activation(self.activation, "reward_model.activation")
-        if self.loss not in REWARD_LOSSES:
-            raise ValueError(f"reward_model.loss: expected one of {REWARD_LOSSES}, got {self.loss!r}")
+        check_choice("reward_model.loss", self.loss, REWARD_LOSSES)
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
-            raise ValueError(f"reward_model.hidden_sizes: expected positive sizes, got {self.hidden_sizes}")
+            raise InputError("reward_model.hidden_sizes", f"expected positive sizes, got {self.hidden_sizes}")
         for name in ("batch_size", "epochs"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(
-                    f"reward_model.{name}: expected a positive integer, got {getattr(self, name)}"
-                )
+            object.__setattr__(self, name, check_positive_int(f"reward_model.{name}", getattr(self, name)))
         if not self.learning_rate > 0:
-            raise ValueError(f"reward_model.learning_rate: expected > 0, got {self.learning_rate}")
+            raise InputError("reward_model.learning_rate", f"expected > 0, got {self.learning_rate}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
 
 

@@ -25,6 +25,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from towerjax.checks import InputError, check_positive_int
 from towerjax.data import LoggedData
 
 __all__ = [
@@ -94,10 +95,11 @@ def blog_problem(
       epsilon: exploration rate in ``[0, 1]`` for epsilon-greedy logging.
     """
     if behavior not in ("uniform", "epsilon-greedy"):
-        raise ValueError(f"behavior: expected 'uniform' or 'epsilon-greedy', got {behavior!r}")
+        raise InputError("behavior", f"expected 'uniform' or 'epsilon-greedy', got {behavior!r}")
     _check_epsilon(epsilon)
     key_items, key_coef = jax.random.split(key)
-    items = jax.random.uniform(key_items, (_positive(n_actions, "n_actions"), _positive(dim, "dim")))
+    n_actions, dim = check_positive_int("n_actions", n_actions), check_positive_int("dim", dim)
+    items = jax.random.uniform(key_items, (n_actions, dim))
     return _make_problem(key_coef, items, dim, "uniform", behavior, epsilon=epsilon, beta=0.0)
 
 
@@ -119,14 +121,14 @@ def obp_problem(
       action_context: optional ``[A, d_a]`` item features; one-hot ``eye(A)`` by default,
         as in OBP.
     """
-    n_actions = _positive(n_actions, "n_actions")
+    n_actions = check_positive_int("n_actions", n_actions)
     if action_context is None:
         action_context = jnp.eye(n_actions)
     action_context = jnp.asarray(action_context, jnp.float32)
     if action_context.ndim != 2 or action_context.shape[0] != n_actions:
-        raise ValueError(f"action_context: expected shape ({n_actions}, d_a), got {action_context.shape}")
+        raise InputError("action_context", f"expected shape ({n_actions}, d_a), got {action_context.shape}")
     return _make_problem(
-        key, action_context, _positive(dim_context, "dim_context"), "normal", "linear", 0.0, beta
+        key, action_context, check_positive_int("dim_context", dim_context), "normal", "linear", 0.0, beta
     )
 
 
@@ -249,10 +251,4 @@ def _check_epsilon(epsilon: float) -> None:
     if isinstance(epsilon, jax.core.Tracer):
         return
     if not 0.0 <= float(epsilon) <= 1.0:
-        raise ValueError(f"epsilon: expected a value in [0, 1], got {epsilon}")
-
-
-def _positive(value: int, name: str) -> int:
-    if int(value) != value or int(value) < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return int(value)
+        raise InputError("epsilon", f"expected a value in [0, 1], got {epsilon}")

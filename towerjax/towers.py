@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from towerjax.checks import InputError, check_positive_int
+
 __all__ = ["ACTIVATIONS", "MLP", "TwoTower"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -23,9 +25,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def check_activation(name: str, argument: str = "activation") -> None:
-    """Raises ValueError naming ``argument`` when ``name`` is not a known activation."""
+    """Raises :class:`~towerjax.checks.InputError` naming ``argument`` when ``name`` is not a known activation."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"{argument}: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
+        raise InputError(argument, f"expected one of {sorted(ACTIVATIONS)}, got {name!r}")
 
 
 @jax.custom_vjp
@@ -97,10 +99,9 @@ class TwoTower:
 
     def __post_init__(self) -> None:
         check_activation(self.activation)
-        if self.embedding_size < 1:
-            raise ValueError(f"embedding_size: expected a positive integer, got {self.embedding_size}")
+        object.__setattr__(self, "embedding_size", check_positive_int("embedding_size", self.embedding_size))
         if any(int(h) < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes: expected positive integers, got {self.hidden_sizes}")
+            raise InputError("hidden_sizes", f"expected positive integers, got {self.hidden_sizes}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
 
     @property

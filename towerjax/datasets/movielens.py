@@ -118,41 +118,12 @@ def load_movielens_100k(
     items = _read_atomic(item_text, item_where, ["item_id", "release_year", "class"])
     inter = _read_atomic(inter_text, inter_where, ["user_id", "item_id", "rating", "timestamp"])
 
-    # Users.
-    user_ids = _ids(users["user_id"])
-    user_rows = _parse.index_of(user_ids, user_where, "user_id")
-    age = _parse.int_column(users["age"], user_where, "age")
-    for column in ("gender", "occupation"):
-        _parse.require_present(users[column], user_where, column)
-    gender_hot, gender_names, _ = _parse.one_hot(users["gender"], "gender")
-    occupation_hot, occupation_names, _ = _parse.one_hot(users["occupation"], "occupation")
-    user_features = np.concatenate(
-        [_standardise(age.astype(np.float64))[:, None], gender_hot, occupation_hot], axis=1
+    user_ids, user_rows, age, user_features, user_feature_names = _user_table(users, user_where)
+    item_ids, item_rows, release_year, genres, item_features, item_feature_names = _item_table(
+        items, item_where
     )
-    user_feature_names = ("age", *gender_names, *occupation_names)
-
-    # Items.
-    item_ids = _ids(items["item_id"])
-    item_rows = _parse.index_of(item_ids, item_where, "item_id")
-    genres = tuple(tuple(g for g in value.split(" ") if g) for value in items["class"])
-    genre_names = sorted({g for item in genres for g in item})
-    genre_column = {g: j for j, g in enumerate(genre_names)}
-    multi_hot = np.zeros((len(item_ids), len(genre_names)))
-    for i, item in enumerate(genres):
-        for g in item:
-            multi_hot[i, genre_column[g]] = 1.0
-    release_year = np.array([_year(v) for v in items["release_year"]], dtype=np.float64)
-    missing = np.isnan(release_year)
-    year_scaled = np.zeros(len(item_ids))
-    if (~missing).any():
-        year_scaled[~missing] = _standardise(release_year[~missing])
-    item_features = np.concatenate(
-        [multi_hot, year_scaled[:, None], missing[:, None].astype(np.float64)], axis=1
-    )
-    item_feature_names = (*(f"genre={g}" for g in genre_names), "release_year", "release_year_missing")
     title = np.array(items.get("movie_title", [""] * len(item_ids)), dtype=object)
 
-    # Interactions.
     user = _parse.lookup(
         _ids(inter["user_id"]), user_rows, inter_where, "user_id", f"the user file {user_where}"
     )
@@ -180,6 +151,53 @@ def load_movielens_100k(
         item_features=item_features,
         item_feature_names=item_feature_names,
     )
+
+
+def _user_table(
+    users: dict[str, list[str]], where: str
+) -> tuple[np.ndarray, dict, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``(user_ids, row of each id, age, user_features [U, d_u], feature names)`` of the ``.user`` file.
+
+    The features are age standardised over users, then one-hot gender and occupation.
+    """
+    user_ids = _ids(users["user_id"])
+    user_rows = _parse.index_of(user_ids, where, "user_id")
+    age = _parse.int_column(users["age"], where, "age")
+    for column in ("gender", "occupation"):
+        _parse.require_present(users[column], where, column)
+    gender_hot, gender_names, _ = _parse.one_hot(users["gender"], "gender")
+    occupation_hot, occupation_names, _ = _parse.one_hot(users["occupation"], "occupation")
+    features = np.concatenate(
+        [_standardise(age.astype(np.float64))[:, None], gender_hot, occupation_hot], axis=1
+    )
+    return user_ids, user_rows, age, features, ("age", *gender_names, *occupation_names)
+
+
+def _item_table(
+    items: dict[str, list[str]], where: str
+) -> tuple[np.ndarray, dict, np.ndarray, tuple[tuple[str, ...], ...], np.ndarray, tuple[str, ...]]:
+    """``(item_ids, row of each id, release_year, genres, item_features [I, d_i], names)`` of the ``.item`` file.
+
+    The features are multi-hot genres (sorted), the release year standardised over the
+    items that have one (0 where missing) and a 0/1 ``release_year_missing`` column.
+    """
+    item_ids = _ids(items["item_id"])
+    item_rows = _parse.index_of(item_ids, where, "item_id")
+    genres = tuple(tuple(g for g in value.split(" ") if g) for value in items["class"])
+    genre_names = sorted({g for item in genres for g in item})
+    genre_column = {g: j for j, g in enumerate(genre_names)}
+    multi_hot = np.zeros((len(item_ids), len(genre_names)))
+    for i, item in enumerate(genres):
+        for g in item:
+            multi_hot[i, genre_column[g]] = 1.0
+    release_year = np.array([_year(v) for v in items["release_year"]], dtype=np.float64)
+    missing = np.isnan(release_year)
+    year_scaled = np.zeros(len(item_ids))
+    if (~missing).any():
+        year_scaled[~missing] = _standardise(release_year[~missing])
+    features = np.concatenate([multi_hot, year_scaled[:, None], missing[:, None].astype(np.float64)], axis=1)
+    names = (*(f"genre={g}" for g in genre_names), "release_year", "release_year_missing")
+    return item_ids, item_rows, release_year, genres, features, names
 
 
 def _read_atomic(text: str, where: str, required: list[str]) -> dict[str, list[str]]:

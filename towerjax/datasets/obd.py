@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from towerjax.checks import InputError, check_choice
 from towerjax.data import LoggedData
 from towerjax.datasets import _parse
 from towerjax.datasets._wheel import OBP_WHEEL, DatasetFileError, _Source, fetch_wheel
@@ -139,10 +140,10 @@ class OpenBanditData:
             if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
                 raise TypeError(f"position: expected a 0-based slot (int) or None, got {position!r}")
             if not 0 <= position < self.n_positions:
-                raise ValueError(f"position: expected a slot in [0, {self.n_positions}), got {position}")
+                raise InputError("position", f"expected a slot in [0, {self.n_positions}), got {position}")
             rows = np.flatnonzero(self.position == position)
             if rows.size == 0:
-                raise ValueError(f"position: no logged rows in slot {position}")
+                raise InputError("position", f"no logged rows in slot {position}")
         return LoggedData.from_arrays(
             context=context[rows],
             action_context=self.item_features,
@@ -195,10 +196,8 @@ def load_obd(
         where relevant, for a missing, corrupt or malformed file.
       FetchError: when the wheel is not cached and pip cannot download it.
     """
-    if behavior_policy not in BEHAVIOR_POLICIES:
-        raise ValueError(f"behavior_policy: expected one of {BEHAVIOR_POLICIES}, got {behavior_policy!r}")
-    if campaign not in CAMPAIGNS:
-        raise ValueError(f"campaign: expected one of {CAMPAIGNS}, got {campaign!r}")
+    check_choice("behavior_policy", behavior_policy, BEHAVIOR_POLICIES)
+    check_choice("campaign", campaign, CAMPAIGNS)
     path = fetch_obd(cache_dir) if wheel is None else wheel
     folder = f"{_ROOT}/{behavior_policy}/{campaign}"
     with _Source(
@@ -208,63 +207,13 @@ def load_obd(
         item_text, item_where = src.read(f"{folder}/item_context.csv", keep=3)
     items = _read_csv(item_text, item_where)
     log = _read_csv(log_text, log_where)
-
-    # Item table.
-    _require(items, item_where, ["item_id"])
-    item_ids = _parse.int_column(items["item_id"], item_where, "item_id")
-    item_rows = _parse.index_of(item_ids, item_where, "item_id")
-    blocks, item_names = [], []
-    for column in _numbered(items, "item_feature_"):
-        values = items[column]
-        _parse.require_present(values, item_where, column)
-        if _parse.is_numeric(values):
-            blocks.append(_parse.float_column(values, item_where, column)[:, None])
-            item_names.append(column)
-        else:
-            matrix, names, _ = _parse.one_hot(values, column)
-            blocks.append(matrix)
-            item_names.extend(names)
-    item_features = np.concatenate(blocks, axis=1) if blocks else np.eye(len(item_ids))
-    if not blocks:
-        item_names = [f"item_id={i}" for i in item_ids.tolist()]
-
-    # Log.
+    item_ids, item_rows, item_features, item_names = _item_table(items, item_where)
     _require(log, log_where, ["item_id", "position", "click", "propensity_score"])
     item_id = _parse.int_column(log["item_id"], log_where, "item_id")
     action = _parse.lookup(item_id, item_rows, log_where, "item_id", f"the item table {item_where}")
-    slot = _parse.int_column(log["position"], log_where, "position")
-    bad = np.flatnonzero(slot < 1)
-    if bad.size:
-        i = int(bad[0])
-        raise DatasetFileError(
-            f"{log_where}: column 'position', {_parse.row_ref(i)} is {log['position'][i]!r}, "
-            "expected a 1-based slot (1, 2, 3, ...)"
-        )
-    position = slot - 1
-    click = _parse.int_column(log["click"], log_where, "click")
-    bad = np.flatnonzero((click != 0) & (click != 1))
-    if bad.size:
-        i = int(bad[0])
-        raise DatasetFileError(
-            f"{log_where}: column 'click', {_parse.row_ref(i)} is {log['click'][i]!r}, expected 0 or 1"
-        )
-    pscore = _parse.float_column(log["propensity_score"], log_where, "propensity_score")
-    bad = np.flatnonzero(~((pscore > 0) & (pscore <= 1)))
-    if bad.size:
-        i = int(bad[0])
-        raise DatasetFileError(
-            f"{log_where}: column 'propensity_score', {_parse.row_ref(i)} is "
-            f"{log['propensity_score'][i]!r}, expected a value in (0, 1]"
-        )
-
+    position, click, pscore = _slot_click_propensity(log, log_where)
     n = len(item_id)
-    blocks, user_names = [], []
-    for column in _numbered(log, "user_feature_"):
-        _parse.require_present(log[column], log_where, column)
-        matrix, names, _ = _parse.one_hot(log[column], column)
-        blocks.append(matrix)
-        user_names.extend(names)
-    user_features = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+    user_features, user_names = _user_features(log, log_where, n)
     affinity_columns = _numbered(log, "user-item_affinity_")
     affinity = (
         np.stack([_parse.float_column(log[c], log_where, c) for c in affinity_columns], axis=1)
@@ -283,13 +232,81 @@ def load_obd(
         click=click,
         propensity_score=pscore,
         user_features=user_features,
-        user_feature_names=tuple(user_names),
+        user_feature_names=user_names,
         user_item_affinity=affinity,
         item_ids=item_ids,
         item_features=item_features,
-        item_feature_names=tuple(item_names),
+        item_feature_names=item_names,
         n_positions=int(position.max()) + 1 if n else 0,
     )
+
+
+def _item_table(
+    items: dict[str, list[str]], where: str
+) -> tuple[np.ndarray, dict, np.ndarray, tuple[str, ...]]:
+    """``(item_ids, row of each id, item_features [A, d_a], feature names)`` of ``item_context.csv``.
+
+    Numeric ``item_feature_*`` columns are kept as they are, categorical ones one-hot
+    encoded; without any, each item is its own one-hot feature.
+    """
+    _require(items, where, ["item_id"])
+    item_ids = _parse.int_column(items["item_id"], where, "item_id")
+    item_rows = _parse.index_of(item_ids, where, "item_id")
+    blocks, names = [], []
+    for column in _numbered(items, "item_feature_"):
+        values = items[column]
+        _parse.require_present(values, where, column)
+        if _parse.is_numeric(values):
+            blocks.append(_parse.float_column(values, where, column)[:, None])
+            names.append(column)
+        else:
+            matrix, column_names, _ = _parse.one_hot(values, column)
+            blocks.append(matrix)
+            names.extend(column_names)
+    if not blocks:
+        return item_ids, item_rows, np.eye(len(item_ids)), tuple(f"item_id={i}" for i in item_ids.tolist())
+    return item_ids, item_rows, np.concatenate(blocks, axis=1), tuple(names)
+
+
+def _slot_click_propensity(
+    log: dict[str, list[str]], where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log's 0-based ``position``, ``click`` (0 or 1) and ``propensity_score`` in ``(0, 1]``."""
+    slot = _parse.int_column(log["position"], where, "position")
+    bad = np.flatnonzero(slot < 1)
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{where}: column 'position', {_parse.row_ref(i)} is {log['position'][i]!r}, "
+            "expected a 1-based slot (1, 2, 3, ...)"
+        )
+    click = _parse.int_column(log["click"], where, "click")
+    bad = np.flatnonzero((click != 0) & (click != 1))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{where}: column 'click', {_parse.row_ref(i)} is {log['click'][i]!r}, expected 0 or 1"
+        )
+    pscore = _parse.float_column(log["propensity_score"], where, "propensity_score")
+    bad = np.flatnonzero(~((pscore > 0) & (pscore <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise DatasetFileError(
+            f"{where}: column 'propensity_score', {_parse.row_ref(i)} is "
+            f"{log['propensity_score'][i]!r}, expected a value in (0, 1]"
+        )
+    return slot - 1, click, pscore
+
+
+def _user_features(log: dict[str, list[str]], where: str, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``[n, d_u]`` one-hot of the categorical ``user_feature_*`` columns, and the column names."""
+    blocks, names = [], []
+    for column in _numbered(log, "user_feature_"):
+        _parse.require_present(log[column], where, column)
+        matrix, column_names, _ = _parse.one_hot(log[column], column)
+        blocks.append(matrix)
+        names.extend(column_names)
+    return (np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))), tuple(names)
 
 
 def _read_csv(text: str, where: str) -> dict[str, list[str]]:

@@ -1,11 +1,13 @@
 """The seed study's four figures (SPEC 8), many seeds per cell, resumable.
 
-A *cell* is one (figure, x value, learner): one compiled ``jit(vmap(train))`` call over
-the seeds (the grid's other axes change array shapes, so they run one after another).
-Each finished cell appends its rows, one per seed, to ``rows.csv`` in a single flushed
-write; a restarted study with the same ``--out`` reads them back and skips finished
-cells, so an interruption loses at most the cell in flight. Every cell depends only on
-its configuration and the seeds' keys, so the final tables equal an uninterrupted run's.
+A *cell* is one (figure, x value, learner): one compiled call over the seeds
+(:func:`towerjax.train.train_seeds`; the grid's other axes change array shapes, so they run
+one after another). The cells run through :func:`towerjax.studies.runner.run_study`: each
+finished cell appends its rows, one per seed, to ``rows.jsonl``, and a restarted study with
+the same ``--out`` skips finished cells, so an interruption loses at most the cell in
+flight. Every cell depends only on its configuration and the seeds' keys, so the final
+tables equal an uninterrupted run's. A cell whose configuration equals a finished cell's
+(of any figure in the folder) copies its rows instead of training again.
 
 Figures (the seed study's fixed settings, SPEC 6, everywhere else):
   1. test value vs training rounds, uniform logging;
@@ -16,22 +18,52 @@ Figures (the seed study's fixed settings, SPEC 6, everywhere else):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from towerjax.arguments import (
+    add_seed_arguments,
+    check_out_dir,
+    positive_int,
+    positive_int_list,
+    subcommand,
+)
+from towerjax.checks import InputError, check_positive_int
 from towerjax.evaluation import mean_se
 from towerjax.reward_model import RewardModelConfig
 from towerjax.studies.headline import HEADLINE_LEARNERS
+from towerjax.studies.runner import (
+    MANIFEST_FILE,
+    ROWS_FILE,
+    Study,
+    append_cell,
+    check_manifest,
+    interrupted,
+    read_rows,
+    run_study,
+)
 from towerjax.train import TrainConfig, train_seeds
 
-__all__ = ["FIGURES", "Figure", "StudyOptions", "figure_table", "plot_figure", "read_rows", "run_blog_study"]
+__all__ = [
+    "FIGURES",
+    "BlogStudy",
+    "Figure",
+    "StudyOptions",
+    "add_parser",
+    "figure_table",
+    "plot_figure",
+    "read_rows",
+    "run_blog_study",
+]
+
+Cell = tuple[int, int, str]  # (figure, x, learner)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,21 +125,19 @@ class StudyOptions:
     def __post_init__(self) -> None:
         unknown = [f for f in self.figures if f not in FIGURES]
         if unknown or not self.figures:
-            raise ValueError(f"figure: expected some of {sorted(FIGURES)}, got {list(self.figures)!r}")
-        if isinstance(self.seeds, bool) or int(self.seeds) != self.seeds or self.seeds < 1:
-            raise ValueError(f"seeds: expected a positive integer, got {self.seeds!r}")
+            raise InputError("figure", f"expected some of {sorted(FIGURES)}, got {list(self.figures)!r}")
+        check_positive_int("seeds", self.seeds)
         if self.epochs is None:
             object.__setattr__(self, "epochs", QUICK["epochs"] if self.quick else 100)
-        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ValueError(f"epochs: expected a positive integer, got {self.epochs!r}")
+        check_positive_int("epochs", self.epochs)
         if self.values is not None:
             if len(self.figures) != 1:
-                raise ValueError("values: give a single figure to override its grid")
+                raise InputError("values", "give a single figure to override its grid")
             if not self.values or any(int(v) != v or v < 1 for v in self.values):
-                raise ValueError(f"values: expected positive integers, got {list(self.values)!r}")
+                raise InputError("values", f"expected positive integers, got {list(self.values)!r}")
         for learner in self.learners:
             if learner not in HEADLINE_LEARNERS:
-                raise ValueError(f"learners: expected some of {HEADLINE_LEARNERS}, got {learner!r}")
+                raise InputError("learners", f"expected some of {HEADLINE_LEARNERS}, got {learner!r}")
 
     def grid(self, figure: Figure) -> tuple[int, ...]:
         if self.values is not None:
@@ -115,13 +145,13 @@ class StudyOptions:
         return figure.quick_values if self.quick else figure.values
 
     def config(self, figure: Figure, x: int, learner: str) -> TrainConfig:
-        """The cell's configuration (raises ValueError naming the field if ``x`` does not fit)."""
+        """The cell's configuration (raises InputError naming the field if ``x`` does not fit)."""
         fields = dict(QUICK) if self.quick else {}
         fields.update(objective=learner, behavior=figure.behavior, epochs=self.epochs, evaluate_train=True)
         fields[figure.field] = int(x)
         return TrainConfig(**fields)
 
-    def cells(self) -> list[tuple[int, int, str]]:
+    def cells(self) -> list[Cell]:
         """Every ``(figure, x, learner)`` in run order; validates each cell's config."""
         cells = []
         for number in self.figures:
@@ -131,8 +161,8 @@ class StudyOptions:
                     try:
                         self.config(figure, x, learner)
                     except ValueError as err:
-                        raise ValueError(
-                            f"values: figure {number} cannot use {figure.field}={x} ({err})"
+                        raise InputError(
+                            "values", f"figure {number} cannot use {figure.field}={x} ({err})"
                         ) from None
                     cells.append((number, int(x), learner))
         return cells
@@ -147,179 +177,188 @@ class StudyOptions:
         }
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of ``rows.csv``; a last line cut off by an interruption is ignored."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    rows = []
-    for row in csv.DictReader(text.splitlines()):
-        if None in row.values() or None in row:
-            continue
-        rows.append(
-            {
-                "figure": int(row["figure"]),
-                "x": int(row["x"]),
-                "learner": row["learner"],
-                "seed": int(row["seed"]),
-                **{k: float(row[k]) for k in ROW_FIELDS[4:]},
-            }
+class BlogStudy(Study):
+    """The seed study's figures as cells ``(figure, x, learner)``, one row per seed."""
+
+    name = "blog"
+
+    def __init__(self, options: StudyOptions, devices: int | None = None):
+        self.options = options
+        self.devices = devices
+
+    def manifest(self) -> dict:
+        return self.options.to_dict()
+
+    def cells(self) -> list[Cell]:
+        return self.options.cells()
+
+    def label(self, cell: Cell) -> str:
+        number, x, learner = cell
+        return f"fig {number} {FIGURES[number].field}={x:>5} {learner:>10}"
+
+    def summary(self, cell: Cell, rows: list[dict]) -> str:
+        mean, se = mean_se([r["test_value"] for r in rows])
+        return f"{mean:.4f} ± {se:.4f}"
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        number, x, learner = cell
+        config = self.options.config(FIGURES[number], x, learner)
+        start = time.perf_counter()
+        result, _ = train_seeds(
+            config, seeds=self.options.seeds, seed=self.options.seed, devices=self.devices
         )
-    return rows
+        seconds = time.perf_counter() - start
+        return [
+            {
+                "figure": number,
+                "x": x,
+                "learner": learner,
+                "seed": s,
+                "test_value": float(result.test_value[s, -1]),
+                "train_value": float(result.train_value[s, -1]),
+                "initial_value": float(result.initial_value[s]),
+                "behavior_value": float(result.behavior_value[s]),
+                "optimal_value": float(result.optimal_value[s]),
+                "seconds_cell": seconds,
+            }
+            for s in range(self.options.seeds)
+        ]
 
+    def reuse(self, cell: Cell, finished: Mapping[Cell, list[dict]]) -> list[dict] | None:
+        """Figure 4's batch 10 is figure 1's 15000 rounds, for example: the same runs."""
+        config = self._config(cell)
+        for other, rows in finished.items():
+            if self._config(other) == config:
+                return [{**row, "figure": cell[0], "x": cell[1]} for row in rows]
+        return None
 
-def _append_rows(path: Path, rows: list[dict]) -> None:
-    """Appends rows in one write, flushed to disk; drops a torn last line first."""
-    if path.exists():
-        text = path.read_bytes()
-        if text and not text.endswith(b"\n"):
-            with open(path, "r+b") as handle:
-                handle.truncate(text.rfind(b"\n") + 1)
-    new = not path.exists() or path.stat().st_size == 0
-    lines = []
-    if new:
-        lines.append(",".join(ROW_FIELDS))
-    for row in rows:
-        lines.append(",".join(repr(row[k]) if isinstance(row[k], float) else str(row[k]) for k in ROW_FIELDS))
-    with open(path, "a") as handle:
-        handle.write("\n".join(lines) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _check_manifest(out: Path, options: StudyOptions) -> None:
-    """Refuses to mix rows of studies with different options in one folder."""
-    manifest = out / "study.json"
-    wanted = options.to_dict()
-    if manifest.exists():
+    def _config(self, cell) -> TrainConfig | None:
+        """The configuration a finished cell ran with (any figure of this folder), if still valid."""
         try:
-            found = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"out: cannot read {manifest} ({err}); remove it or choose another --out"
-            ) from None
-        if found != wanted:
-            differing = sorted(k for k in wanted if found.get(k) != wanted[k])
-            raise ValueError(
-                f"out: {out} holds a study with other options ({', '.join(differing)}: "
-                f"{ {k: found.get(k) for k in differing} }); use those options to resume, or another --out"
-            )
-    else:
-        manifest.write_text(json.dumps(wanted, indent=2) + "\n")
+            number, x, learner = cell
+            return self.options.config(FIGURES[number], x, learner)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def render(self, rows: list[dict], out: Path) -> None:
+        """``figureN.md`` and ``figureN.png`` of each figure whose cells are all finished."""
+        for number, chosen in self.complete_figures(rows).items():
+            (out / f"figure{number}.md").write_text(figure_table(chosen, FIGURES[number]) + "\n")
+            plot_figure(chosen, FIGURES[number], out / f"figure{number}.png")
+
+    def complete_figures(self, rows: list[dict]) -> dict[int, list[dict]]:
+        """The rows of each requested figure whose every cell is finished."""
+        complete = {}
+        for number in self.options.figures:
+            chosen = [r for r in rows if r["figure"] == number]
+            if (
+                len(chosen)
+                == len(self.options.grid(FIGURES[number])) * len(self.options.learners) * self.options.seeds
+            ):
+                complete[number] = chosen
+        return complete
 
 
 def run_blog_study(
     options: StudyOptions,
     out: Path,
     *,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    progress: bool | None = True,
+    log: Callable[[str], None] | None = None,
     max_cells: int | None = None,
+    devices: int | None = None,
 ) -> list[dict]:
-    """Runs the cells not yet in ``out/rows.csv``, then writes each figure's table and plot.
+    """Runs the cells not yet in ``out/rows.jsonl``, then writes each finished figure's table and plot.
 
     ``max_cells`` stops after that many new cells (as an interruption would; for tests).
+    A folder written before ``rows.jsonl`` (its ``rows.csv``) is carried over first.
     Returns every row of the requested figures, in grid order.
     """
-    cells = options.cells()  # validates every cell before any work
-    out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, options)
-    path = out / "rows.csv"
-    done = _finished(read_rows(path), options.seeds)
-    todo = [c for c in cells if c not in done]
-    configs = {cell: options.config(FIGURES[cell[0]], cell[1], cell[2]) for cell in cells}
-    log(
-        f"blog study: {len(cells)} cells ({len(cells) - len(todo)} already in {path}), "
-        f"{options.seeds} seeds each, {options.epochs} epochs"
-    )
-    bar = _progress_bar(total=len(cells), initial=len(cells) - len(todo), enabled=progress)
-    try:
-        for count, (number, x, learner) in enumerate(todo):
-            if max_cells is not None and count >= max_cells:
-                break
-            figure = FIGURES[number]
-            bar.set_postfix_str(f"fig {number} {figure.field}={x} {learner}")
-            same = [c for c in sorted(done) if _config_of(options, c) == configs[(number, x, learner)]]
-            start = time.perf_counter()
-            if same:  # e.g. figure 4's batch 10 is figure 1's 15000 rounds: the same runs
-                rows = [r for r in _ordered(read_rows(path), same[:1], options.seeds)]
-                rows = [{**r, "figure": number, "x": x} for r in rows]
-            else:
-                rows = _train_cell(configs[(number, x, learner)], options, (number, x, learner))
-            seconds = time.perf_counter() - start
-            _append_rows(path, rows)
-            done.add((number, x, learner))
-            mean, se = mean_se([r["test_value"] for r in rows])
-            bar.write(
-                f"  fig {number} {figure.field}={x:>5} {learner:>10}: {mean:.4f} ± {se:.4f} ({seconds:.0f}s)"
-            )
-            bar.update(1)
-    finally:
-        bar.close()
-    rows = _ordered(read_rows(path), cells, options.seeds)
-    for number in options.figures:
-        chosen = [r for r in rows if r["figure"] == number]
-        if _complete(chosen, options, number):
-            (out / f"figure{number}.md").write_text(figure_table(chosen, FIGURES[number]) + "\n")
-            plot_figure(chosen, FIGURES[number], out / f"figure{number}.png")
-    return rows
+    study = BlogStudy(options, devices)
+    study.cells()  # validates every cell before any work
+    _import_csv(study, Path(out))
+    return run_study(study, Path(out), progress=progress, log=log, max_cells=max_cells)
 
 
-def _config_of(options: StudyOptions, cell: tuple[int, int, str]) -> TrainConfig | None:
-    """The configuration a finished cell ran with (any figure of this folder), if still valid."""
-    try:
-        return options.config(FIGURES[cell[0]], cell[1], cell[2])
-    except (KeyError, ValueError):
-        return None
-
-
-def _train_cell(config: TrainConfig, options: StudyOptions, cell: tuple[int, int, str]) -> list[dict]:
-    start = time.perf_counter()
-    result, _ = train_seeds(config, seeds=options.seeds, seed=options.seed)
-    seconds = time.perf_counter() - start
-    number, x, learner = cell
-    return [
-        {
-            "figure": number,
-            "x": x,
-            "learner": learner,
-            "seed": s,
-            "test_value": float(result.test_value[s, -1]),
-            "train_value": float(result.train_value[s, -1]),
-            "initial_value": float(result.initial_value[s]),
-            "behavior_value": float(result.behavior_value[s]),
-            "optimal_value": float(result.optimal_value[s]),
-            "seconds_cell": seconds,
+def _import_csv(study: BlogStudy, out: Path) -> None:
+    """Copies the finished cells of an older folder's ``rows.csv`` (a line per seed) into ``rows.jsonl``."""
+    legacy, manifest = out / "rows.csv", out / MANIFEST_FILE
+    if not legacy.exists() or (out / ROWS_FILE).exists():
+        return
+    if manifest.exists():  # written before manifests named their study
+        found = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({"study": study.name, **found}, indent=2) + "\n")
+    check_manifest(out, study)
+    text = legacy.read_text()
+    cells: dict[Cell, dict[int, dict]] = {}
+    for row in csv.DictReader(text[: text.rfind("\n") + 1].splitlines()):
+        if None in row.values() or None in row:
+            continue  # a torn last line
+        row = {
+            **{k: int(row[k]) for k in ("figure", "x", "seed")},
+            "learner": row["learner"],
+            **{k: float(row[k]) for k in ROW_FIELDS[4:]},
         }
-        for s in range(options.seeds)
-    ]
+        cells.setdefault((row["figure"], row["x"], row["learner"]), {}).setdefault(row["seed"], row)
+    for cell, by_seed in cells.items():
+        if set(by_seed) >= set(range(study.options.seeds)):
+            rows = [by_seed[s] for s in range(study.options.seeds)]
+            append_cell(out / ROWS_FILE, cell, [{k: row[k] for k in ROW_FIELDS} for row in rows])
 
 
-def _finished(rows: list[dict], seeds: int) -> set[tuple[int, int, str]]:
-    seen: dict[tuple[int, int, str], set[int]] = {}
-    for row in rows:
-        seen.setdefault((row["figure"], row["x"], row["learner"]), set()).add(row["seed"])
-    return {cell for cell, found in seen.items() if found >= set(range(seeds))}
+# --------------------------------------------------------------------------- command line
 
 
-def _ordered(rows: list[dict], cells: Sequence[tuple[int, int, str]], seeds: int) -> list[dict]:
-    """One row per (cell, seed) in grid order (the first copy if a row was written twice)."""
-    by_key = {}
-    for row in rows:
-        by_key.setdefault((row["figure"], row["x"], row["learner"], row["seed"]), row)
-    return [by_key[(*cell, s)] for cell in cells for s in range(seeds) if (*cell, s) in by_key]
+def add_parser(subparsers) -> None:
+    """``towerjax study blog``."""
+    parser = subcommand(
+        subparsers,
+        "blog",
+        _main,
+        help="the seed study's four figures, many seeds per cell, resumable (same --out)",
+    )
+    parser.add_argument("--figure", choices=("1", "2", "3", "4", "all"), default="all", help="which figure")
+    add_seed_arguments(parser, seeds=12)
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default 100 (3 with --quick)")
+    parser.add_argument("--out", type=Path, default=Path("towerjax-blog"), help="output folder (resumes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny grids and models: a smoke test of the pipeline"
+    )
+    parser.add_argument(
+        "--values", type=positive_int_list, default=None, help="comma-separated x values (one figure only)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _complete(rows: list[dict], options: StudyOptions, number: int) -> bool:
-    return len(rows) == len(options.grid(FIGURES[number])) * len(options.learners) * options.seeds
+def _main(args: argparse.Namespace) -> int:
+    options = StudyOptions(
+        figures=tuple(FIGURES) if args.figure == "all" else (int(args.figure),),
+        seeds=args.seeds,
+        seed=args.seed,
+        epochs=args.epochs,
+        quick=args.quick,
+        values=None if args.values is None else tuple(args.values),
+    )
+    options.cells()  # every cell's configuration, before the folder is touched
+    check_out_dir(args.subparser, "--out", args.out)
+    print(
+        f"blog study: figures {', '.join(map(str, options.figures))}, {options.seeds} seeds per cell, "
+        f"{options.epochs} epochs",
+        flush=True,
+    )
+    try:
+        rows = run_blog_study(options, args.out, progress=not args.no_progress, devices=args.devices)
+    except KeyboardInterrupt:
+        return interrupted(args.out / ROWS_FILE)
+    complete = BlogStudy(options).complete_figures(rows)
+    for number, chosen in complete.items():
+        print("\n" + figure_table(chosen, FIGURES[number]))
+    names = ", ".join(f"figure{n}.png/.md" for n in complete)
+    print(f"\nwrote {args.out / ROWS_FILE}" + (f" and {names} in {args.out}" if names else ""))
+    return 0
 
 
-def _progress_bar(*, total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="cell", disable=not enabled, dynamic_ncols=True)
+# --------------------------------------------------------------------------- tables and plots
 
 
 def _summaries(rows: list[dict]) -> dict[tuple[int, str], dict[str, tuple[float, float]]]:

@@ -12,7 +12,10 @@ a fixed behaviour policy ``beta`` with deterministic rewards ``r(a)``:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +23,21 @@ import numpy as np
 import optax
 
 from towerjax import losses
+from towerjax.arguments import integer, positive_int, subcommand
+from towerjax.checks import check_positive_int
+from towerjax.studies.runner import Study, check_json, report, run_study
 
-__all__ = ["ChenSimulation", "chen_simulations", "run_simulation", "topk_optimum"]
+__all__ = [
+    "ChenSimulation",
+    "ChenStudy",
+    "add_parser",
+    "chen_simulations",
+    "expected_policy",
+    "format_chen",
+    "run_chen_study",
+    "run_simulation",
+    "topk_optimum",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,13 +134,29 @@ def run_simulation(
     return np.asarray(train(key))
 
 
-def run_chen_study(*, seed: int = 0, steps: int = 4000) -> list[dict]:
-    """Runs the four learners; each row has the learned and the closed-form ``pi``."""
-    rows = []
-    for index, sim in enumerate(chen_simulations()):
-        learned = run_simulation(sim, jax.random.fold_in(jax.random.key(seed), index), steps=steps)
+class ChenStudy(Study):
+    """The four learners as cells (their names); each row holds the learned and the closed-form ``pi``."""
+
+    name = "chen"
+
+    def __init__(self, *, seed: int = 0, steps: int = 4000):
+        self.seed, self.steps = seed, check_positive_int("steps", steps)
+        self.simulations = {sim.name: (index, sim) for index, sim in enumerate(chen_simulations())}
+
+    def manifest(self) -> dict:
+        return {"seed": self.seed, "steps": self.steps}
+
+    def cells(self) -> list[str]:
+        return list(self.simulations)
+
+    def summary(self, cell: str, rows: list[dict]) -> str:
+        return f"L1 to the expected pi {rows[0]['l1_to_expected']:.3f}"
+
+    def run_cell(self, cell: str) -> list[dict]:
+        index, sim = self.simulations[cell]
+        learned = run_simulation(sim, jax.random.fold_in(jax.random.key(self.seed), index), steps=self.steps)
         expected = expected_policy(sim)
-        rows.append(
+        return [
             {
                 "simulation": sim.name,
                 "objective": sim.objective,
@@ -135,8 +167,17 @@ def run_chen_study(*, seed: int = 0, steps: int = 4000) -> list[dict]:
                 "expected_pi": expected.tolist(),
                 "l1_to_expected": float(np.abs(learned - expected).sum()),
             }
-        )
-    return rows
+        ]
+
+
+def run_chen_study(
+    *, seed: int = 0, steps: int = 4000, log: Callable[[str], None] | None = None
+) -> list[dict]:
+    """Runs the four learners (in memory); each row has the learned and the closed-form ``pi``.
+
+    ``log`` receives one line per finished learner (default: none).
+    """
+    return run_study(ChenStudy(seed=seed, steps=steps), progress=False, log=log or (lambda line: None))
 
 
 def format_chen(rows: list[dict]) -> str:
@@ -148,3 +189,23 @@ def format_chen(rows: list[dict]) -> str:
         lines.append(f"{row['simulation']:>8} learned  pi = [{learned}]")
         lines.append(f"{'':>8} expected pi = [{expected}]   L1 = {row['l1_to_expected']:.3f}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> None:
+    """``towerjax study chen``."""
+    parser = subcommand(subparsers, "chen", _main, help="Chen et al. 2019 stateless simulations")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--seed", type=integer, default=0, help="root random seed")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps per learner")
+
+
+def _main(args: argparse.Namespace) -> int:
+    check_json(args)
+    print("Chen et al. (2019) stateless simulations: softmax over free logits, logged by beta", flush=True)
+    rows = run_chen_study(seed=args.seed, steps=args.steps, log=lambda line: print(line, flush=True))
+    return report(
+        args, format_chen(rows), {"study": "chen", "seed": args.seed, "steps": args.steps, "rows": rows}
+    )

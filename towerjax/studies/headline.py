@@ -1,56 +1,79 @@
-"""The main job: the seed study's headline comparison on the built-in synthetic data.
+"""The main job, ``towerjax run``: the seed study's headline comparison on the built-in synthetic data.
 
-IPS, DR and regression learners under uniform and epsilon-greedy logging, each cell one
-``jit(vmap(train))`` call over the seeds. Results are written after every cell
-(``results.json``, ``results.csv``) and plotted at the end (``results.png``).
+IPS, DR and regression learners under uniform and epsilon-greedy logging; each cell
+(logging policy, learner) is one compiled call over the seeds
+(:func:`towerjax.train.train_seeds`) and one row holding every seed's values. The cells run
+through :func:`towerjax.studies.runner.run_study`, so an interrupted job resumes from
+``--out``; at the end it writes ``results.json``, ``results.csv`` and ``results.png``.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from towerjax.arguments import add_seed_arguments, check_out_dir, positive_int, subcommand
+from towerjax.checks import check_positive_int
+from towerjax.evaluation import mean_se
+from towerjax.studies.runner import ROWS_FILE, Study, interrupted, run_study
 from towerjax.train import TrainConfig, train_seeds
 
-__all__ = ["HEADLINE_BEHAVIORS", "HEADLINE_LEARNERS", "format_table", "run_headline"]
+__all__ = [
+    "HEADLINE_BEHAVIORS",
+    "HEADLINE_LEARNERS",
+    "HeadlineStudy",
+    "add_parser",
+    "format_table",
+    "plot_results",
+    "run_headline",
+    "write_results",
+]
 
 HEADLINE_LEARNERS = ("ips", "dr", "regression")
 HEADLINE_BEHAVIORS = ("uniform", "epsilon-greedy")
 CSV_FIELDS = ("behavior", "learner", "seed", "test_value", "initial_value", "behavior_value", "optimal_value")
 
 
-def mean_se(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of the mean (``std / sqrt(S)``, ``ddof=1``)."""
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
-    return float(values.mean()), se
+class HeadlineStudy(Study):
+    """Cells ``(behavior, learner)`` of ``base``; each row is one cell's per-seed values and timings."""
 
+    name = "headline"
 
-def run_headline(
-    base: TrainConfig,
-    *,
-    seeds: int,
-    seed: int,
-    out: Path,
-    log: Callable[[str], None] = print,
-) -> list[dict]:
-    """Runs every (logging policy, learner) cell; returns one summary dict per cell."""
-    out.mkdir(parents=True, exist_ok=True)
-    cells: list[dict] = []
-    total = len(HEADLINE_BEHAVIORS) * len(HEADLINE_LEARNERS)
-    for behavior in HEADLINE_BEHAVIORS:
-        for learner in HEADLINE_LEARNERS:
-            config = dataclasses.replace(base, behavior=behavior, objective=learner)
-            start = time.perf_counter()
-            result, timing = train_seeds(config, seeds=seeds, seed=seed)
-            cell = {
+    def __init__(self, base: TrainConfig, *, seeds: int, seed: int, devices: int | None = None):
+        self.base, self.seeds, self.seed, self.devices = (
+            base,
+            check_positive_int("seeds", seeds),
+            seed,
+            devices,
+        )
+
+    def manifest(self) -> dict:
+        return {"config": self.base.to_dict(), "seeds": self.seeds, "seed": self.seed}
+
+    def cells(self) -> list[tuple[str, str]]:
+        return [(behavior, learner) for behavior in HEADLINE_BEHAVIORS for learner in HEADLINE_LEARNERS]
+
+    def label(self, cell: tuple[str, str]) -> str:
+        return f"{cell[0]:>14} {cell[1]:>10}"
+
+    def summary(self, cell: tuple[str, str], rows: list[dict]) -> str:
+        (row,) = rows
+        mean, se = mean_se(row["test_value"])
+        compile_ = f"compile {row['seconds_compile']:.1f}s on {row['devices']} device(s)"
+        return f"test value {mean:.4f} ± {se:.4f}, {compile_}"
+
+    def run_cell(self, cell: tuple[str, str]) -> list[dict]:
+        behavior, learner = cell
+        config = dataclasses.replace(self.base, behavior=behavior, objective=learner)
+        result, timing = train_seeds(config, seeds=self.seeds, seed=self.seed, devices=self.devices)
+        return [
+            {
                 "behavior": behavior,
                 "learner": learner,
                 "config": config.to_dict(),
@@ -61,16 +84,31 @@ def run_headline(
                 "optimal_value": result.optimal_value.tolist(),
                 **timing,
             }
-            cells.append(cell)
-            mean, se = mean_se(cell["test_value"])
-            log(
-                f"[{len(cells)}/{total}] {behavior:>14} {learner:>10}: test value {mean:.4f} ± {se:.4f} "
-                f"({time.perf_counter() - start:.1f}s, compile {timing['seconds_compile']:.1f}s, "
-                f"{timing['devices']} device(s))"
-            )
-            write_results(cells, out, seeds=seeds, seed=seed)
-    plot_results(cells, out / "results.png")
-    return cells
+        ]
+
+    def render(self, rows: list[dict], out: Path) -> None:
+        write_results(rows, out, seeds=self.seeds, seed=self.seed)
+        plot_results(rows, out / "results.png")
+
+
+def run_headline(
+    base: TrainConfig,
+    *,
+    seeds: int,
+    seed: int,
+    out: Path,
+    log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
+    devices: int | None = None,
+) -> list[dict]:
+    """Runs every (logging policy, learner) cell not yet in ``out``; returns one dict per cell.
+
+    Each dict holds the cell's ``behavior``, ``learner``, ``config``, per-seed
+    ``test_value``, ``initial_value``, ``behavior_value`` and ``optimal_value``, the
+    seed-mean ``test_curve`` and the timings of :func:`towerjax.train.train_seeds`.
+    """
+    study = HeadlineStudy(base, seeds=seeds, seed=seed, devices=devices)
+    return run_study(study, out, progress=progress, log=log)
 
 
 def write_results(cells: list[dict], out: Path, *, seeds: int, seed: int) -> None:
@@ -135,3 +173,35 @@ def plot_results(cells: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> None:
+    """The top-level ``towerjax run``."""
+    parser = subcommand(
+        subparsers, "run", _main, help="main job: IPS, DR and regression under two logging policies"
+    )
+    parser.add_argument("--out", type=Path, default=Path("towerjax-results"), help="output folder (resumes)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the logs")
+    parser.add_argument("--n-rounds", type=positive_int, default=15000, help="logged training events")
+    add_seed_arguments(parser, seeds=8)
+
+
+def _main(args: argparse.Namespace) -> int:
+    config = TrainConfig(n_rounds=args.n_rounds, epochs=args.epochs)
+    check_out_dir(args.subparser, "--out", args.out)
+    print(
+        f"towerjax run: IPS, DR and regression learners x uniform and epsilon-greedy logging, "
+        f"{args.seeds} seeds, {config.n_rounds} rounds, {config.epochs} epochs, batch {config.batch_size}",
+        flush=True,
+    )
+    try:
+        cells = run_headline(config, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices)
+    except KeyboardInterrupt:
+        return interrupted(args.out / ROWS_FILE)
+    print()
+    print(format_table(cells))
+    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'results.csv'}, {args.out / 'results.png'}")
+    return 0

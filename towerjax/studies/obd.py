@@ -2,8 +2,9 @@
 
 What it does. Each learner (``ips``, ``dr``, ``snips``, ``regression``, ``naive``; SPEC 3-4)
 trains a two-tower softmax policy on the OBD small sample's Bernoulli-Thompson-sampling
-(``bts``) log of one campaign, ``seeds`` times (one ``jit(vmap(train))`` call over the seed
-keys, the logs shared). The context is the user features (one-hot) and the user-item
+(``bts``) log of one campaign, ``seeds`` times (one compiled call over the seed keys,
+sharded over the devices, the logs shared: :func:`towerjax.train.train_seeds` with
+``data=``). The context is the user features (one-hot) and the user-item
 affinities; the item tower reads the item features. Each learned policy is then
 evaluated off-policy on the ``random`` log of the same campaign (the uniform logging
 policy, propensity ``1/A`` per slot: 1/80 for ``all``) with IPS and SNIPS, and compared with the random
@@ -29,7 +30,10 @@ Seeds. The headline value of a learner is that of its *seed-averaged policy*
 ``pi_bar = (1/S) sum_s pi_s`` (the mixture: draw a seed, act with its policy). Its IPS
 estimate equals the mean of the per-seed IPS estimates; its SNIPS estimate is SNIPS
 with ``pi_bar``'s weights. The per-seed estimates, their mean and standard deviation
-(the training-seed spread, on the same evaluation rows) are reported beside it.
+(the training-seed spread, on the same evaluation rows) are reported beside it. Seed
+``s`` of a run with root ``seed`` trains with key ``s`` of
+``jax.random.split(jax.random.key(seed), seeds)``; with separate positions slot ``k``
+uses the root ``n_slots * seed + k`` instead, so every slot has keys of its own.
 
 Confidence intervals. Normal 95% intervals, ``value +- 1.96 * se``, with ``se`` from
 the per-row terms on the ``random`` rows (``std(ddof=1) / sqrt(n_k)`` per slot; the
@@ -66,40 +70,78 @@ evaluation logs): towers with one hidden layer of 32 units, embedding size 16, e
 temperature 1, Adam learning rate 1e-3 with weight decay 1e-6, batch 100, 10 epochs;
 the DR reward model an MLP (32, 32) fitted by cross-entropy for 10 epochs. The
 importance weights of ``ips``, ``dr`` and ``snips`` are capped at 10
-(``TrainConfig(cap=10)``): ``bts`` propensities go down to 4.5e-5, so uncapped weights
-reach the thousands, and for DR every unclicked low-propensity row (``w (0 - q_hat)``)
-would dominate its batch.
+(``IPS(cap=10)``, ``DR(cap=10)``, ``SNIPS(cap=10)``): ``bts`` propensities go down to
+4.5e-5, so uncapped weights reach the thousands, and for DR every unclicked
+low-propensity row (``w (0 - q_hat)``) would dominate its batch.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from towerjax.arguments import add_seed_arguments, name_list, positive_float, positive_int, subcommand
+from towerjax.checks import InputError, check_choice
+from towerjax.data import LoggedData
 from towerjax.datasets import CAMPAIGNS, OpenBanditData, load_obd
+from towerjax.evaluation import mean_se, normal_interval
+from towerjax.objectives import DR, IPS, SNIPS, Naive, Objective, Regression
 from towerjax.policy import log_policy
 from towerjax.reward_model import RewardModelConfig
-from towerjax.train import TrainConfig, make_train
+from towerjax.studies.runner import Study, dataset_command, run_study
+from towerjax.train import TrainConfig, train_seeds
 
 __all__ = [
     "OBD_LEARNERS",
     "POSITION_HANDLINGS",
-    "Z_95",
+    "ObdData",
+    "ObdStudy",
+    "add_parser",
     "format_obd",
+    "learner_config",
+    "learner_objective",
+    "prepare_obd",
     "run_obd_study",
     "slot_estimates",
 ]
 
 OBD_LEARNERS = ("ips", "dr", "snips", "regression", "naive")
 POSITION_HANDLINGS = ("pooled", "separate")
-WEIGHTED_LEARNERS = ("ips", "dr", "snips")  # the learners whose importance weights `cap` bounds
-Z_95 = 1.959963984540054
+
+
+def learner_objective(name: str, cap: float | None) -> Objective:
+    """The objective of an OBD learner; ``cap`` bounds the importance weights of ips, dr and snips."""
+    weighted = {"ips": IPS, "dr": DR, "snips": SNIPS}
+    if name in weighted:
+        return weighted[name](cap=cap)
+    return {"regression": Regression, "naive": Naive}[name]()
+
+
+def learner_config(name: str, cap: float | None, **training) -> TrainConfig:
+    """The training run of an OBD learner (module docstring, Hyperparameters); ``training``
+    overrides ``hidden_sizes``, ``embedding_size``, ``learning_rate``, ``batch_size`` or ``epochs``."""
+    fields = dict(
+        hidden_sizes=(32,),
+        embedding_size=16,
+        activation="elu",
+        temperature=1.0,
+        learning_rate=1e-3,
+        weight_decay=1e-6,
+        batch_size=100,
+        epochs=10,
+        reward_model=RewardModelConfig(hidden_sizes=(32, 32), batch_size=100, epochs=10),
+        evaluate_train=False,
+    )
+    return TrainConfig(objective=learner_objective(name, cap), **{**fields, **training})
 
 
 def run_obd_study(
@@ -116,6 +158,7 @@ def run_obd_study(
     embedding_size: int = 16,
     cap: float | None = 10.0,
     permutations: int = 10000,
+    devices: int | None = None,
     wheel: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
@@ -131,6 +174,7 @@ def run_obd_study(
       position_handling: ``"pooled"`` or ``"separate"`` (module docstring).
       cap: the importance-weight cap of ``ips``, ``dr`` and ``snips``; ``None`` for none.
       permutations: draws of the permutation tests (0 skips them; their p-values are NaN).
+      devices: local devices to shard the seeds over (default: all).
       wheel, cache_dir: passed to :func:`towerjax.datasets.load_obd`.
       log: progress messages.
 
@@ -147,65 +191,139 @@ def run_obd_study(
       over slots, ``max_prob`` its mean largest action probability on the random rows.
 
     Raises:
-      ValueError: naming the argument, for an unknown campaign, learner or position
+      InputError: naming the argument, for an unknown campaign, learner or position
         handling, or a non-positive ``seeds``, ``epochs`` or other setting (before any data
         is read or model trained).
     """
     start = time.perf_counter()
-    if campaign not in CAMPAIGNS:
-        raise ValueError(f"campaign: expected one of {CAMPAIGNS}, got {campaign!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    if isinstance(learners, str):
-        learners = (learners,)
-    learners = tuple(learners)
-    unknown = [name for name in learners if name not in OBD_LEARNERS]
-    if not learners or unknown:
-        raise ValueError(f"learners: expected a non-empty subset of {OBD_LEARNERS}, got {learners!r}")
-    if len(set(learners)) != len(learners):
-        raise ValueError(f"learners: expected each learner once, got {learners!r}")
-    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 0:
-        raise ValueError(f"permutations: expected a non-negative integer, got {permutations!r}")
-    if position_handling not in POSITION_HANDLINGS:
-        raise ValueError(
-            f"position_handling: expected one of {POSITION_HANDLINGS}, got {position_handling!r}"
-        )
-    # TrainConfig checks epochs, batch_size, learning_rate, sizes and cap, naming each.
-    configs = {
-        name: TrainConfig(
-            objective=name,
-            hidden_sizes=tuple(hidden_sizes),
-            embedding_size=embedding_size,
-            activation="elu",
-            temperature=1.0,
-            learning_rate=learning_rate,
-            weight_decay=1e-6,
-            batch_size=batch_size,
-            epochs=epochs,
-            reward_model=RewardModelConfig(hidden_sizes=(32, 32), batch_size=100, epochs=10),
-            cap=cap if name in WEIGHTED_LEARNERS else None,
-            evaluate_train=False,
-        )
-        for name in learners
+    learners = _check_options(campaign, seeds, seed, learners, permutations, position_handling)
+    # TrainConfig and the objectives check epochs, batch_size, learning_rate, sizes and cap, naming each.
+    training = dict(
+        hidden_sizes=tuple(hidden_sizes),
+        embedding_size=embedding_size,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+    )
+    configs = {name: learner_config(name, cap, **training) for name in learners}
+    data = prepare_obd(campaign, position_handling, wheel=wheel, cache_dir=cache_dir)
+    uniform, bts = _baselines(data, permutations, seed)
+    train_log, eval_log = data.train_log, data.eval_log
+    log(
+        f"OBD {campaign}: bts {train_log.n_rounds} rows ({int(train_log.click.sum())} clicks), "
+        f"random {eval_log.n_rounds} rows ({int(eval_log.click.sum())} clicks), {data.n_slots} slots, "
+        f"{train_log.n_actions} items; uniform CTR {uniform['value']:.4%}, bts CTR {bts['value']:.4%}"
+    )
+    study = ObdStudy(data, configs, seeds=seeds, seed=seed, permutations=permutations, devices=devices)
+    rows = run_study(study, progress=False, log=log)
+    return {
+        "campaign": campaign,
+        "seeds": int(seeds),
+        "seed": int(seed),
+        "position_handling": position_handling,
+        "permutations": int(permutations),
+        "config": {name: config.to_dict() for name, config in configs.items()},
+        **data.summary(),
+        "uniform": uniform,
+        "bts": bts,
+        "learners": {row.pop("learner"): row for row in rows},
+        "seconds": time.perf_counter() - start,
     }
 
+
+def _check_options(campaign, seeds, seed, learners, permutations, position_handling) -> tuple[str, ...]:
+    """The learners as a tuple; InputError naming the first bad option."""
+    check_choice("campaign", campaign, CAMPAIGNS)
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise InputError("seeds", f"expected a positive integer, got {seeds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError("seed", f"expected a non-negative integer, got {seed!r}")
+    learners = (learners,) if isinstance(learners, str) else tuple(learners)
+    unknown = [name for name in learners if name not in OBD_LEARNERS]
+    if not learners or unknown:
+        raise InputError("learners", f"expected a non-empty subset of {OBD_LEARNERS}, got {learners!r}")
+    if len(set(learners)) != len(learners):
+        raise InputError("learners", f"expected each learner once, got {learners!r}")
+    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 0:
+        raise InputError("permutations", f"expected a non-negative integer, got {permutations!r}")
+    check_choice("position_handling", position_handling, POSITION_HANDLINGS)
+    return learners
+
+
+@dataclasses.dataclass(frozen=True)
+class ObdData:
+    """The two logs of one campaign, laid out for training and per-slot evaluation.
+
+    Attributes:
+      train_log, eval_log: the ``bts`` and ``random`` logs.
+      n_slots: number of slots ``K``.
+      pooled: one policy for every slot (slot one-hot in the context), or one per slot.
+      train_sets: the training data: one :class:`LoggedData` (pooled) or one per slot.
+      items: ``[A, F]`` the ``bts`` item features (both logs' items).
+      eval_context: per slot, ``[n_k, D]`` the random rows' contexts in the training layout.
+      actions, rewards, pscores: per slot, ``[n_k]`` the random rows' logs.
+      unseen: random rows with a user category the ``bts`` log never saw.
+    """
+
+    train_log: OpenBanditData
+    eval_log: OpenBanditData
+    n_slots: int
+    pooled: bool
+    train_sets: list[LoggedData]
+    items: jax.Array
+    eval_context: list[jax.Array]
+    actions: list[np.ndarray]
+    rewards: list[np.ndarray]
+    pscores: list[np.ndarray]
+    unseen: int
+
+    def train_clicks(self, slot: int) -> np.ndarray:
+        return self.train_log.click[self.train_log.position == slot]
+
+    def summary(self) -> dict:
+        """``{"n_slots", "n_actions", "rows", "clicks", "alignment"}`` of the study's result."""
+        return {
+            "n_slots": self.n_slots,
+            "n_actions": self.train_log.n_actions,
+            "rows": {
+                "bts": [int(self.train_clicks(k).size) for k in range(self.n_slots)],
+                "random": [int(r.size) for r in self.rewards],
+            },
+            "clicks": {
+                "bts": [int(self.train_clicks(k).sum()) for k in range(self.n_slots)],
+                "random": [int(r.sum()) for r in self.rewards],
+            },
+            "alignment": {
+                "random_rows_with_unseen_user_categories": int(self.unseen),
+                "random_item_table_matches_up_to_relabelling": _same_up_to_relabelling(
+                    self.train_log.item_features, self.eval_log.item_features
+                ),
+            },
+        }
+
+
+def prepare_obd(
+    campaign: str,
+    position_handling: str,
+    *,
+    wheel: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ObdData:
+    """Loads a campaign's ``bts`` and ``random`` logs and aligns them (module docstring, Data alignment)."""
     train_log = load_obd("bts", campaign, wheel=wheel, cache_dir=cache_dir)
     eval_log = load_obd("random", campaign, wheel=wheel, cache_dir=cache_dir)
     if not np.array_equal(train_log.item_ids, eval_log.item_ids):
-        raise ValueError(
-            f"campaign: the bts and random item tables of {campaign!r} list different items "
-            f"({train_log.n_actions} and {eval_log.n_actions})"
+        raise InputError(
+            "campaign",
+            f"the bts and random item tables of {campaign!r} list different items "
+            f"({train_log.n_actions} and {eval_log.n_actions})",
         )
     n_slots = max(train_log.n_positions, eval_log.n_positions)
     for name, logs in (("bts", train_log), ("random", eval_log)):
         missing = [k for k in range(n_slots) if not np.any(logs.position == k)]
         if missing:
-            raise ValueError(f"campaign: the {name} log of {campaign!r} has no rows in slot(s) {missing}")
-    items = jnp.asarray(train_log.item_features, jnp.float32)
+            raise InputError("campaign", f"the {name} log of {campaign!r} has no rows in slot(s) {missing}")
     pooled = position_handling == "pooled"
-    # Per slot: training data (pooled: one shared LoggedData) and evaluation contexts.
     if pooled:
         train_sets = [train_log.to_logged_data(None, position_feature=True)]
     else:
@@ -217,97 +335,121 @@ def run_obd_study(
         context, dropped = _aligned_context(eval_log, train_log, layout, rows, n_slots)
         eval_context.append(jnp.asarray(context, jnp.float32))
         unseen += dropped
-    actions = [eval_log.action[rows] for rows in eval_rows]
-    rewards = [eval_log.click[rows].astype(np.float64) for rows in eval_rows]
-    pscores = [eval_log.propensity_score[rows] for rows in eval_rows]
+    return ObdData(
+        train_log=train_log,
+        eval_log=eval_log,
+        n_slots=n_slots,
+        pooled=pooled,
+        train_sets=train_sets,
+        items=jnp.asarray(train_log.item_features, jnp.float32),
+        eval_context=eval_context,
+        actions=[eval_log.action[rows] for rows in eval_rows],
+        rewards=[eval_log.click[rows].astype(np.float64) for rows in eval_rows],
+        pscores=[eval_log.propensity_score[rows] for rows in eval_rows],
+        unseen=unseen,
+    )
 
-    uniform = _slot_average([_mean_terms(r) for r in rewards])
-    bts_slots = [
-        _mean_terms(train_log.click[train_log.position == k].astype(np.float64)) for k in range(n_slots)
-    ]
-    bts = _slot_average(bts_slots)
+
+def _baselines(data: ObdData, permutations: int, seed: int) -> tuple[dict, dict]:
+    """The uniform policy's value (the random log's click rate), the ``bts`` log's, and their difference."""
+    uniform = _slot_average([_mean_terms(r) for r in data.rewards])
+    bts = _slot_average([_mean_terms(data.train_clicks(k).astype(np.float64)) for k in range(data.n_slots)])
     bts["difference"] = _with_ci(
-        {
-            "value": bts["value"] - uniform["value"],
-            "stderr": math.hypot(bts["stderr"], uniform["stderr"]),
-        },
+        {"value": bts["value"] - uniform["value"], "stderr": math.hypot(bts["stderr"], uniform["stderr"])},
         significance=True,
     )
     bts["difference"]["p_permutation"] = _two_sample_pvalue(
-        [train_log.click[train_log.position == k] for k in range(n_slots)],
-        [eval_log.click[rows] for rows in eval_rows],
+        [data.train_clicks(k) for k in range(data.n_slots)],
+        data.rewards,
         permutations,
         np.random.default_rng(seed),
     )
-    result = {
-        "campaign": campaign,
-        "seeds": int(seeds),
-        "seed": int(seed),
-        "position_handling": position_handling,
-        "permutations": int(permutations),
-        "config": {name: config.to_dict() for name, config in configs.items()},
-        "n_slots": n_slots,
-        "n_actions": train_log.n_actions,
-        "rows": {
-            "bts": [int(np.sum(train_log.position == k)) for k in range(n_slots)],
-            "random": [int(rows.size) for rows in eval_rows],
-        },
-        "clicks": {
-            "bts": [int(train_log.click[train_log.position == k].sum()) for k in range(n_slots)],
-            "random": [int(r.sum()) for r in rewards],
-        },
-        "alignment": {
-            "random_rows_with_unseen_user_categories": int(unseen),
-            "random_item_table_matches_up_to_relabelling": _same_up_to_relabelling(
-                train_log.item_features, eval_log.item_features
-            ),
-        },
-        "uniform": uniform,
-        "bts": bts,
-        "learners": {},
-    }
-    log(
-        f"OBD {campaign}: bts {train_log.n_rounds} rows ({int(train_log.click.sum())} clicks), "
-        f"random {eval_log.n_rounds} rows ({int(eval_log.click.sum())} clicks), {n_slots} slots, "
-        f"{train_log.n_actions} items; uniform CTR {uniform['value']:.4%}, bts CTR {bts['value']:.4%}"
-    )
+    return uniform, bts
 
-    # Every learner shares the towers' shapes and temperature, so one compiled evaluation serves all.
-    model, temperature = configs[learners[0]].model, configs[learners[0]].temperature
 
-    @jax.jit
-    def probabilities(params, context):
-        scores = jax.vmap(lambda p: model.scores(p, context, items))(params)
-        return jnp.exp(log_policy(scores, temperature))
+class ObdStudy(Study):
+    """The learners as cells: each trains ``seeds`` policies and estimates their value on the random log."""
 
-    base_key = jax.random.key(seed)
-    for index, name in enumerate(learners):
-        cell_start = time.perf_counter()
-        run = jax.jit(jax.vmap(make_train(configs[name]), in_axes=(0, None)))
+    name = "obd"
+
+    def __init__(
+        self,
+        data: ObdData,
+        configs: dict[str, TrainConfig],
+        *,
+        seeds: int,
+        seed: int,
+        permutations: int,
+        devices: int | None = None,
+    ):
+        self.data, self.configs = data, configs
+        self.seeds, self.seed, self.permutations, self.devices = seeds, seed, permutations, devices
+        # Every learner shares the towers' shapes and temperature, so one compiled evaluation serves all.
+        first = next(iter(configs.values()))
+        model, temperature, items = first.model, first.temperature, data.items
+
+        @jax.jit
+        def probabilities(params, context):
+            scores = jax.vmap(lambda p: model.scores(p, context, items))(params)
+            return jnp.exp(log_policy(scores, temperature))
+
+        self.probabilities = probabilities
+
+    def manifest(self) -> dict:
+        return {
+            "seeds": self.seeds,
+            "seed": self.seed,
+            "permutations": self.permutations,
+            "config": {name: config.to_dict() for name, config in self.configs.items()},
+        }
+
+    def cells(self) -> list[str]:
+        return list(self.configs)
+
+    def label(self, cell: str) -> str:
+        return f"{cell:>10}"
+
+    def summary(self, cell: str, rows: list[dict]) -> str:
+        (row,) = rows
+        ips, diff = row["ips"], row["difference"]["ips"]
+        return (
+            f"IPS {ips['value']:.4%} [{ips['ci'][0]:.4%}, {ips['ci'][1]:.4%}], minus uniform "
+            f"{diff['value']:+.4%} [{diff['ci'][0]:+.4%}, {diff['ci'][1]:+.4%}], "
+            f"permutation p {diff['p_permutation']:.3f}"
+        )
+
+    def run_cell(self, cell: str) -> list[dict]:
+        start = time.perf_counter()
+        data = self.data
         prob_logged, max_prob, losses = [], [], []
-        trained = None
-        for k in range(n_slots):
-            if trained is None or not pooled:  # pooled: one training run serves every slot
-                slot_key = base_key if pooled else jax.random.fold_in(base_key, k)
-                trained = run(jax.random.split(slot_key, seeds), train_sets[0 if pooled else k])
+        for k in range(data.n_slots):
+            if k == 0 or not data.pooled:  # pooled: one training run serves every slot
+                trained = self.train(cell, k)
                 losses.append(np.asarray(trained.loss, np.float64))
-            pi = np.asarray(probabilities(trained.params, eval_context[k]), np.float64)  # [S, n_k, A]
-            prob_logged.append(pi[:, np.arange(pi.shape[1]), actions[k]])
+            pi = np.asarray(
+                self.probabilities(trained.params, data.eval_context[k]), np.float64
+            )  # [S, n_k, A]
+            prob_logged.append(pi[:, np.arange(pi.shape[1]), data.actions[k]])
             max_prob.append(float(pi.max(axis=-1).mean()))
-        estimates = slot_estimates(prob_logged, rewards, pscores, permutations=permutations, seed=seed)
+        estimates = slot_estimates(
+            prob_logged, data.rewards, data.pscores, permutations=self.permutations, seed=self.seed
+        )
         estimates["max_prob"] = float(np.mean(max_prob))
         estimates["loss"] = np.mean(np.stack(losses), axis=(0, 1)).tolist()
-        estimates["seconds"] = time.perf_counter() - cell_start
-        result["learners"][name] = estimates
-        ips, diff = estimates["ips"], estimates["difference"]["ips"]
-        log(
-            f"[{index + 1}/{len(learners)}] {name:>10}: IPS {ips['value']:.4%} "
-            f"[{ips['ci'][0]:.4%}, {ips['ci'][1]:.4%}], minus uniform {diff['value']:+.4%} "
-            f"[{diff['ci'][0]:+.4%}, {diff['ci'][1]:+.4%}], permutation p {diff['p_permutation']:.3f} "
-            f"({estimates['seconds']:.1f}s)"
+        estimates["seconds"] = time.perf_counter() - start
+        return [{"learner": cell, **estimates}]
+
+    def train(self, learner: str, slot: int):
+        """``seeds`` runs of ``learner`` on the slot's ``bts`` rows (pooled: on all), one compiled call."""
+        pooled = self.data.pooled
+        result, _ = train_seeds(
+            self.configs[learner],
+            seeds=self.seeds,
+            seed=self.seed if pooled else self.data.n_slots * self.seed + slot,
+            devices=self.devices,
+            data=self.data.train_sets[0 if pooled else slot],
         )
-    result["seconds"] = time.perf_counter() - start
-    return result
+        return result
 
 
 def slot_estimates(
@@ -345,8 +487,8 @@ def slot_estimates(
         snips = _snips(w_bar, r)
         per["snips"].append(snips)
         per["diff_ips"].append(_mean_terms((w_bar - 1.0) * r))
-        influence = w_bar * (r - snips["value"]) / w_bar.mean() - (r - r.mean())
-        per["diff_snips"].append({"value": snips["value"] - r.mean(), "stderr": _se(influence)})
+        influence = _snips_influence(w_bar, r, snips["value"]) - (r - r.mean())
+        per["diff_snips"].append({"value": snips["value"] - r.mean(), "stderr": mean_se(influence)[1]})
         ess += float(w_bar.sum() ** 2 / np.sum(w_bar**2)) if np.any(w_bar > 0) else 0.0
     out = {}
     for name in ("ips", "snips"):
@@ -498,14 +640,15 @@ def format_obd(result: dict) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _se(terms: np.ndarray) -> float:
-    terms = np.asarray(terms, np.float64)
-    return float(terms.std(ddof=1) / math.sqrt(terms.size)) if terms.size > 1 else float("nan")
-
-
 def _mean_terms(terms: np.ndarray) -> dict:
-    terms = np.asarray(terms, np.float64)
-    return {"value": float(terms.mean()), "stderr": _se(terms)}
+    """The mean of per-row terms and its standard error."""
+    value, stderr = mean_se(terms)
+    return {"value": value, "stderr": stderr}
+
+
+def _snips_influence(w: np.ndarray, r: np.ndarray, value: float) -> np.ndarray:
+    """SNIPS's per-row influence ``w_i (r_i - V) / mean(w)``; SNIPS's delta-method s.e. is its mean's."""
+    return w * (r - value) / w.mean()
 
 
 def _snips(w: np.ndarray, r: np.ndarray) -> dict:
@@ -513,12 +656,11 @@ def _snips(w: np.ndarray, r: np.ndarray) -> dict:
     if total <= 0:
         return {"value": float("nan"), "stderr": float("nan")}
     value = float(np.sum(w * r) / total)
-    return {"value": value, "stderr": _se(w * (r - value) / w.mean())}
+    return {"value": value, "stderr": mean_se(_snips_influence(w, r, value))[1]}
 
 
 def _with_ci(entry: dict, significance: bool = False) -> dict:
-    value, se = entry["value"], entry["stderr"]
-    entry["ci"] = [value - Z_95 * se, value + Z_95 * se]
+    entry["ci"] = list(normal_interval(entry["value"], entry["stderr"]))
     if significance:
         entry["significant"] = bool(entry["ci"][0] > 0 or entry["ci"][1] < 0)
     return entry
@@ -570,3 +712,51 @@ def _same_up_to_relabelling(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     key = lambda m: sorted(tuple(np.round(col, 9)) for col in m.T)  # noqa: E731
     return key(a) == key(b)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers) -> None:
+    """``towerjax study obd``."""
+    parser = subcommand(
+        subparsers,
+        "obd",
+        _main,
+        help="Open Bandit Dataset: learn from the bts logs, evaluate on the random logs",
+    )
+    parser.add_argument("--campaign", choices=CAMPAIGNS, default="all", help="OBD campaign")
+    add_seed_arguments(parser, seeds=10)
+    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the bts log")
+    parser.add_argument(
+        "--learners", type=name_list, default=None, help="comma-separated subset of " + ",".join(OBD_LEARNERS)
+    )
+    parser.add_argument(
+        "--positions",
+        choices=POSITION_HANDLINGS,
+        default="pooled",
+        help="one policy with a slot feature, or one per slot",
+    )
+    parser.add_argument(
+        "--cap", type=positive_float, default=10.0, help="importance-weight cap of ips, dr, snips"
+    )
+    parser.add_argument("--no-cap", action="store_true", help="no cap")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.set_defaults(flags={"position_handling": "--positions"})
+
+
+def _main(args: argparse.Namespace) -> int:
+    def run() -> dict:
+        return run_obd_study(
+            campaign=args.campaign,
+            seeds=args.seeds,
+            seed=args.seed,
+            epochs=args.epochs,
+            learners=OBD_LEARNERS if args.learners is None else tuple(args.learners),
+            position_handling=args.positions,
+            cap=None if args.no_cap else args.cap,
+            devices=args.devices,
+            log=lambda line: print(line, flush=True),
+        )
+
+    return dataset_command(args, run, format_obd)
