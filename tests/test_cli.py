@@ -80,7 +80,7 @@ def test_bare_command_prints_usage_and_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 0.005)" in text and "--unbiased" in text and "[two-stage]" in text
+    assert "(default: 0.005)" in text and "--unbiased" in text and "0.01,10]" in text
 
 
 def test_study_chen_writes_learned_and_expected_policies(tmp_path):

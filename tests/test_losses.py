@@ -8,6 +8,7 @@ import pytest
 
 import towerjax
 from towerjax import TwoTower
+from towerjax.losses import topk_ips_loss, transform_weights
 
 MODEL = TwoTower(hidden_sizes=(8,), embedding_size=4)
 B, A, DX, DA = 6, 5, 3, 4
@@ -191,3 +192,121 @@ def test_losses_reject_mismatched_shapes_naming_the_argument():
         towerjax.ips_loss(log_pi, jnp.zeros(4), ok["reward"], ok["pscore"])
     with pytest.raises(ValueError, match="mask"):
         towerjax.ips_loss(log_pi, ok["action"], ok["reward"], ok["pscore"], mask=jnp.ones(3))
+
+
+# --- weight transforms, variance penalty and the top-K correction (SPEC 4) ---------------
+
+BW, AW = 8, 5
+
+
+def _weights_batch(seed=0):
+    k = jax.random.split(jax.random.key(seed), 5)
+    logits = jax.random.normal(k[0], (BW, AW))
+    action = jax.random.randint(k[1], (BW,), 0, AW)
+    reward = jax.random.bernoulli(k[2], 0.6, (BW,)).astype(jnp.float32)
+    pscore = jax.random.uniform(k[3], (BW,), minval=0.05, maxval=1.0)
+    return logits, action, reward, pscore
+
+
+def _grad_log_pi_a(logits, action):
+    """``[BW, BW, AW]``: gradient of ``log pi(a_i|x_i)`` w.r.t. all logits (one row per event)."""
+    return jax.vmap(lambda i: jax.grad(lambda th: jax.nn.log_softmax(th)[i, action[i]])(logits))(
+        jnp.arange(BW)
+    )
+
+
+def test_topk_gradient_equals_the_topk_corrected_estimator():
+    logits, action, reward, pscore = _weights_batch()
+    grad = jax.grad(lambda th: topk_ips_loss(jax.nn.log_softmax(th), action, reward, pscore, k=3))(logits)
+    pi_a = np.asarray(jax.nn.softmax(logits))[np.arange(BW), action]
+    coef = pi_a / np.asarray(pscore) * 3 * (1 - pi_a) ** 2 * np.asarray(reward) / BW
+    estimate = -jnp.tensordot(jnp.asarray(coef), _grad_log_pi_a(logits, action), axes=1)
+    np.testing.assert_allclose(grad, estimate, rtol=1e-5, atol=1e-7)
+
+
+def test_topk_with_k_1_is_exactly_ips():
+    logits, action, reward, pscore = _weights_batch(1)
+    topk = jax.value_and_grad(lambda th: topk_ips_loss(jax.nn.log_softmax(th), action, reward, pscore, k=1))
+    ips = jax.value_and_grad(lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward, pscore))
+    chex.assert_trees_all_close(topk(logits), ips(logits), rtol=1e-6)
+
+
+def test_topk_cap_bounds_the_product_weight():
+    logits, action, reward, pscore = _weights_batch(2)
+    log_pi = jax.nn.log_softmax(logits)
+    log_pi_a = np.asarray(log_pi)[np.arange(BW), action]
+    pi_a = np.exp(log_pi_a)
+    product = pi_a / np.asarray(pscore) * 2 * (1 - pi_a)
+    assert product.max() > 0.5  # the cap binds on this batch
+    expected = -np.mean(np.minimum(product, 0.5) * np.asarray(reward) * log_pi_a)
+    np.testing.assert_allclose(
+        topk_ips_loss(log_pi, action, reward, pscore, k=2, cap=0.5), expected, rtol=1e-5
+    )
+
+
+def test_snips_weights_average_one_and_caps_and_clips_hold():
+    w = jnp.array([0.01, 0.5, 3.0, 20.0, 2.0, 0.2])
+    mask = jnp.array([1, 1, 1, 1, 0, 0], jnp.float32)
+    np.testing.assert_allclose(jnp.mean(transform_weights(w, self_normalize=True)), 1.0, rtol=1e-6)
+    snips = transform_weights(w, self_normalize=True, mask=mask)
+    np.testing.assert_allclose(jnp.sum(snips * mask) / jnp.sum(mask), 1.0, rtol=1e-6)
+    assert float(jnp.max(transform_weights(w, cap=5.0))) == 5.0
+    clipped = transform_weights(w, clip=(0.1, 10.0))
+    assert float(clipped.min()) == pytest.approx(0.1) and float(clipped.max()) == pytest.approx(10.0)
+    # Caps apply before self-normalisation.
+    both = transform_weights(w, cap=5.0, self_normalize=True)
+    np.testing.assert_allclose(both, jnp.minimum(w, 5.0) / jnp.mean(jnp.minimum(w, 5.0)), rtol=1e-6)
+
+
+def test_snips_gradient_uses_self_normalised_weights():
+    logits, action, reward, pscore = _weights_batch(3)
+    grad = jax.grad(
+        lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward, pscore, self_normalize=True)
+    )(logits)
+    pi_a = np.asarray(jax.nn.softmax(logits))[np.arange(BW), action]
+    w = pi_a / np.asarray(pscore)
+    coef = w / w.mean() * np.asarray(reward) / BW
+    estimate = -jnp.tensordot(jnp.asarray(coef), _grad_log_pi_a(logits, action), axes=1)
+    np.testing.assert_allclose(grad, estimate, rtol=1e-5, atol=1e-7)
+
+
+def test_variance_penalty_adds_lambda_sqrt_var_over_b_with_gradient_through_pi():
+    logits, action, reward, pscore = _weights_batch(4)
+    log_pi = jax.nn.log_softmax(logits)
+    plain = towerjax.ips_loss(log_pi, action, reward, pscore)
+    penalised = towerjax.ips_loss(log_pi, action, reward, pscore, variance_penalty=0.7)
+    wr = np.asarray(jnp.exp(log_pi)[jnp.arange(BW), action] / pscore * reward)
+    np.testing.assert_allclose(penalised - plain, 0.7 * np.sqrt(wr.var() / BW), rtol=1e-4)
+
+    def penalty_only(th):
+        lp = jax.nn.log_softmax(th)
+        return towerjax.ips_loss(lp, action, reward, pscore, variance_penalty=1.0) - towerjax.ips_loss(
+            lp, action, reward, pscore
+        )
+
+    assert float(jnp.abs(jax.grad(penalty_only)(logits)).sum()) > 1e-3  # no stop_gradient on pi here
+    dr_plain = towerjax.dr_loss(log_pi, action, reward, pscore, jnp.zeros((BW, AW)))
+    dr_penalised = towerjax.dr_loss(log_pi, action, reward, pscore, jnp.zeros((BW, AW)), variance_penalty=0.7)
+    np.testing.assert_allclose(dr_penalised - dr_plain, 0.7 * np.sqrt(wr.var() / BW), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options, argument",
+    [
+        (dict(cap=0.0), "cap"),
+        (dict(cap=2.0, clip=(0.1, 3.0)), "cap"),
+        (dict(clip=(2.0, 1.0)), "clip"),
+        (dict(clip=(-1.0, 1.0)), "clip"),
+        (dict(clip=3.0), "clip"),
+    ],
+)
+def test_bad_weight_options_name_the_argument(options, argument):
+    logits, action, reward, pscore = _weights_batch()
+    with pytest.raises(ValueError, match=argument):
+        towerjax.ips_loss(jax.nn.log_softmax(logits), action, reward, pscore, **options)
+
+
+def test_topk_rejects_bad_k():
+    logits, action, reward, pscore = _weights_batch()
+    with pytest.raises(ValueError, match="k"):
+        topk_ips_loss(jax.nn.log_softmax(logits), action, reward, pscore, k=0)

@@ -26,17 +26,17 @@ from towerjax.train import OPTIMIZERS, TrainConfig, expose_cpu_cores
 
 # TrainConfig fields that ``towerjax train`` exposes, with their argument types.
 _TRAIN_FIELDS = {
-    "behavior": dict(choices=("uniform", "epsilon-greedy")),
-    "epsilon": dict(type=arguments.probability),
-    "n_rounds": dict(type=arguments.positive_int),
-    "n_test_rounds": dict(type=arguments.positive_int),
-    "n_actions": dict(type=arguments.positive_int),
-    "batch_size": dict(type=arguments.positive_int),
-    "epochs": dict(type=arguments.positive_int),
-    "optimizer": dict(choices=OPTIMIZERS),
-    "learning_rate": dict(type=arguments.positive_float),
-    "weight_decay": dict(type=arguments.nonnegative_float),
-    "temperature": dict(type=arguments.positive_float),
+    "behavior": dict(choices=("uniform", "epsilon-greedy"), help="logging policy of the synthetic problem"),
+    "epsilon": dict(type=arguments.probability, help="exploration rate of epsilon-greedy logging"),
+    "n_rounds": dict(type=arguments.positive_int, help="logged training events"),
+    "n_test_rounds": dict(type=arguments.positive_int, help="held-out test events"),
+    "n_actions": dict(type=arguments.positive_int, help="items"),
+    "batch_size": dict(type=arguments.positive_int, help="events per update step"),
+    "epochs": dict(type=arguments.positive_int, help="passes over the logs"),
+    "optimizer": dict(choices=OPTIMIZERS, help="adam: L2 decay coupled (PyTorch Adam); adamw: decoupled"),
+    "learning_rate": dict(type=arguments.positive_float, help="optimiser step size"),
+    "weight_decay": dict(type=arguments.nonnegative_float, help="L2 / decoupled weight decay"),
+    "temperature": dict(type=arguments.positive_float, help="softmax temperature tau of the policy"),
 }
 
 
@@ -64,10 +64,19 @@ def _option_type(field: dataclasses.Field) -> dict:
     return dict(type=arguments.optional_pair)
 
 
+def _default_text(field: dataclasses.Field) -> str:
+    value = field.default
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _add_train(commands) -> None:
     train = subcommand(commands, "train", _train, help="train one configuration over several seeds")
     defaults = TrainConfig()
-    train.add_argument("--objective", choices=tuple(OBJECTIVES), default=defaults.objective.name)
+    train.add_argument(
+        "--objective", choices=tuple(OBJECTIVES), default=defaults.objective.name, help="learning objective"
+    )
     for name, kwargs in _TRAIN_FIELDS.items():
         train.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name), **kwargs)
     train.add_argument(
@@ -75,15 +84,18 @@ def _add_train(commands) -> None:
         action="store_true",
         help="ignore logged propensities; learn a behaviour head and use its probabilities",
     )
-    group = train.add_argument_group(
-        "objective options (default: the objective's own; each names its objectives)"
-    )
+    group = train.add_argument_group("objective options (each lists its objectives and their defaults)")
     for name, field in _objective_options().items():
-        users = ", ".join(n for n, c in OBJECTIVES.items() if name in {f.name for f in dataclasses.fields(c)})
+        users = ", ".join(
+            f"{n}: {_default_text(f)}"
+            for n, c in OBJECTIVES.items()
+            for f in dataclasses.fields(c)
+            if f.name == name
+        )
         group.add_argument(
             "--" + name.replace("_", "-"),
             default=None,
-            help=f"{field.metadata.get('help', '')} [{users}]",
+            help=f"{field.metadata.get('help', '')} [default {users}]%(default).0s",
             **_option_type(field),
         )
     train.add_argument("--json", type=Path, default=None, help="write the results here")
