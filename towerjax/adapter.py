@@ -358,15 +358,22 @@ def _actions(
     return action
 
 
+def _report_missing(
+    events: _Table, column: Hashable, values: np.ndarray, problems: _Problems, prefix: str, expected: str
+) -> None:
+    """Reports the rows where ``values`` is NaN."""
+    missing = np.flatnonzero(np.isnan(values))
+    if missing.size:
+        problems.add(column, _rows_message(prefix, events, missing, "missing (NaN)", expected))
+
+
 def _rewards(events: _Table, column: Hashable, n: int, problems: _Problems) -> np.ndarray | None:
     """``[n]`` rewards; reports a missing (NaN) or infinite reward."""
     reward = _numeric_1d(events, column, n, problems, "reward column")
     if reward is None:
         return None
     prefix = f"reward column {column!r}"
-    missing = np.flatnonzero(np.isnan(reward))
-    if missing.size:
-        problems.add(column, _rows_message(prefix, events, missing, "missing (NaN)", "a finite number"))
+    _report_missing(events, column, reward, problems, prefix, "a finite number")
     infinite = np.flatnonzero(np.isinf(reward))
     if infinite.size:
         shown = _show_float(reward[infinite[0]])
@@ -380,9 +387,7 @@ def _propensities(events: _Table, column: Hashable, n: int, problems: _Problems)
     if pscore is None:
         return None
     prefix = f"pscore column {column!r}"
-    missing = np.flatnonzero(np.isnan(pscore))
-    if missing.size:
-        problems.add(column, _rows_message(prefix, events, missing, "missing (NaN)", "a value in (0, 1]"))
+    _report_missing(events, column, pscore, problems, prefix, "a value in (0, 1]")
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(~np.isnan(pscore) & ~((pscore > 0) & (pscore <= 1)))
     if bad.size:

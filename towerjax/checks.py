@@ -22,6 +22,7 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_sizes",
     "check_temperature",
     "masked_mean",
     "take_logged",
@@ -69,6 +70,19 @@ def check_nonnegative(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
         raise InputError(name, f"expected a number >= 0, got {value!r}")
     return float(value)
+
+
+def check_sizes(name: str, values, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """``values`` as a tuple of positive ints (layer sizes), or :class:`InputError` naming ``name``."""
+    try:
+        sizes = tuple(values)
+    except TypeError:
+        raise InputError(name, f"expected positive integers, got {values!r}") from None
+    if (not sizes and not allow_empty) or not all(
+        not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1 for v in sizes
+    ):
+        raise InputError(name, f"expected positive integers, got {values!r}")
+    return tuple(int(v) for v in sizes)
 
 
 def check_choice(name: str, value, choices) -> None:

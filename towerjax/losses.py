@@ -84,8 +84,11 @@ def transform_weights(
     return w
 
 
-def check_weight_options(cap: float | None, clip: tuple[float, float] | None) -> None:
-    """:class:`~towerjax.checks.InputError` naming ``cap`` or ``clip`` when the weight options are not valid."""
+def check_weight_options(cap: float | None, clip: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Checks the weight options, naming ``cap`` or ``clip`` in an :class:`~towerjax.checks.InputError`.
+
+    Returns ``clip`` as a pair of floats (or ``None``).
+    """
     if cap is not None and clip is not None:
         raise InputError("cap", "give either cap or clip, not both")
     if cap is not None and not (isinstance(cap, int | float) and cap > 0):
@@ -97,6 +100,8 @@ def check_weight_options(cap: float | None, clip: tuple[float, float] | None) ->
             raise InputError("clip", f"expected a pair (c_min, c_max), got {clip!r}") from None
         if not 0 <= low < high:
             raise InputError("clip", f"expected 0 <= c_min < c_max, got {clip!r}")
+        return (low, high)
+    return None
 
 
 def variance_penalty_term(terms: jax.Array, mask: ArrayLike | None) -> jax.Array:

@@ -101,14 +101,8 @@ class Objective:
 
 def _check_weights(cap, clip, variance_penalty) -> tuple[float, float] | None:
     """Validates the weight options (naming the field); returns ``clip`` as a tuple or None."""
-    if clip is not None:
-        try:
-            clip = tuple(float(c) for c in clip)
-        except (TypeError, ValueError):
-            raise InputError("clip", f"expected a pair (c_min, c_max) or None, got {clip!r}") from None
-    losses.check_weight_options(cap, clip)
     check_nonnegative("variance_penalty", variance_penalty)
-    return clip
+    return losses.check_weight_options(cap, clip)
 
 
 _CAP = "cap min(w, C) on the importance weights (biased toward the logging policy)"

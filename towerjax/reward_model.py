@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from towerjax.batching import epoch_batches
-from towerjax.checks import InputError, check_choice, check_positive_int
+from towerjax.checks import InputError, check_choice, check_positive_int, check_sizes
 from towerjax.data import LoggedData
 from towerjax.towers import ACTIVATIONS, MLP, check_activation
 
@@ -45,13 +45,12 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         check_activation(self.activation, "reward_model.activation")
         check_choice("reward_model.loss", self.loss, REWARD_LOSSES)
-        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
-            raise InputError("reward_model.hidden_sizes", f"expected positive sizes, got {self.hidden_sizes}")
+        sizes = check_sizes("reward_model.hidden_sizes", self.hidden_sizes, allow_empty=False)
         for name in ("batch_size", "epochs"):
             object.__setattr__(self, name, check_positive_int(f"reward_model.{name}", getattr(self, name)))
         if not self.learning_rate > 0:
             raise InputError("reward_model.learning_rate", f"expected > 0, got {self.learning_rate}")
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "hidden_sizes", sizes)
 
 
 class _ConcatMLP(nn.Module):

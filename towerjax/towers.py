@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from towerjax.checks import InputError, check_positive_int
+from towerjax.checks import InputError, check_positive_int, check_sizes
 
 __all__ = ["ACTIVATIONS", "MLP", "TwoTower"]
 
@@ -100,9 +100,7 @@ class TwoTower:
     def __post_init__(self) -> None:
         check_activation(self.activation)
         object.__setattr__(self, "embedding_size", check_positive_int("embedding_size", self.embedding_size))
-        if any(int(h) < 1 for h in self.hidden_sizes):
-            raise InputError("hidden_sizes", f"expected positive integers, got {self.hidden_sizes}")
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
 
     @property
     def _tower(self) -> MLP:

@@ -29,6 +29,7 @@ from towerjax.checks import (
     check_nonnegative,
     check_positive,
     check_positive_int,
+    check_sizes,
 )
 from towerjax.data import LoggedData
 from towerjax.objectives import IPS, OBJECTIVES, Objective, objective_from_name
@@ -126,15 +127,7 @@ class TrainConfig:
         for name in ("temperature", "learning_rate"):
             check_positive(name, getattr(self, name))
         check_nonnegative("weight_decay", self.weight_decay)
-        try:
-            hidden = tuple(int(h) for h in self.hidden_sizes)
-        except (TypeError, ValueError):
-            raise InputError(
-                "hidden_sizes", f"expected positive integers, got {self.hidden_sizes!r}"
-            ) from None
-        if any(h < 1 for h in hidden):
-            raise InputError("hidden_sizes", f"expected positive integers, got {self.hidden_sizes!r}")
-        object.__setattr__(self, "hidden_sizes", hidden)
+        object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
 
     @property
     def model(self) -> TwoTower:

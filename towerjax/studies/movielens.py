@@ -133,7 +133,7 @@ import numpy as np
 import optax
 
 from towerjax import arguments, losses
-from towerjax.checks import InputError, check_nonnegative, check_positive, check_positive_int
+from towerjax.checks import InputError, check_nonnegative, check_positive, check_positive_int, check_sizes
 from towerjax.data import LoggedData
 from towerjax.datasets import DatasetFileError, FetchError
 from towerjax.datasets.movielens import MovieLens100K, load_movielens_100k
@@ -229,9 +229,9 @@ class MovieLensStudyConfig:
             check_positive(name, getattr(self, name))
         for name in ("simulator_l2", "logging_noise", "ranker_noise", "weight_decay", "alpha"):
             check_nonnegative(name, getattr(self, name))
-        object.__setattr__(self, "hidden_sizes", _hidden_sizes(self.hidden_sizes))
+        object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
         check_activation(self.activation)
-        object.__setattr__(self, "clip", _clip(self.clip))
+        object.__setattr__(self, "clip", losses.check_weight_options(None, self.clip))
         object.__setattr__(self, "ks", _cutoffs(self.ks, self.candidates))
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
         if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
@@ -248,27 +248,6 @@ class MovieLensStudyConfig:
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
-
-
-def _hidden_sizes(value) -> tuple[int, ...]:
-    try:
-        hidden = tuple(int(h) for h in value)
-    except (TypeError, ValueError):
-        raise InputError("hidden_sizes", f"expected positive integers, got {value!r}") from None
-    if any(h < 1 for h in hidden):
-        raise InputError("hidden_sizes", f"expected positive integers, got {value!r}")
-    return hidden
-
-
-def _clip(value) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    try:
-        clip = tuple(float(c) for c in value)
-    except (TypeError, ValueError):
-        raise InputError("clip", f"expected a pair (c_min, c_max) or None, got {value!r}") from None
-    losses.check_weight_options(None, clip)
-    return clip
 
 
 def _cutoffs(value, candidates: int) -> tuple[int, ...]:
