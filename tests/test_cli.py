@@ -134,3 +134,28 @@ def test_data_without_a_reachable_registry_says_how_to_place_the_wheel(tmp_path)
     )  # fmt: skip
     assert proc.returncode == 1
     assert "obp==0.4.1" in proc.stderr and "copy the .whl" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_that_goes_non_finite_exits_1_naming_seed_epoch_and_objective(monkeypatch, capsys):
+    import dataclasses
+    from typing import ClassVar
+
+    import jax.numpy as jnp
+
+    from towerjax import cli
+    from towerjax.objectives import OBJECTIVES, Objective
+
+    @dataclasses.dataclass(frozen=True)
+    class Diverging(Objective):
+        name: ClassVar[str] = "diverging"
+
+        def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+            return jnp.sum(scores) * jnp.nan
+
+    monkeypatch.setitem(OBJECTIVES, Diverging.name, Diverging)
+    code = cli.main(
+        ["train", "--objective", "diverging", "--n-rounds", "20", "--n-test-rounds", "10", "--n-actions", "3",
+         "--batch-size", "10", "--epochs", "2", "--seeds", "2"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "run 0 of root seed 0" in err and "epoch 1" in err and "diverging" in err

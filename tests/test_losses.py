@@ -258,16 +258,135 @@ def test_snips_weights_average_one_and_caps_and_clips_hold():
     np.testing.assert_allclose(both, jnp.minimum(w, 5.0) / jnp.mean(jnp.minimum(w, 5.0)), rtol=1e-6)
 
 
-def test_snips_gradient_uses_self_normalised_weights():
+# --- gradient identities: every surrogate's gradient is minus the gradient of its estimate,
+# the estimate computed by autodiff with no stop_gradient anywhere (SPEC 4 and 7) ------
+
+Q_W = jax.random.uniform(jax.random.key(11), (BW, AW))
+
+
+def _estimates(logits, action, reward, pscore):
+    """Each estimator's value as a differentiable function of the logits (no stop_gradient)."""
+    pi = jax.nn.softmax(logits)
+    w = pi[jnp.arange(BW), action] / pscore
+    dm = jnp.sum(pi * Q_W, axis=-1)
+    res = reward - Q_W[jnp.arange(BW), action]
+    return {
+        "ips": jnp.mean(w * reward),
+        "snips": jnp.sum(w * reward) / jnp.sum(w),
+        "dr": jnp.mean(dm + w * res),
+        "sndr": jnp.mean(dm) + jnp.sum(w * res) / jnp.sum(w),
+        "switch-dr": jnp.mean(dm + jnp.where(w <= 2.0, w, 0.0) * res),
+        "dr-os": jnp.mean(dm + 3.0 * w / (w**2 + 3.0) * res),
+        "ipw-subgauss": jnp.mean(w / (1 - 0.3 + 0.3 * w) * reward),
+        "ipw-ls": jnp.mean(jnp.log1p(0.5 * w * reward) / 0.5),
+    }
+
+
+SURROGATES = {
+    "ips": lambda lp, a, r, p: towerjax.ips_loss(lp, a, r, p),
+    "snips": lambda lp, a, r, p: towerjax.ips_loss(lp, a, r, p, self_normalize=True),
+    "dr": lambda lp, a, r, p: towerjax.dr_loss(lp, a, r, p, Q_W),
+    "sndr": lambda lp, a, r, p: towerjax.dr_loss(lp, a, r, p, Q_W, self_normalize=True),
+    "switch-dr": lambda lp, a, r, p: towerjax.switch_dr_loss(lp, a, r, p, Q_W, threshold=2.0),
+    "dr-os": lambda lp, a, r, p: towerjax.dr_os_loss(lp, a, r, p, Q_W, shrinkage=3.0),
+    "ipw-subgauss": lambda lp, a, r, p: towerjax.subgaussian_ips_loss(lp, a, r, p, lam=0.3),
+    "ipw-ls": lambda lp, a, r, p: towerjax.log_smoothing_ips_loss(lp, a, r, p, lam=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_gradient_is_minus_the_gradient_of_the_estimate(name):
     logits, action, reward, pscore = _weights_batch(3)
-    grad = jax.grad(
-        lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward, pscore, self_normalize=True)
-    )(logits)
-    pi_a = np.asarray(jax.nn.softmax(logits))[np.arange(BW), action]
-    w = pi_a / np.asarray(pscore)
-    coef = w / w.mean() * np.asarray(reward) / BW
-    estimate = -jnp.tensordot(jnp.asarray(coef), _grad_log_pi_a(logits, action), axes=1)
-    np.testing.assert_allclose(grad, estimate, rtol=1e-5, atol=1e-7)
+    pscore = pscore / 4  # weights on both sides of the switch threshold and sqrt(shrinkage)
+    grad = jax.grad(lambda th: SURROGATES[name](jax.nn.log_softmax(th), action, reward, pscore))(logits)
+    exact = jax.grad(lambda th: _estimates(th, action, reward, pscore)[name])(logits)
+    np.testing.assert_allclose(grad, -exact, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["snips", "sndr"])
+def test_self_normalised_gradients_ignore_a_constant_added_to_every_reward(name):
+    logits, action, reward, pscore = _weights_batch(5)
+    grad = jax.grad(lambda th, r: SURROGATES[name](jax.nn.log_softmax(th), action, r, pscore))
+    np.testing.assert_allclose(grad(logits, reward + 1.0), grad(logits, reward), rtol=1e-4, atol=1e-6)
+    if name == "snips":  # at batch size 1 the baseline is the reward itself: no gradient
+        one = jax.grad(
+            lambda th: SURROGATES[name](jax.nn.log_softmax(th), action[:1], reward[:1], pscore[:1])
+        )
+        np.testing.assert_allclose(one(logits[:1]), 0.0, atol=1e-7)
+
+
+def test_baselines_translate_the_reward():
+    logits, action, reward, pscore = _weights_batch(6)
+    log_pi = jax.nn.log_softmax(logits)
+    translated = jax.grad(
+        lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward, pscore, baseline=0.4)
+    )
+    shifted = jax.grad(lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward - 0.4, pscore))
+    np.testing.assert_allclose(translated(logits), shifted(logits), rtol=1e-5, atol=1e-7)
+    w = np.exp(np.asarray(log_pi))[np.arange(BW), action] / np.asarray(pscore)
+    b = np.sum(w**2 * np.asarray(reward)) / np.sum(w**2)
+    optimal = jax.grad(
+        lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward, pscore, baseline="optimal")
+    )
+    by_hand = jax.grad(lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), action, reward - b, pscore))
+    np.testing.assert_allclose(optimal(logits), by_hand(logits), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="baseline"):
+        towerjax.ips_loss(log_pi, action, reward, pscore, baseline="best")
+    with pytest.raises(ValueError, match="baseline"):
+        towerjax.ips_loss(log_pi, action, reward, pscore, baseline=0.5, self_normalize=True)
+
+
+# --- no NaN from valid input (issue 12): huge logits, tiny propensities, zero weights ----
+
+
+def _finite_everywhere(name, logits, action, reward, pscore, mask=None):
+    def loss(th):
+        lp = jax.nn.log_softmax(th)
+        if mask is None:
+            return SURROGATES[name](lp, action, reward, pscore)
+        return _MASKED[name](lp, action, reward, pscore, mask)
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(logits)
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), (name, value, grad)
+    return value, grad
+
+
+_MASKED = {
+    "ips": lambda lp, a, r, p, m: towerjax.ips_loss(lp, a, r, p, variance_penalty=0.1, mask=m),
+    "snips": lambda lp, a, r, p, m: towerjax.ips_loss(lp, a, r, p, self_normalize=True, cap=10.0, mask=m),
+    "dr": lambda lp, a, r, p, m: towerjax.dr_loss(lp, a, r, p, Q_W, variance_penalty=0.1, mask=m),
+    "sndr": lambda lp, a, r, p, m: towerjax.dr_loss(lp, a, r, p, Q_W, self_normalize=True, mask=m),
+    "switch-dr": lambda lp, a, r, p, m: towerjax.switch_dr_loss(lp, a, r, p, Q_W, threshold=2.0, mask=m),
+    "dr-os": lambda lp, a, r, p, m: towerjax.dr_os_loss(lp, a, r, p, Q_W, shrinkage=3.0, mask=m),
+    "ipw-subgauss": lambda lp, a, r, p, m: towerjax.subgaussian_ips_loss(lp, a, r, p, lam=0.3, mask=m),
+    "ipw-ls": lambda lp, a, r, p, m: towerjax.log_smoothing_ips_loss(lp, a, r, p, lam=0.5, mask=m),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_no_nan_for_extreme_logits_tiny_propensities_zero_weights_and_empty_masks(name):
+    logits, action, reward, pscore = _weights_batch(7)
+    # Logits of +-1e4 with the logged action on the losing side: every pi(a_i|x_i) underflows to 0.
+    huge = jnp.where(jax.nn.one_hot(action, AW) > 0, -1e4, 1e4)
+    _, grad = _finite_everywhere(name, huge, action, reward, pscore)
+    if name == "snips":
+        np.testing.assert_array_equal(grad, 0.0)  # every weight 0: the SNIPS gradient is 0
+    # Logits of +-1e4 favouring the logged action, propensities down to 1e-8 (weights 1e8).
+    _finite_everywhere(name, -huge, action, reward, jnp.full(BW, 1e-8))
+    # An all-zero mask, and a single unmasked event.
+    _finite_everywhere(name, logits, action, reward, pscore, mask=jnp.zeros(BW))
+    _finite_everywhere(name, logits, action, reward, pscore, mask=jnp.zeros(BW).at[0].set(1.0))
+
+
+def test_out_of_range_actions_are_an_error_eagerly_and_nan_under_jit():
+    logits, action, reward, pscore = _weights_batch(8)
+    log_pi = jax.nn.log_softmax(logits)
+    bad = action.at[0].set(-1)
+    with pytest.raises(ValueError, match="action"):
+        towerjax.ips_loss(log_pi, bad, reward, pscore)
+    with pytest.raises(ValueError, match="action"):
+        towerjax.regression_loss(logits, action.at[1].set(AW), reward)
+    assert np.isnan(jax.jit(towerjax.ips_loss)(log_pi, bad, reward, pscore))
 
 
 def test_variance_penalty_adds_lambda_sqrt_var_over_b_with_gradient_through_pi():
@@ -276,7 +395,7 @@ def test_variance_penalty_adds_lambda_sqrt_var_over_b_with_gradient_through_pi()
     plain = towerjax.ips_loss(log_pi, action, reward, pscore)
     penalised = towerjax.ips_loss(log_pi, action, reward, pscore, variance_penalty=0.7)
     wr = np.asarray(jnp.exp(log_pi)[jnp.arange(BW), action] / pscore * reward)
-    np.testing.assert_allclose(penalised - plain, 0.7 * np.sqrt(wr.var() / BW), rtol=1e-4)
+    np.testing.assert_allclose(penalised - plain, 0.7 * np.sqrt(wr.var(ddof=1) / BW), rtol=1e-4)
 
     def penalty_only(th):
         lp = jax.nn.log_softmax(th)
@@ -287,7 +406,7 @@ def test_variance_penalty_adds_lambda_sqrt_var_over_b_with_gradient_through_pi()
     assert float(jnp.abs(jax.grad(penalty_only)(logits)).sum()) > 1e-3  # no stop_gradient on pi here
     dr_plain = towerjax.dr_loss(log_pi, action, reward, pscore, jnp.zeros((BW, AW)))
     dr_penalised = towerjax.dr_loss(log_pi, action, reward, pscore, jnp.zeros((BW, AW)), variance_penalty=0.7)
-    np.testing.assert_allclose(dr_penalised - dr_plain, 0.7 * np.sqrt(wr.var() / BW), rtol=1e-4)
+    np.testing.assert_allclose(dr_penalised - dr_plain, 0.7 * np.sqrt(wr.var(ddof=1) / BW), rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -310,3 +429,8 @@ def test_topk_rejects_bad_k():
     logits, action, reward, pscore = _weights_batch()
     with pytest.raises(ValueError, match="k"):
         topk_ips_loss(jax.nn.log_softmax(logits), action, reward, pscore, k=0)
+
+
+def test_every_registered_objective_has_a_gradient_identity_test():
+    # regression, naive and topk: the tests at the top of this file; two-stage: test_two_stage.py.
+    assert set(towerjax.OBJECTIVES) <= set(SURROGATES) | {"regression", "naive", "topk", "two-stage"}

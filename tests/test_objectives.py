@@ -16,12 +16,17 @@ from towerjax import losses
 from towerjax.checks import InputError
 from towerjax.objectives import (
     DR,
+    DROS,
     IPS,
     OBJECTIVES,
+    SNDR,
     SNIPS,
+    LogSmoothingIPS,
     Naive,
     Objective,
     Regression,
+    SubGaussianIPS,
+    SwitchDR,
     TopK,
     TwoStage,
     objective_from_name,
@@ -67,6 +72,42 @@ CASES = [
         ),
     ),
     (DR(), lambda s: losses.dr_loss(jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, Q_HAT, mask=MASK)),
+    (
+        IPS(baseline="optimal"),
+        lambda s: losses.ips_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, baseline="optimal", mask=MASK
+        ),
+    ),
+    (
+        SNDR(cap=3.0),
+        lambda s: losses.dr_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, Q_HAT, cap=3.0, self_normalize=True, mask=MASK
+        ),
+    ),
+    (
+        SwitchDR(threshold=4.0),
+        lambda s: losses.switch_dr_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, Q_HAT, threshold=4.0, mask=MASK
+        ),
+    ),
+    (
+        DROS(shrinkage=2.0),
+        lambda s: losses.dr_os_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, Q_HAT, shrinkage=2.0, mask=MASK
+        ),
+    ),
+    (
+        SubGaussianIPS(correction=0.2),
+        lambda s: losses.subgaussian_ips_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, lam=0.2, mask=MASK
+        ),
+    ),
+    (
+        LogSmoothingIPS(smoothing=0.5),
+        lambda s: losses.log_smoothing_ips_loss(
+            jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, lam=0.5, mask=MASK
+        ),
+    ),
     (Regression(), lambda s: losses.regression_loss(s, ACTION, REWARD, mask=MASK)),
     (Naive(), lambda s: losses.naive_loss(jax.nn.log_softmax(s), ACTION, REWARD, mask=MASK)),
     (
@@ -117,10 +158,14 @@ def test_objective_loss_and_gradient_are_its_loss_functions(objective, expected)
 
 
 def test_registry_names_every_objective_and_builds_it_by_name():
-    assert set(OBJECTIVES) == {"ips", "snips", "dr", "regression", "naive", "topk", "two-stage"}
+    assert set(OBJECTIVES) == {
+        "ips", "snips", "dr", "sndr", "switch-dr", "dr-os", "ipw-subgauss", "ipw-ls",
+        "regression", "naive", "topk", "two-stage",
+    }  # fmt: skip
     for name, cls in OBJECTIVES.items():
         assert cls.name == name and objective_from_name(name) == cls()
     assert objective_from_name("topk", k=3) == TopK(k=3)
+    assert objective_from_name("ipw") == IPS() and objective_from_name("snipw") == SNIPS()  # OBP's names
     assert TrainConfig(objective="dr").objective == DR()
     assert DR.needs_q_hat and TwoStage.needs_key and not IPS.needs_q_hat
 
@@ -136,6 +181,14 @@ def test_registry_names_every_objective_and_builds_it_by_name():
         (lambda: IPS(clip=True), "clip"),
         (lambda: IPS(variance_penalty=-0.5), "variance_penalty"),
         (lambda: SNIPS(self_normalize=False), "self_normalize"),
+        (lambda: SNDR(self_normalize=False), "self_normalize"),
+        (lambda: SNIPS(baseline=0.5), "baseline"),
+        (lambda: IPS(baseline="best"), "baseline"),
+        (lambda: IPS(baseline=float("nan")), "baseline"),
+        (lambda: SwitchDR(threshold=0.0), "threshold"),
+        (lambda: DROS(shrinkage=-1.0), "shrinkage"),
+        (lambda: SubGaussianIPS(correction=1.5), "correction"),
+        (lambda: LogSmoothingIPS(smoothing=0.0), "smoothing"),
         (lambda: TopK(k=0), "k"),
         (lambda: TwoStage(candidates=0), "candidates"),
         (lambda: TwoStage(alpha=-1.0), "alpha"),

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import towerjax
 
@@ -40,3 +41,15 @@ def test_slate_value_with_k_1_is_the_policy_value():
         towerjax.slate_value(log_pi, q, 1), towerjax.policy_value(log_pi, q), rtol=1e-6
     )
     assert float(towerjax.slate_value(log_pi, q, 3)) > float(towerjax.policy_value(log_pi, q))
+
+
+def test_slate_inclusion_is_exact_and_its_gradient_finite_from_tiny_pi_to_pi_1():
+    log_pi = jnp.log(jnp.array([[1.0, 0.0, 0.0], [1e-9, 0.5, 0.5 - 1e-9], [0.7, 0.2, 0.1]]))
+    log_pi = jnp.maximum(log_pi, -1e4)  # log(0) = -inf is not a valid input; -1e4 is its finite stand-in
+    alpha = np.asarray(towerjax.slate_inclusion(log_pi, 3))
+    pi = np.exp(np.asarray(log_pi, np.float64))
+    np.testing.assert_allclose(alpha, 1 - (1 - pi) ** 3, rtol=1e-5, atol=1e-12)
+    assert alpha[1, 0] == pytest.approx(3e-9, rel=1e-4)  # no cancellation for small pi
+    q = jnp.array([[1.0, 0.0, 0.5]] * 3)
+    grad = jax.grad(lambda lp: towerjax.slate_value(lp, q, 3))(log_pi)
+    assert np.all(np.isfinite(grad))

@@ -189,14 +189,52 @@ def test_reward_model_learns_q_and_predicts_every_pair_consistently():
     assert error < 0.6 * baseline, (error, baseline)
 
 
+def test_cross_fitted_q_hat_of_a_row_never_sees_that_rows_reward():
+    problem = blog_problem(jax.random.key(6), n_actions=4, dim=3)
+    data = sample_logged_data(jax.random.key(7), problem, 61)
+    flipped = dataclasses.replace(data, reward=data.reward.at[5].set(1.0 - data.reward[5]))
+    config = towerjax.RewardModelConfig(hidden_sizes=(8,), epochs=3, batch_size=8)
+    for folds in (2, 3):
+        model = towerjax.RewardModel(dataclasses.replace(config, folds=folds))
+        cross_fit = jax.jit(model.cross_fit)
+        q_hat, q_flipped = cross_fit(jax.random.key(8), data), cross_fit(jax.random.key(8), flipped)
+        assert q_hat.shape == (61, 4) and np.all(np.isfinite(q_hat))
+        np.testing.assert_array_equal(q_flipped[5], q_hat[5])  # row 5's model never saw row 5
+        assert np.abs(np.asarray(q_flipped) - np.asarray(q_hat)).max() > 1e-4  # the other fold's did
+    in_sample = jax.jit(towerjax.RewardModel(dataclasses.replace(config, folds=1)).cross_fit)
+    assert (
+        np.abs(in_sample(jax.random.key(8), flipped)[5] - in_sample(jax.random.key(8), data)[5]).max() > 1e-4
+    )
+    with pytest.raises(InputError, match="folds"):
+        towerjax.RewardModelConfig(folds=0)
+
+
 def test_off_policy_estimates_match_the_true_value():
     problem = blog_problem(jax.random.key(9), n_actions=5, dim=6)
     data = sample_logged_data(jax.random.key(10), problem, 20000)
     pi = jax.nn.softmax(3.0 * data.expected_reward, axis=-1)  # a policy that prefers good items
     truth = float(towerjax.policy_value(jnp.log(pi), data.expected_reward))
     estimates = towerjax.off_policy_estimates(pi, data.action, data.reward, data.pscore, data.expected_reward)
-    for name, (value, se) in estimates.items():
+    for name, estimate in estimates.items():
+        value, se = estimate.value, estimate.stderr
         assert abs(float(value) - truth) < 4 * float(se) + 1e-3, (name, value, se, truth)
     assert estimates["dr"].stderr < estimates["ips"].stderr
     with pytest.raises(ValueError, match="pscore"):
         towerjax.off_policy_estimates(pi, data.action, data.reward, data.pscore[:10])
+
+
+def test_check_finite_names_the_first_bad_run_and_epoch():
+    loss = np.zeros((3, 4))
+    loss[2, 2:] = np.nan
+    result = towerjax.TrainResult(
+        params={"w": np.ones((3, 2))}, loss=loss, train_value=loss, test_value=loss,
+        initial_value=np.zeros(3), behavior_value=np.zeros(3), optimal_value=np.zeros(3),
+    )  # fmt: skip
+    with pytest.raises(towerjax.NonFiniteError, match="run 2 of root seed 5, objective snips") as err:
+        towerjax.check_finite(result, SNIPS(), seed=5)
+    assert (err.value.seed, err.value.epoch, err.value.objective) == (2, 3, "snips")
+    result = dataclasses.replace(
+        result, loss=np.zeros((3, 4)), params={"w": np.array([[1, 1], [1, np.inf], [1, 1.0]])}
+    )
+    with pytest.raises(towerjax.NonFiniteError, match=r"run 1 .* final parameters"):
+        towerjax.check_finite(result, SNIPS())

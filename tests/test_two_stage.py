@@ -47,6 +47,27 @@ def test_k_1_is_ips_for_any_ranker():
     )
 
 
+def test_self_normalised_two_stage_with_a_first_ranked_logged_item_is_the_snips_gradient():
+    ranker = 1e4 * jax.nn.one_hot(ACTION, A)
+
+    def grads(reward):
+        two_stage = jax.grad(
+            lambda th: two_stage_ips_loss(
+                jax.random.key(0), jax.nn.log_softmax(th), ACTION, reward, PSCORE, ranker,
+                k=3, num_samples=8, alpha=0.0, self_normalize=True,
+            )
+        )  # fmt: skip
+        snips = jax.grad(
+            lambda th: towerjax.ips_loss(jax.nn.log_softmax(th), ACTION, reward, PSCORE, self_normalize=True)
+        )
+        return two_stage(THETA), snips(THETA)
+
+    two_stage, snips = grads(REWARD)
+    np.testing.assert_allclose(two_stage, snips, rtol=1e-5, atol=1e-7)
+    # The baseline makes it ignore a constant added to every reward.
+    np.testing.assert_allclose(grads(REWARD + 2.0)[0], two_stage, rtol=1e-4, atol=1e-6)
+
+
 def _enumerated_surrogate(theta, k, alpha):
     """The estimator's expectation over candidate sets, by enumerating every (k-1)-tuple."""
     log_p = jax.nn.log_softmax(theta)

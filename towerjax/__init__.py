@@ -8,7 +8,7 @@ from towerjax import synthetic
 from towerjax.adapter import FrameEncoding, FrameValidationError, logged_data_from_frame
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
-from towerjax.evaluation import Estimate, mean_se, off_policy_estimates
+from towerjax.evaluation import Estimate, WeightDiagnostics, mean_se, off_policy_estimates, weight_diagnostics
 from towerjax.large_softmax import (
     chunked_log_prob,
     chunked_log_softmax,
@@ -22,13 +22,33 @@ from towerjax.large_softmax import (
 )
 from towerjax.losses import (
     dr_loss,
+    dr_os_loss,
     importance_weight,
     ips_loss,
+    log_smoothing_ips_loss,
     naive_loss,
     regression_loss,
+    score_surrogate,
+    subgaussian_ips_loss,
+    switch_dr_loss,
     topk_ips_loss,
 )
-from towerjax.objectives import DR, IPS, OBJECTIVES, SNIPS, Naive, Objective, Regression, TopK, TwoStage
+from towerjax.objectives import (
+    DR,
+    DROS,
+    IPS,
+    OBJECTIVES,
+    SNDR,
+    SNIPS,
+    LogSmoothingIPS,
+    Naive,
+    Objective,
+    Regression,
+    SubGaussianIPS,
+    SwitchDR,
+    TopK,
+    TwoStage,
+)
 from towerjax.policy import (
     log_policy,
     policy_value,
@@ -42,9 +62,11 @@ from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.towers import TwoTower
 from towerjax.train import (
     Batch,
+    NonFiniteError,
     SeedRunner,
     TrainConfig,
     TrainResult,
+    check_finite,
     compile_seeds,
     expose_cpu_cores,
     make_train,
@@ -58,38 +80,48 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DR",
+    "DROS",
     "IPS",
     "OBJECTIVES",
+    "SNDR",
     "SNIPS",
     "Batch",
     "Estimate",
     "FrameEncoding",
     "FrameValidationError",
     "InputError",
+    "LogSmoothingIPS",
     "LoggedData",
     "Naive",
+    "NonFiniteError",
     "Objective",
     "Regression",
     "RewardModel",
     "RewardModelConfig",
     "SeedRunner",
+    "SubGaussianIPS",
+    "SwitchDR",
     "TopK",
     "TrainConfig",
     "TrainResult",
     "TwoStage",
     "TwoTower",
+    "WeightDiagnostics",
     "approx_top_k_items",
     "boltzmann_slate",
+    "check_finite",
     "chunked_log_prob",
     "chunked_log_softmax",
     "compile_seeds",
     "dr_loss",
+    "dr_os_loss",
     "exact_value_sampled_grad",
     "expose_cpu_cores",
     "importance_weight",
     "ips_loss",
     "item_proposal",
     "log_policy",
+    "log_smoothing_ips_loss",
     "logged_column",
     "logged_data_from_frame",
     "make_train",
@@ -105,9 +137,12 @@ __all__ = [
     "sample_items",
     "sample_slate",
     "sampled_log_prob_from_ids",
+    "score_surrogate",
     "shard_batch",
     "slate_inclusion",
     "slate_value",
+    "subgaussian_ips_loss",
+    "switch_dr_loss",
     "synthetic",
     "top_k_items",
     "topk_ips_loss",
@@ -116,4 +151,5 @@ __all__ = [
     "two_stage_policy",
     "two_stage_value",
     "uniform_log_q",
+    "weight_diagnostics",
 ]

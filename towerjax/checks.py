@@ -12,6 +12,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = [
@@ -92,8 +93,22 @@ def check_choice(name: str, value, choices) -> None:
 
 
 def take_logged(values: jax.Array, action: jax.Array) -> jax.Array:
-    """``[B, A], [B] -> [B]``: the entry of each row at its logged action."""
-    return jnp.take_along_axis(values, action[:, None], axis=-1)[:, 0]
+    """``[B, A], [B] -> [B]``: the entry of each row at its logged action.
+
+    An action outside ``[0, A)`` is an :class:`InputError` when it can be checked (eager
+    calls) and gives NaN under ``jit``/``vmap``, never another column's entry.
+    """
+    n_items = values.shape[-1]
+    if not isinstance(action, jax.core.Tracer):
+        found = np.asarray(action)
+        if found.size and (found.min() < 0 or found.max() >= n_items):
+            raise InputError(
+                "action",
+                f"expected item indices in [0, {n_items}), got values from {found.min()} to {found.max()}",
+            )
+    valid = (action >= 0) & (action < n_items)
+    picked = jnp.take_along_axis(values, jnp.where(valid, action, 0)[:, None], axis=-1)[:, 0]
+    return jnp.where(valid, picked, jnp.nan)
 
 
 def masked_mean(values: jax.Array, mask: ArrayLike | None) -> jax.Array:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import types
 import typing
 from pathlib import Path
 
-from towerjax import arguments
+from towerjax import arguments, jsonio
 from towerjax.arguments import Parser, add_seed_arguments, check_out_dir, subcommand
 from towerjax.checks import InputError
 from towerjax.objectives import OBJECTIVES
 from towerjax.studies import STUDIES, headline
-from towerjax.train import OPTIMIZERS, TrainConfig, expose_cpu_cores
+from towerjax.train import OPTIMIZERS, NonFiniteError, TrainConfig, expose_cpu_cores
 
 # TrainConfig fields that ``towerjax train`` exposes, with their argument types.
 _TRAIN_FIELDS = {
@@ -59,6 +58,8 @@ def _option_type(field: dataclasses.Field) -> dict:
         return dict(action=argparse.BooleanOptionalAction)
     if int in args:
         return dict(type=arguments.positive_int)
+    if str in args:
+        return dict(type=str)  # e.g. a number or a name; the objective checks it
     if float in args:
         return dict(type=arguments.nonnegative_float)
     return dict(type=arguments.optional_pair)
@@ -80,6 +81,13 @@ def _add_train(commands) -> None:
     for name, kwargs in _TRAIN_FIELDS.items():
         train.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name), **kwargs)
     train.add_argument(
+        "--reward-folds",
+        type=arguments.positive_int,
+        default=defaults.reward_model.folds,
+        help="cross-fitting folds of the reward model (dr, sndr, switch-dr, dr-os, two-stage); "
+        "1 fits and predicts on the same rows (in-sample: biased toward DM)",
+    )
+    train.add_argument(
         "--estimate-propensities",
         action="store_true",
         help="ignore logged propensities; learn a behaviour head and use its probabilities",
@@ -100,6 +108,7 @@ def _add_train(commands) -> None:
         )
     train.add_argument("--json", type=Path, default=None, help="write the results here")
     add_seed_arguments(train, seeds=1)
+    train.set_defaults(flags={"reward_model.folds": "--reward-folds"})
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -115,7 +124,13 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             raise InputError(name, f"not an option of the {args.objective} objective")
         options[name] = None if value == "none" else value
     fields = {name: getattr(args, name) for name in _TRAIN_FIELDS}
-    return TrainConfig(objective=cls(**options), estimate_propensities=args.estimate_propensities, **fields)
+    reward_model = dataclasses.replace(TrainConfig().reward_model, folds=args.reward_folds)
+    return TrainConfig(
+        objective=cls(**options),
+        estimate_propensities=args.estimate_propensities,
+        reward_model=reward_model,
+        **fields,
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -142,13 +157,15 @@ def _train(args: argparse.Namespace) -> int:
     }
     for name in ("initial_value", "behavior_value", "test_value", "optimal_value"):
         mean, se = mean_se(payload[name])
-        print(f"  {name:>15}: {mean:.4f} ± {se:.4f}")
+        print(
+            f"  {name:>15}: {mean:.4f}" + (f" ± {se:.4f}" if se == se else " (one seed: no standard error)")
+        )
     print(
         f"  compile {timing['seconds_compile']:.1f}s, train {timing['seconds_train']:.1f}s "
         f"({timing['seed_steps'] / timing['seconds_train']:.0f} seed-steps/s on {timing['devices']} device(s))"
     )
     if args.json is not None:
-        args.json.write_text(json.dumps(payload, indent=2))
+        args.json.write_text(jsonio.dumps(payload, indent=2))
         print(f"  wrote {args.json}")
     return 0
 
@@ -212,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except InputError as err:
         args.subparser.error(f"argument {arguments.flag(args.subparser, err.argument)}: {err.message}")
+    except NonFiniteError as err:
+        print(f"{args.subparser.prog}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,30 +1,61 @@
-"""Off-policy evaluation of a policy from logged data (SPEC 7).
+"""Off-policy evaluation of a policy from single-position logs (SPEC 7).
 
-Estimators follow Open Bandit Pipeline's definitions, each with a standard error from
-its per-event terms (``std(ddof=1) / sqrt(n)``; for SNIPS the delta method). The true
-value on data with known ``q`` is :func:`towerjax.policy.policy_value`.
+:func:`off_policy_estimates` gives Open Bandit Pipeline's estimators, under its
+``estimator_name`` s, each as an :class:`Estimate`: a value, a standard error, a 95% Wald
+interval, a 95% bootstrap percentile interval and the diagnostics of the importance weights
+it relies on (:func:`weight_diagnostics`). :func:`towerjax.jsonio.plain` makes any nested result
+JSON-strict. The true value on data with known ``q`` is :func:`towerjax.policy.policy_value`.
+
+Every estimator is a function ``g`` of the column means ``m`` of a per-row table ``C [n, K]``
+(``w r``, ``w``, ``dm``, ``w res``, ...). So one jitted computation gives all of them at once:
+the values ``g(m)``; the standard errors by the delta method, from the per-row influence
+``(C_i - m) . grad g(m)`` (for a plain mean, the row's term minus the mean); and the bootstrap,
+where resample ``b`` is ``g(counts_b @ C / n)`` with ``counts_b`` the rows' multiplicities.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple
+import numbers
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["Z_95", "Estimate", "mean_se", "normal_interval", "off_policy_estimates"]
+from towerjax.checks import InputError, check_positive_int
+
+__all__ = [
+    "ALIASES",
+    "ESTIMATORS",
+    "Z_95",
+    "Estimate",
+    "WeightDiagnostics",
+    "mean_se",
+    "normal_interval",
+    "off_policy_estimates",
+    "weight_diagnostics",
+]
 
 Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 
+ESTIMATORS = ("ipw", "snipw", "dm", "dr", "sndr", "switch-dr", "dr-os", "ipw-subgauss", "ipw-ls", "mips")
+"""Open Bandit Pipeline's ``estimator_name`` s, in the order :func:`off_policy_estimates` lists them."""
 
-class Estimate(NamedTuple):
-    """A value estimate and its standard error."""
+ALIASES = {"ips": "ipw", "snips": "snipw"}
+"""The names of towerjax's first releases, kept as aliases (the same :class:`Estimate`)."""
 
-    value: jax.Array
-    stderr: jax.Array
+ROW_SUM_TOLERANCE = 1e-3
+"""How far a row of ``pi`` or ``pi_b`` may sum from 1 (float32 softmax over many items drifts)."""
+
+DM_NOTE = (
+    "conditional on q_hat: the standard error and intervals count only the sampling of contexts, "
+    "not the reward model's own error (DM's bias), so they understate DM's uncertainty"
+)
+
+_BOOTSTRAP_CELLS = 1 << 22  # resamples x rows held at once in the bootstrap (16 MiB of float32 counts)
 
 
 def mean_se(values: ArrayLike) -> tuple[float, float]:
@@ -39,9 +70,200 @@ def normal_interval(value: float, stderr: float, z: float = Z_95) -> tuple[float
     return value - z * stderr, value + z * stderr
 
 
-def _mean_se(terms: jax.Array) -> Estimate:
-    n = terms.shape[0]
-    return Estimate(jnp.mean(terms), jnp.std(terms, ddof=1) / jnp.sqrt(n))
+# --------------------------------------------------------------------------- result types
+
+
+class WeightDiagnostics(NamedTuple):
+    """What to read before trusting an importance-weighted estimate.
+
+    Attributes:
+      ess: effective sample size ``(sum_i w_i)^2 / sum_i w_i^2`` (``n`` for equal weights; far
+        below ``n`` means a few rows carry the estimate). 0 when every weight is 0.
+      max_weight: ``max_i w_i``; one row moves a mean over ``n`` rows by ``w_i r_i / n``.
+      top1_share: the share of ``sum_i w_i`` held by the ``ceil(n / 100)`` largest weights
+        (at least one row); 0 when every weight is 0.
+      mean_weight: ``mean_i w_i``, 1 in expectation when ``pi_0`` covers ``pi``; far from 1
+        flags wrong propensities or a policy the logs do not support.
+    """
+
+    ess: Any
+    max_weight: Any
+    top1_share: Any
+    mean_weight: Any
+
+    def to_dict(self) -> dict[str, float]:
+        """The fields as plain floats."""
+        return {name: float(value) for name, value in self._asdict().items()}
+
+
+class Estimate(NamedTuple):
+    """One off-policy estimate of ``V(pi)``; the first two fields are the original ``(value, stderr)``.
+
+    Attributes:
+      value: the point estimate.
+      stderr: its standard error: ``std(ddof=1) / sqrt(n)`` of the per-row terms, by the delta
+        method for the self-normalised estimators.
+      wald_low, wald_high: ``value ± 1.96 stderr``.
+      bootstrap_low, bootstrap_high: the 2.5% and 97.5% percentiles of the estimate over row
+        resamples; NaN when no bootstrap ran (no ``key``).
+      diagnostics: :class:`WeightDiagnostics` of the weights the estimate uses (the marginal
+        weights for ``mips``); ``None`` for ``dm``.
+      note: how to read it (for ``dm``: that its uncertainty is conditional on ``q_hat``; for an
+        estimator with a hyperparameter: the ``lambda`` used), or ``None``.
+    """
+
+    value: float
+    stderr: float
+    wald_low: float = math.nan
+    wald_high: float = math.nan
+    bootstrap_low: float = math.nan
+    bootstrap_high: float = math.nan
+    diagnostics: WeightDiagnostics | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain floats (NaN kept; pass the result through :func:`towerjax.jsonio.plain` for strict JSON)."""
+        out: dict[str, Any] = {name: float(getattr(self, name)) for name in self._fields[:6]}
+        out["diagnostics"] = None if self.diagnostics is None else self.diagnostics.to_dict()
+        out["note"] = self.note
+        return out
+
+
+def weight_diagnostics(w: ArrayLike) -> WeightDiagnostics:
+    """``w [n] -> WeightDiagnostics`` (jax scalars; jit-able): ESS, max weight, top-1% share, mean.
+
+    .. math::
+      \\mathrm{ESS} = \\frac{(\\sum_i w_i)^2}{\\sum_i w_i^2}, \\quad
+      \\mathrm{top1} = \\frac{\\sum_{i \\in \\text{top } \\lceil n/100 \\rceil} w_i}{\\sum_i w_i}
+
+    Args:
+      w: ``[n]`` nonnegative importance weights, ``n >= 1``.
+
+    >>> d = weight_diagnostics(jnp.array([1.0, 1.0, 2.0, 0.0]))
+    >>> float(d.ess), float(d.max_weight), float(d.top1_share), float(d.mean_weight)
+    (2.6666667461395264, 2.0, 0.5, 1.0)
+    """
+    w = jnp.asarray(w, dtype=float)
+    if w.ndim != 1 or w.shape[0] < 1:
+        raise InputError("w", f"expected shape [n] with n >= 1, got {w.shape}")
+    n = w.shape[0]
+    total = jnp.sum(w)
+    top = jnp.sum(jax.lax.top_k(w, -(-n // 100))[0])
+    return WeightDiagnostics(
+        ess=_safe_ratio(total**2, jnp.sum(w**2)),
+        max_weight=jnp.max(w),
+        top1_share=_safe_ratio(top, total),
+        mean_weight=total / n,
+    )
+
+
+# --------------------------------------------------------------------------- the estimators
+
+
+def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den``, and 0 (with a zero gradient) where ``den == 0``."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
+
+
+class _Lambdas(NamedTuple):
+    switch: float
+    dros: float
+    subgauss: float
+    ls: float
+
+
+def _default_lambdas(n: int) -> _Lambdas:
+    root = math.sqrt(n)
+    return _Lambdas(switch=root, dros=float(n), subgauss=1 / root, ls=1 / root)
+
+
+def _names(has_q: bool, has_mips: bool, has_ls: bool) -> tuple[str, ...]:
+    skip = set()
+    if not has_q:
+        skip |= {"dm", "dr", "sndr", "switch-dr", "dr-os"}
+    if not has_mips:
+        skip.add("mips")
+    if not has_ls:
+        skip.add("ipw-ls")
+    return tuple(name for name in ESTIMATORS if name not in skip)
+
+
+def _columns(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, has_ls):
+    """The per-row table ``{column: [n]}`` and the importance weights ``w``, ``w(x, e)`` (or None)."""
+    rows = jnp.arange(pi.shape[0])
+    w = pi[rows, action] / pscore
+    lam_switch, lam_dros, lam_sg, lam_ls = lambdas
+    cols = {"wr": w * reward, "w": w}
+    if q_hat is not None:
+        res = reward - q_hat[rows, action]
+        # dr-os: lambda w / (w^2 + lambda), written so that lambda = inf gives w and lambda = 0 gives 0.
+        shrunk = jnp.where(lam_dros > 0, w / (1 + w**2 / jnp.where(lam_dros > 0, lam_dros, 1)), 0)
+        cols |= {
+            "dm": jnp.sum(pi * q_hat, axis=-1),
+            "wres": w * res,
+            "switch": jnp.where(w <= lam_switch, w, 0) * res,
+            "dros": shrunk * res,
+        }
+    cols["subgauss"] = _safe_ratio(w, 1 - lam_sg + lam_sg * w) * reward
+    if has_ls:
+        safe_ls = jnp.where(lam_ls > 0, lam_ls, 1)
+        cols["ls"] = jnp.where(lam_ls > 0, jnp.log1p(lam_ls * w * reward) / safe_ls, w * reward)
+    w_e = None
+    if pi_b is not None:
+        same = category[None, :] == category[action][:, None]  # [n, A]: a shares e(a_i)
+        w_e = jnp.sum(jnp.where(same, pi, 0), -1) / jnp.sum(jnp.where(same, pi_b, 0), -1)
+        cols["mips"] = w_e * reward
+    return cols, w, w_e
+
+
+_VALUE = {
+    "ipw": lambda m: m["wr"],
+    "snipw": lambda m: _safe_ratio(m["wr"], m["w"]),
+    "dm": lambda m: m["dm"],
+    "dr": lambda m: m["dm"] + m["wres"],
+    "sndr": lambda m: m["dm"] + _safe_ratio(m["wres"], m["w"]),
+    "switch-dr": lambda m: m["dm"] + m["switch"],
+    "dr-os": lambda m: m["dm"] + m["dros"],
+    "ipw-subgauss": lambda m: m["subgauss"],
+    "ipw-ls": lambda m: m["ls"],
+    "mips": lambda m: m["mips"],
+}
+
+
+@functools.partial(jax.jit, static_argnames=("has_ls", "n_bootstrap"))
+def _core(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, key, *, has_ls, n_bootstrap):
+    """All estimates as ``[E]`` arrays (in :func:`_names` order), plus weight diagnostics."""
+    cols, w, w_e = _columns(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, has_ls)
+    names = _names(q_hat is not None, pi_b is not None, has_ls)
+    keys = tuple(cols)
+    table = jnp.stack([cols[k] for k in keys], axis=1)  # C [n, K]
+    n = table.shape[0]
+
+    def estimates(means):  # g: [K] column means -> [E] estimates
+        m = dict(zip(keys, means, strict=True))
+        return jnp.stack([_VALUE[name](m) for name in names])
+
+    means = jnp.mean(table, axis=0)
+    value = estimates(means)
+    influence = (table - means) @ jax.jacfwd(estimates)(means).T  # [n, E], delta method
+    stderr = jnp.std(influence, axis=0, ddof=1) / jnp.sqrt(n)
+    if key is None:
+        low = high = jnp.full_like(value, jnp.nan)
+    else:
+
+        def resample(k):  # one bootstrap resample as count-weighted column means
+            counts = jnp.zeros(n, table.dtype).at[jax.random.randint(k, (n,), 0, n)].add(1)
+            return estimates(counts @ table / n)
+
+        batch = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS // n))
+        stats = jax.lax.map(resample, jax.random.split(key, n_bootstrap), batch_size=batch)  # [B, E]
+        low, high = jnp.quantile(stats, jnp.array([0.025, 0.975]), axis=0)
+    diagnostics = weight_diagnostics(w), None if w_e is None else weight_diagnostics(w_e)
+    return value, stderr, low, high, diagnostics
+
+
+# --------------------------------------------------------------------------- the entry point
 
 
 def off_policy_estimates(
@@ -50,50 +272,252 @@ def off_policy_estimates(
     reward: ArrayLike,
     pscore: ArrayLike,
     q_hat: ArrayLike | None = None,
+    *,
+    pi_b: ArrayLike | None = None,
+    action_embedding: ArrayLike | None = None,
+    switch_lambda: float | None = None,
+    dros_lambda: float | None = None,
+    subgauss_lambda: float | None = None,
+    ls_lambda: float | None = None,
+    key: jax.Array | None = None,
+    n_bootstrap: int = 1000,
 ) -> dict[str, Estimate]:
-    """Estimates ``V(pi)`` from logs collected by another policy.
+    """Estimates ``V(pi)`` from single-position logs collected by another policy (SPEC 7).
+
+    With ``w_i = pi(a_i|x_i) / p_i``, ``dm_i = sum_a pi(a|x_i) q_hat(x_i, a)`` and
+    ``res_i = r_i - q_hat(x_i, a_i)``, names as Open Bandit Pipeline's ``estimator_name``:
 
     .. math::
-      \\hat V_{IPS} = \\frac1n \\sum_i w_i r_i, \\quad
-      \\hat V_{SNIPS} = \\frac{\\sum_i w_i r_i}{\\sum_i w_i}, \\quad
-      \\hat V_{DM} = \\frac1n \\sum_i \\sum_a \\pi(a|x_i) \\hat q(x_i, a), \\quad
-      \\hat V_{DR} = \\hat V_{DM} + \\frac1n \\sum_i w_i (r_i - \\hat q(x_i, a_i))
+      \\mathrm{ipw} = \\tfrac1n \\textstyle\\sum_i w_i r_i, \\quad
+      \\mathrm{snipw} = \\frac{\\sum_i w_i r_i}{\\sum_i w_i}, \\quad
+      \\mathrm{dm} = \\tfrac1n \\textstyle\\sum_i dm_i, \\quad
+      \\mathrm{dr} = \\tfrac1n \\textstyle\\sum_i (dm_i + w_i res_i), \\quad
+      \\mathrm{sndr} = \\tfrac1n \\textstyle\\sum_i dm_i + \\frac{\\sum_i w_i res_i}{\\sum_i w_i}
 
-    with ``w_i = pi(a_i|x_i) / p_i``.
+    - ``switch-dr`` (Wang et al., ICML 2017): ``mean(dm_i + 1[w_i <= lambda] w_i res_i)``;
+      ``lambda = inf`` is ``dr``.
+    - ``dr-os`` (Su et al., ICML 2020, optimistic shrinkage): ``w~ = lambda w / (w^2 + lambda)``,
+      ``mean(dm_i + w~_i res_i)``; ``lambda = 0`` is ``dm``, ``lambda -> inf`` is ``dr``.
+    - ``ipw-subgauss`` (Metelli et al., NeurIPS 2021): ``w~ = w / (1 - lambda + lambda w)``,
+      ``mean(w~_i r_i)``, ``lambda in [0, 1]``; ``lambda = 0`` is ``ipw``.
+    - ``ipw-ls`` (logarithmic smoothing, Sakhi et al., NeurIPS 2024):
+      ``mean(log(1 + lambda w_i r_i)) / lambda``; pessimistic, never above ``ipw``. Defined for
+      rewards in ``[0, 1]``: left out when a reward lies outside.
+    - ``mips`` (Saito & Joachims, ICML 2022) for discrete item embeddings ``e(a)``:
+      ``w(x, e) = sum_{a: e(a)=e} pi(a|x) / sum_{a: e(a)=e} pi_b(a|x)``, ``mean(w(x_i, e(a_i)) r_i)``;
+      with every item its own category it is ``ipw``. Only when both ``pi_b`` and
+      ``action_embedding`` are given.
+
+    ``"ips"`` and ``"snips"`` are aliases of ``ipw`` and ``snipw``; the estimators using ``q_hat``
+    appear only when it is given.
+
+    Default ``lambda`` s. A row with weight ``w`` moves a mean over ``n`` rows by ``w r / n``, so
+    each row with ``w >~ sqrt(n)`` moves it by about a standard error (for rewards in ``[0, 1]``).
+    The defaults make each estimator's shrinkage act at that scale: ``switch_lambda = sqrt(n)``
+    (rows with larger weights use the model alone), ``dros_lambda = n`` (halves ``w = sqrt(n)``),
+    ``subgauss_lambda = 1 / sqrt(n)`` (halves ``w = 1 + sqrt(n)``), ``ls_lambda = 1 / sqrt(n)``
+    (shrinks ``w r = sqrt(n)`` by 31%). The bias each adds then falls like ``1 / sqrt(n)``, the
+    rate at which the ``lambda`` minimising Metelli et al.'s and Sakhi et al.'s bounds decays,
+    while heavy rows stay tamed. A ``lambda`` depends only on ``n`` and is held fixed in the
+    bootstrap. Tune it per dataset if needed (e.g. OBP's ``*Tuning`` estimators). OBP's own
+    defaults make these estimators degenerate: ``switch-dr`` ``inf`` (``dr``), ``dr-os`` 0
+    (``dm``), ``sg-ipw`` 0 (``ipw``).
+
+    Uncertainty. ``stderr`` is ``std(ddof=1) / sqrt(n)`` of the per-row terms, by the delta
+    method for ``snipw`` (influence ``w_i (r_i - V) / mean(w)``) and ``sndr`` (influence
+    ``dm_i - mean(dm) + w_i (res_i - V_res) / mean(w)``, ``V_res = sum w res / sum w``). The Wald
+    interval is ``value ± 1.96 stderr``; the bootstrap interval the 2.5/97.5% percentiles over
+    ``n_bootstrap`` resamples of the rows (``q_hat`` and the ``lambda`` s fixed), computed in one
+    vectorised call. Randomness comes only from ``key``: without one no bootstrap runs and its
+    fields are NaN (:func:`towerjax.jsonio.plain` turns them into ``null``). Every uncertainty treats
+    ``q_hat`` as given: for ``dm`` that leaves out its main error (the model's bias), which its
+    ``note`` says; for the DR family it is right when ``q_hat`` was fitted on other rows.
+
+    When ``sum_i w_i = 0`` (``pi`` gives no mass to any logged action), ``snipw`` is 0 and
+    ``sndr`` is ``dm``, with the weighted part's standard error 0, never NaN; the diagnostics
+    (ESS 0) say the logs carry no information about ``pi``.
 
     Args:
-      pi: ``[n, A]`` action probabilities of the evaluated policy.
-      action: ``[n]`` int logged actions.
+      pi: ``[n, A]`` action probabilities of the evaluated policy (rows sum to 1), ``n >= 2``.
+      action: ``[n]`` int logged actions in ``[0, A)``.
       reward: ``[n]`` rewards.
-      pscore: ``[n]`` logged propensities.
-      q_hat: optional ``[n, A]`` reward model; adds ``"dm"`` and ``"dr"``.
+      pscore: ``[n]`` logged propensities ``pi_0(a_i|x_i)`` in ``(0, 1]``.
+      q_hat: optional ``[n, A]`` reward model; adds ``dm, dr, sndr, switch-dr, dr-os``.
+      pi_b: optional ``[n, A]`` the logging policy's full distribution (for ``mips``).
+      action_embedding: optional ``[A]`` int category of each item, or ``[A, d]`` ints (each
+        distinct row one category), for ``mips``.
+      switch_lambda: ``switch-dr`` weight threshold ``>= 0`` (``inf`` allowed); default ``sqrt(n)``.
+      dros_lambda: ``dr-os`` shrinkage ``>= 0`` (``inf`` allowed); default ``n``.
+      subgauss_lambda: ``ipw-subgauss`` correction in ``[0, 1]``; default ``1 / sqrt(n)``.
+      ls_lambda: ``ipw-ls`` smoothing ``>= 0`` (0 gives ``ipw``); default ``1 / sqrt(n)``.
+      key: ``jax.random.key`` for the bootstrap; ``None`` skips it.
+      n_bootstrap: number of bootstrap resamples.
 
     Returns:
-      ``{"ips", "snips"[, "dm", "dr"]}`` to :class:`Estimate`.
+      ``{name: Estimate}`` for the names of :data:`ESTIMATORS` that apply, then the aliases.
+
+    Raises:
+      InputError: naming the argument, for wrong shapes or dtypes, ``n < 2``, actions out of
+        range, ``pscore`` outside ``(0, 1]``, rows of ``pi``/``pi_b`` that are not distributions,
+        non-finite values, ``pi_b = 0`` at a logged action, or a ``lambda`` out of range.
+
+    >>> pi = jnp.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    >>> est = off_policy_estimates(pi, jnp.array([0, 0, 1]), jnp.array([1.0, 0.0, 1.0]), jnp.full(3, 0.5))
+    >>> round(est["ipw"].value, 4), round(est["snipw"].value, 4), est["ips"] == est["ipw"]
+    (0.8667, 0.5909, True)
     """
-    pi, action = jnp.asarray(pi), jnp.asarray(action)
-    reward, pscore = jnp.asarray(reward), jnp.asarray(pscore)
-    if pi.ndim != 2:
-        raise ValueError(f"pi: expected shape [n, A], got {pi.shape}")
-    n = pi.shape[0]
-    if n < 2:
-        raise ValueError(f"pi: expected at least 2 events for a standard error, got {n}")
-    for name, value in (("action", action), ("reward", reward), ("pscore", pscore)):
-        if value.shape != (n,):
-            raise ValueError(f"{name}: expected shape ({n},) to match pi, got {value.shape}")
-    rows = jnp.arange(n)
-    w = pi[rows, action] / pscore
-    mean_w = jnp.mean(w)
-    snips = jnp.sum(w * reward) / jnp.sum(w)
-    out = {
-        "ips": _mean_se(w * reward),
-        "snips": Estimate(snips, jnp.std(w * (reward - snips) / mean_w, ddof=1) / jnp.sqrt(n)),
+    pi_h, action_h, reward_h, pscore_h = _check_logs(pi, action, reward, pscore)
+    n, n_actions = pi_h.shape
+    q_hat_h = None if q_hat is None else _check_matrix("q_hat", q_hat, pi_h.shape)
+    category = pi_b_h = None
+    if pi_b is not None and action_embedding is not None:
+        pi_b_h = _check_distribution("pi_b", pi_b, pi_h.shape)
+        if np.any(pi_b_h[np.arange(n), action_h] <= 0):
+            raise InputError("pi_b", "expected pi_b > 0 at every logged action")
+        category = _check_embedding(action_embedding, n_actions)
+    elif pi_b is not None:
+        _check_distribution("pi_b", pi_b, pi_h.shape)
+    elif action_embedding is not None:
+        _check_embedding(action_embedding, n_actions)
+    defaults = _default_lambdas(n)
+    lambdas = _Lambdas(
+        switch=_check_lambda("switch_lambda", switch_lambda, defaults.switch, allow_inf=True),
+        dros=_check_lambda("dros_lambda", dros_lambda, defaults.dros, allow_inf=True),
+        subgauss=_check_lambda("subgauss_lambda", subgauss_lambda, defaults.subgauss, upper=1.0),
+        ls=_check_lambda("ls_lambda", ls_lambda, defaults.ls),
+    )
+    n_bootstrap = check_positive_int("n_bootstrap", n_bootstrap)
+    has_ls = bool(np.all((reward_h >= 0) & (reward_h <= 1)))
+
+    value, stderr, low, high, (diag_w, diag_e) = jax.device_get(
+        _core(
+            jnp.asarray(pi_h, float),
+            jnp.asarray(action_h),
+            jnp.asarray(reward_h, float),
+            jnp.asarray(pscore_h, float),
+            jnp.asarray(lambdas, float),
+            None if q_hat_h is None else jnp.asarray(q_hat_h, float),
+            None if pi_b_h is None else jnp.asarray(pi_b_h, float),
+            None if category is None else jnp.asarray(category),
+            key,
+            has_ls=has_ls,
+            n_bootstrap=n_bootstrap,
+        )
+    )
+    diag_w = WeightDiagnostics(*map(float, diag_w))
+    diag_e = None if diag_e is None else WeightDiagnostics(*map(float, diag_e))
+    notes = {
+        "dm": DM_NOTE,
+        "switch-dr": f"lambda={lambdas.switch:.6g}",
+        "dr-os": f"lambda={lambdas.dros:.6g}",
+        "ipw-subgauss": f"lambda={lambdas.subgauss:.6g}",
+        "ipw-ls": f"lambda={lambdas.ls:.6g}",
     }
-    if q_hat is not None:
-        q_hat = jnp.asarray(q_hat)
-        if q_hat.shape != pi.shape:
-            raise ValueError(f"q_hat: expected shape {pi.shape} to match pi, got {q_hat.shape}")
-        direct = jnp.sum(pi * q_hat, axis=-1)
-        out["dm"] = _mean_se(direct)
-        out["dr"] = _mean_se(direct + w * (reward - q_hat[rows, action]))
+    out = {}
+    for i, name in enumerate(_names(q_hat_h is not None, pi_b_h is not None, has_ls)):
+        v, se = float(value[i]), float(stderr[i])
+        out[name] = Estimate(
+            value=v,
+            stderr=se,
+            wald_low=v - Z_95 * se,
+            wald_high=v + Z_95 * se,
+            bootstrap_low=float(low[i]),
+            bootstrap_high=float(high[i]),
+            diagnostics=None if name == "dm" else diag_e if name == "mips" else diag_w,
+            note=notes.get(name),
+        )
+    for alias, name in ALIASES.items():
+        out[alias] = out[name]
     return out
+
+
+# --------------------------------------------------------------------------- input checks (host)
+
+
+def _as_float(name: str, value: ArrayLike) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as err:  # e.g. a ragged list
+        raise InputError(name, f"expected an array, got {type(value).__name__}") from err
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        array = array.astype(np.float64)
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise InputError(name, f"expected numbers, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise InputError(name, "expected finite values")
+    return array
+
+
+def _check_matrix(name: str, value: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
+    array = _as_float(name, value)
+    if array.shape != shape:
+        raise InputError(name, f"expected shape {shape} to match pi, got {array.shape}")
+    return array
+
+
+def _check_distribution(name: str, value: ArrayLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    array = _as_float(name, value)
+    if array.ndim != 2 or array.shape[1] < 1 or (shape is not None and array.shape != shape):
+        expected = f"{shape} to match pi" if shape is not None else "[n, A]"
+        raise InputError(name, f"expected shape {expected}, got {array.shape}")
+    if np.any(array < 0):
+        raise InputError(name, "expected probabilities >= 0")
+    worst = float(np.max(np.abs(array.sum(axis=1) - 1)))
+    if worst > ROW_SUM_TOLERANCE:
+        raise InputError(
+            name, f"expected every row to sum to 1 (within {ROW_SUM_TOLERANCE}), one is off by {worst:.3g}"
+        )
+    return array
+
+
+def _check_logs(pi, action, reward, pscore):
+    pi = _check_distribution("pi", pi)
+    n, n_actions = pi.shape
+    if n < 2:
+        raise InputError("pi", f"expected at least 2 rows for a standard error, got {n}")
+    action = np.asarray(action)
+    if action.shape != (n,):
+        raise InputError("action", f"expected shape ({n},) to match pi, got {action.shape}")
+    if not np.issubdtype(action.dtype, np.integer):
+        raise InputError("action", f"expected integer indices, got dtype {action.dtype}")
+    if np.any((action < 0) | (action >= n_actions)):
+        raise InputError(
+            "action", f"expected actions in [0, {n_actions}), got {action.min()}..{action.max()}"
+        )
+    reward = _as_float("reward", reward)
+    if reward.shape != (n,):
+        raise InputError("reward", f"expected shape ({n},) to match pi, got {reward.shape}")
+    pscore = _as_float("pscore", pscore)
+    if pscore.shape != (n,):
+        raise InputError("pscore", f"expected shape ({n},) to match pi, got {pscore.shape}")
+    if np.any((pscore <= 0) | (pscore > 1 + 1e-6)):
+        raise InputError(
+            "pscore", f"expected propensities in (0, 1], got {pscore.min():.3g}..{pscore.max():.3g}"
+        )
+    return pi, action.astype(np.int32), reward, pscore
+
+
+def _check_embedding(value: ArrayLike, n_actions: int) -> np.ndarray:
+    """``[A]`` or ``[A, d]`` ints -> ``[A]`` category ids (each distinct row one category)."""
+    embedding = np.asarray(value)
+    if not np.issubdtype(embedding.dtype, np.integer):
+        raise InputError("action_embedding", f"expected integer categories, got dtype {embedding.dtype}")
+    if embedding.ndim == 1:
+        embedding = embedding[:, None]
+    if embedding.ndim != 2 or embedding.shape[0] != n_actions or embedding.shape[1] < 1:
+        raise InputError(
+            "action_embedding", f"expected shape [{n_actions}] or [{n_actions}, d], got {np.shape(value)}"
+        )
+    return np.unique(embedding, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
+
+
+def _check_lambda(
+    name: str, value: float | None, default: float, *, allow_inf: bool = False, upper: float = math.inf
+) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= upper:
+        raise InputError(name, f"expected a number in [0, {upper}], got {value!r}")
+    if math.isinf(value) and not allow_inf:
+        raise InputError(name, f"expected a finite number, got {value!r}")
+    return float(value)

@@ -25,17 +25,22 @@ import jax
 from jax.typing import ArrayLike
 
 from towerjax import losses
-from towerjax.checks import InputError, check_nonnegative, check_positive_int
+from towerjax.checks import InputError, check_nonnegative, check_positive, check_positive_int
 from towerjax.two_stage import two_stage_ips_loss
 
 __all__ = [
     "DR",
+    "DROS",
     "IPS",
     "OBJECTIVES",
+    "SNDR",
     "SNIPS",
+    "LogSmoothingIPS",
     "Naive",
     "Objective",
     "Regression",
+    "SubGaussianIPS",
+    "SwitchDR",
     "TopK",
     "TwoStage",
     "objective_from_name",
@@ -106,18 +111,18 @@ def _check_weights(cap, clip, variance_penalty) -> tuple[float, float] | None:
 
 
 _CAP = "cap min(w, C) on the importance weights (biased toward the logging policy)"
-_CLIP = "clip the weights to [c_min, c_max]: 'LO,HI', or 'none'"
+_CLIP = "clip the weights to [c_min, c_max]: 'LO,HI', or 'none' (biased likewise)"
 _PENALTY = "POEM variance penalty lambda >= 0"
+_SELF_NORMALIZE = "self-normalise the weights, with the SNIPS baseline (the SNIPS / SN-DR gradient)"
 
 
 @dataclasses.dataclass(frozen=True)
-class IPS(Objective):
-    """Inverse propensity scoring: :func:`towerjax.losses.ips_loss`."""
+class _Weighted(Objective):
+    """Options shared by IPS and DR: weight cap or clip, self-normalisation, POEM penalty."""
 
-    name: ClassVar[str] = "ips"
     cap: float | None = _option(None, _CAP)
     clip: tuple[float, float] | None = _option(None, _CLIP)
-    self_normalize: bool = _option(False, "divide the weights by their batch mean")
+    self_normalize: bool = _option(False, _SELF_NORMALIZE)
     variance_penalty: float = _option(0.0, _PENALTY)
 
     def __post_init__(self) -> None:
@@ -127,12 +132,35 @@ class IPS(Objective):
         """``{"cap", "clip", "self_normalize"}`` as the loss applies them."""
         return {"cap": self.cap, "clip": self.clip, "self_normalize": self.self_normalize}
 
+    def _force_self_normalize(self) -> None:
+        if self.self_normalize is not True:
+            raise InputError("self_normalize", f"the {self.name} objective always self-normalises")
+
+
+@dataclasses.dataclass(frozen=True)
+class IPS(_Weighted):
+    """Inverse propensity scoring: :func:`towerjax.losses.ips_loss`.
+
+    ``baseline``: BanditNet's translation ``lambda`` (a number) or ``"optimal"``
+    (``sum w^2 r / sum w^2``); not with ``self_normalize`` (SNIPS has its own).
+    """
+
+    name: ClassVar[str] = "ips"
+    baseline: float | str | None = _option(
+        None, "reward baseline: BanditNet's lambda (a number), 'optimal', or 'none'"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "baseline", losses.check_baseline(self.baseline, self.self_normalize))
+
     def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.ips_loss(
             log_pi,
             action,
             reward,
             pscore,
+            baseline=self.baseline,
             variance_penalty=self.variance_penalty,
             mask=mask,
             **self.weight_options(),
@@ -141,20 +169,19 @@ class IPS(Objective):
 
 @dataclasses.dataclass(frozen=True)
 class SNIPS(IPS):
-    """Self-normalised IPS: :class:`IPS` with ``self_normalize=True`` (always)."""
+    """Self-normalised IPS: :class:`IPS` with ``self_normalize=True`` (always), the SNIPS gradient."""
 
     name: ClassVar[str] = "snips"
-    self_normalize: bool = _option(True, "always on for snips")
+    self_normalize: bool = _option(True, "always on for snips and sndr")
 
     def __post_init__(self) -> None:
-        if self.self_normalize is not True:
-            raise InputError("self_normalize", "the snips objective always self-normalises")
+        self._force_self_normalize()
         super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
-class DR(IPS):
-    """Doubly robust: :func:`towerjax.losses.dr_loss` with the trainer's reward model."""
+class DR(_Weighted):
+    """Doubly robust: :func:`towerjax.losses.dr_loss` with the trainer's (cross-fitted) reward model."""
 
     name: ClassVar[str] = "dr"
     needs_q_hat: ClassVar[bool] = True
@@ -171,6 +198,80 @@ class DR(IPS):
             mask=mask,
             **self.weight_options(),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SNDR(DR):
+    """Self-normalised doubly robust: :class:`DR` with ``self_normalize=True`` (always)."""
+
+    name: ClassVar[str] = "sndr"
+    self_normalize: bool = _option(True, "always on for snips and sndr")
+
+    def __post_init__(self) -> None:
+        self._force_self_normalize()
+        super().__post_init__()
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchDR(Objective):
+    """Switch-DR: :func:`towerjax.losses.switch_dr_loss` (DR's residual only where ``w <= threshold``)."""
+
+    name: ClassVar[str] = "switch-dr"
+    needs_q_hat: ClassVar[bool] = True
+    threshold: float = _option(10.0, "switch-dr: use the residual term only where w <= threshold")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", check_positive("threshold", self.threshold))
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        self._check_q_hat(q_hat)
+        return losses.switch_dr_loss(
+            log_pi, action, reward, pscore, q_hat, threshold=self.threshold, mask=mask
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DROS(Objective):
+    """DR with optimistic shrinkage: :func:`towerjax.losses.dr_os_loss`."""
+
+    name: ClassVar[str] = "dr-os"
+    needs_q_hat: ClassVar[bool] = True
+    shrinkage: float = _option(10.0, "dr-os: shrinkage lambda > 0 of w~ = lambda w / (w^2 + lambda)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shrinkage", check_positive("shrinkage", self.shrinkage))
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        self._check_q_hat(q_hat)
+        return losses.dr_os_loss(log_pi, action, reward, pscore, q_hat, shrinkage=self.shrinkage, mask=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubGaussianIPS(Objective):
+    """Sub-Gaussian IPS (Metelli et al. 2021): :func:`towerjax.losses.subgaussian_ips_loss`."""
+
+    name: ClassVar[str] = "ipw-subgauss"
+    correction: float = _option(0.1, "ipw-subgauss: lambda in [0, 1] of w~ = w / (1 - lambda + lambda w)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "correction", losses.check_unit_interval("correction", self.correction))
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.subgaussian_ips_loss(log_pi, action, reward, pscore, lam=self.correction, mask=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSmoothingIPS(Objective):
+    """IPS with logarithmic smoothing (Sakhi et al. 2024): :func:`towerjax.losses.log_smoothing_ips_loss`."""
+
+    name: ClassVar[str] = "ipw-ls"
+    smoothing: float = _option(1.0, "ipw-ls: lambda > 0 of log(1 + lambda w r) / lambda")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "smoothing", check_positive("smoothing", self.smoothing))
+
+    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.log_smoothing_ips_loss(log_pi, action, reward, pscore, lam=self.smoothing, mask=mask)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +331,7 @@ class TwoStage(Objective):
     unbiased: bool = _option(False, "the exact gradient of the sampled two-stage policy's value")
     cap: float | None = _option(None, _CAP)
     clip: tuple[float, float] | None = _option(TWO_STAGE_CLIP, _CLIP)
-    self_normalize: bool = _option(True, "divide the weights by their batch mean")
+    self_normalize: bool = _option(True, _SELF_NORMALIZE)
 
     def __post_init__(self) -> None:
         for name in ("candidates", "num_samples"):
@@ -261,12 +362,30 @@ class TwoStage(Objective):
 
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (IPS, SNIPS, DR, Regression, Naive, TopK, TwoStage)
+    cls.name: cls
+    for cls in (
+        IPS,
+        SNIPS,
+        DR,
+        SNDR,
+        SwitchDR,
+        DROS,
+        SubGaussianIPS,
+        LogSmoothingIPS,
+        Regression,
+        Naive,
+        TopK,
+        TwoStage,
+    )
 }
+
+# Open Bandit Pipeline's estimator names for the same objectives.
+ALIASES = {"ipw": "ips", "snipw": "snips"}
 
 
 def objective_from_name(name: str, **options) -> Objective:
     """The objective registered as ``name``, built with ``options`` (its fields)."""
+    name = ALIASES.get(name, name)
     if name not in OBJECTIVES:
         raise InputError("objective", f"expected one of {tuple(OBJECTIVES)}, got {name!r}")
     cls = OBJECTIVES[name]

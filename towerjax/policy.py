@@ -55,7 +55,14 @@ def slate_inclusion(log_pi: ArrayLike, k: int) -> jax.Array:
       k: slate size ``K >= 1``.
     """
     k = check_positive_int("k", k)
-    return -jnp.expm1(k * jnp.log1p(-jnp.exp(jnp.asarray(log_pi))))
+    log_pi = jnp.asarray(log_pi)
+    pi = jnp.exp(log_pi)
+    # Two branches, each finite with a finite gradient: log1p(-pi) keeps small pi exact,
+    # 1 - pi = -expm1(log pi) keeps pi near 1 exact (log1p(-1) would give NaN gradients).
+    small = pi < 0.5
+    from_small = -jnp.expm1(k * jnp.log1p(-jnp.where(small, pi, 0.0)))
+    from_large = 1.0 - jnp.power(-jnp.expm1(jnp.where(small, -1.0, log_pi)), k)
+    return jnp.where(small, from_small, from_large)
 
 
 def slate_value(log_pi: ArrayLike, expected_reward: ArrayLike, k: int) -> jax.Array:

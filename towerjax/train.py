@@ -41,9 +41,11 @@ from towerjax.towers import TwoTower, check_activation
 __all__ = [
     "OPTIMIZERS",
     "Batch",
+    "NonFiniteError",
     "SeedRunner",
     "TrainConfig",
     "TrainResult",
+    "check_finite",
     "compile_seeds",
     "expose_cpu_cores",
     "make_optimizer",
@@ -182,6 +184,45 @@ class TrainResult:
     optimal_value: jax.Array
 
 
+class NonFiniteError(RuntimeError):
+    """A training run produced NaN or inf (loss or parameters); the message names where."""
+
+    def __init__(self, message: str, *, seed: int, epoch: int | None, objective: str):
+        super().__init__(message)
+        self.seed, self.epoch, self.objective = seed, epoch, objective
+
+    def __reduce__(self):
+        return (_rebuild_non_finite, (str(self), self.seed, self.epoch, self.objective))
+
+
+def _rebuild_non_finite(message, seed, epoch, objective):
+    return NonFiniteError(message, seed=seed, epoch=epoch, objective=objective)
+
+
+def check_finite(result: TrainResult, objective: Objective, *, seed: int = 0) -> None:
+    """Raises :class:`NonFiniteError` naming the first seed and epoch whose loss or final
+    parameters are NaN/inf, for a stacked ``[S]`` result of :func:`train_seeds` (root ``seed``)."""
+    loss = np.asarray(result.loss, dtype=np.float64)
+    loss = loss.reshape(-1, loss.shape[-1])
+    params_ok = np.ones(loss.shape[0], bool)
+    for leaf in jax.tree.leaves(result.params):
+        leaf = np.asarray(leaf)
+        params_ok &= np.isfinite(leaf.reshape(loss.shape[0], -1)).all(axis=1)
+    bad = ~np.isfinite(loss)
+    for index in range(loss.shape[0]):
+        if bad[index].any() or not params_ok[index]:
+            epoch = int(np.argmax(bad[index])) + 1 if bad[index].any() else None
+            where = f"epoch {epoch}" if epoch is not None else "the final parameters"
+            raise NonFiniteError(
+                f"run {index} of root seed {seed}, objective {objective.name}: the training loss "
+                f"became NaN/inf at {where} ({objective.to_dict()}); lower the learning rate, cap "
+                "the weights, or check the logs for extreme propensities",
+                seed=index,
+                epoch=epoch,
+                objective=objective.name,
+            )
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``, or AdamW (decoupled)."""
     if config.optimizer == "adamw":
@@ -234,8 +275,10 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
     ``n_rounds`` training and ``n_test_rounds`` test events from it. Given ``data``
     (a :class:`LoggedData`), it trains on those; values are reported where
     ``expected_reward`` is known (test values on ``test_data``, else on ``data``) and are
-    NaN otherwise. When the objective needs a reward model (``needs_q_hat``), it is fitted
-    on ``data`` unless ``q_hat`` ``[n, A]`` (predictions for ``data``'s rows) is given.
+    NaN otherwise. When the objective needs a reward model (``needs_q_hat``), it is
+    cross-fitted on ``data`` (``config.reward_model.folds``, default 2: each row's ``q_hat``
+    comes from a model that did not see it) unless ``q_hat`` ``[n, A]`` (predictions for
+    ``data``'s rows) is given.
     """
     model = config.model
     optimizer = make_optimizer(config)
@@ -273,8 +316,7 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
         if not config.objective.needs_q_hat:
             q_hat = None
         elif q_hat is None:
-            q_params = reward_model.fit(key_q, data)
-            q_hat = reward_model.predict(q_params, data.context, data.action_context, chunk_size=4096)
+            q_hat = reward_model.cross_fit(key_q, data)
 
         def value(params, logs: LoggedData) -> jax.Array:
             if logs.expected_reward is None:
@@ -499,6 +541,7 @@ def train_seeds(
     test_data: LoggedData | None = None,
     q_hat: jax.Array | None = None,
     per_seed_data: bool = False,
+    finite: bool = True,
 ) -> tuple[TrainResult, dict]:
     """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
 
@@ -506,7 +549,9 @@ def train_seeds(
     your own logs, or (without them) the built-in synthetic problem drawn per seed.
     Returns the stacked :class:`TrainResult` (host numpy arrays, leading ``[S]`` axis) and
     timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
-    call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``.
+    call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``. A run whose
+    loss or parameters became NaN/inf raises :class:`NonFiniteError` (``finite=False``
+    returns the result as it is).
     """
     runner = compile_seeds(
         config,
@@ -532,4 +577,7 @@ def train_seeds(
         "seed_steps": seeds * config.epochs * num_batches(rounds, min(config.batch_size, rounds)),
         "devices": runner.devices,
     }
-    return jax.device_get(result), timing
+    result = jax.device_get(result)
+    if finite:
+        check_finite(result, config.objective, seed=seed)
+    return result, timing

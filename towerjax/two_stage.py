@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from towerjax.checks import check_batch, masked_mean, take_logged
-from towerjax.losses import importance_weight
+from towerjax.checks import check_batch, take_logged
+from towerjax.losses import importance_weight, score_surrogate
 
 __all__ = ["candidate_sets", "two_stage_ips_loss", "two_stage_policy", "two_stage_value"]
 
@@ -96,7 +96,8 @@ def two_stage_ips_loss(
         ``1e-3``. Not used with ``unbiased=True``.
       unbiased: use the unbiased gradient of ``V(pi_2)`` above instead of Ma et al.'s.
       cap, clip, self_normalize: weight transforms as in :func:`towerjax.ips_loss`
-        (Ma et al. clip to ``(0.01, 10)`` then self-normalise).
+        (Ma et al. clip to ``(0.01, 10)`` then self-normalise; self-normalisation carries
+        the SNIPS baseline, :func:`towerjax.losses.score_surrogate`).
       mask: optional ``[B]`` event weights.
 
     References:
@@ -132,8 +133,8 @@ def two_stage_ips_loss(
     else:
         others = jnp.sum(jnp.where(member, log_p[rows, items], 0.0), axis=-1)
         j = jnp.mean(q_rank * (log_p_a[:, None] + alpha * others), axis=-1)
-    w = importance_weight(log_p_a, pscore, cap=cap, clip=clip, self_normalize=self_normalize, mask=mask)
-    return -masked_mean(w * reward * j, mask)
+    w = importance_weight(log_p_a, pscore, cap=cap, clip=clip)
+    return score_surrogate(w, reward, j, self_normalize=self_normalize, mask=mask)
 
 
 def two_stage_policy(log_p: ArrayLike, ranker_scores: ArrayLike, *, k: int) -> jax.Array:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from towerjax import jsonio
 from towerjax.arguments import (
     add_seed_arguments,
     check_out_dir,
@@ -287,7 +288,7 @@ def _import_csv(study: BlogStudy, out: Path) -> None:
         return
     if manifest.exists():  # written before manifests named their study
         found = json.loads(manifest.read_text())
-        manifest.write_text(json.dumps({"study": study.name, **found}, indent=2) + "\n")
+        manifest.write_text(jsonio.dumps({"study": study.name, **found}, indent=2) + "\n")
     check_manifest(out, study)
     text = legacy.read_text()
     cells: dict[Cell, dict[int, dict]] = {}

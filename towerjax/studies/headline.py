@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from towerjax import jsonio
 from towerjax.arguments import add_seed_arguments, check_out_dir, positive_int, subcommand
 from towerjax.checks import check_positive_int
 from towerjax.evaluation import mean_se
@@ -114,7 +114,7 @@ def run_headline(
 def write_results(cells: list[dict], out: Path, *, seeds: int, seed: int) -> None:
     """Writes ``results.json`` and ``results.csv`` (one row per cell and seed)."""
     payload = {"seeds": seeds, "seed": seed, "table": format_table(cells), "cells": cells}
-    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    (out / "results.json").write_text(jsonio.dumps(payload, indent=2))
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()

@@ -120,7 +120,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import sys
 import time
@@ -132,7 +131,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from towerjax import arguments, losses
+from towerjax import arguments, jsonio, losses
 from towerjax.checks import InputError, check_nonnegative, check_positive, check_positive_int, check_sizes
 from towerjax.data import LoggedData
 from towerjax.datasets import DatasetFileError, FetchError
@@ -849,6 +848,6 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     print(format_movielens(result))
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(jsonio.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0

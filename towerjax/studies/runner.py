@@ -34,6 +34,7 @@ from typing import ClassVar
 
 from tqdm.auto import tqdm
 
+from towerjax import jsonio
 from towerjax.arguments import check_out_dir
 from towerjax.checks import InputError
 
@@ -141,7 +142,7 @@ def run_study(
             rows = study.reuse(cell, finished)
             if rows is None:
                 rows = study.run_cell(cell)
-            rows = json.loads(json.dumps(rows))  # as a resumed run reads them back
+            rows = json.loads(jsonio.dumps(rows))  # as a resumed run reads them back
             if out is not None:
                 append_cell(path, cell, rows)
             finished[cell] = rows
@@ -195,7 +196,7 @@ def append_cell(path: Path, cell: Hashable, rows: list[dict]) -> None:
         if data and not data.endswith(b"\n"):
             with open(path, "r+b") as handle:
                 handle.truncate(data.rfind(b"\n") + 1)
-    line = json.dumps({"cell": cell, "rows": rows}) + "\n"
+    line = jsonio.dumps({"cell": cell, "rows": rows}) + "\n"
     with open(path, "a") as handle:
         handle.write(line)
         handle.flush()
@@ -205,9 +206,9 @@ def append_cell(path: Path, cell: Hashable, rows: list[dict]) -> None:
 def check_manifest(out: Path, study: Study) -> None:
     """Writes ``out/study.json``, or raises InputError naming ``out`` if it holds another study or options."""
     manifest = out / MANIFEST_FILE
-    wanted = json.loads(json.dumps({"study": study.name, **study.manifest()}))
+    wanted = json.loads(jsonio.dumps({"study": study.name, **study.manifest()}))
     if not manifest.exists():
-        manifest.write_text(json.dumps(wanted, indent=2) + "\n")
+        manifest.write_text(jsonio.dumps(wanted, indent=2) + "\n")
         return
     try:
         found = json.loads(manifest.read_text())
@@ -237,7 +238,7 @@ def report(args: argparse.Namespace, table: str, payload) -> int:
     """Prints ``table``, writes ``payload`` to ``--json`` if given; returns exit status 0."""
     print(table)
     if args.json is not None:
-        args.json.write_text(json.dumps(payload, indent=2))
+        args.json.write_text(jsonio.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     return 0
 
