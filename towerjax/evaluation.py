@@ -55,6 +55,11 @@ DM_NOTE = (
     "not the reward model's own error (DM's bias), so they understate DM's uncertainty"
 )
 
+SHRUNK_NOTE = (
+    "pessimistic by design: the estimate and its intervals are for the shrunk value, below V(pi) by a "
+    "bias of the order of the standard error, so the intervals do not cover V(pi) at 95% "
+    "(benchmarks/RESULTS.md, coverage)"
+)
 _BOOTSTRAP_CELLS = 1 << 22  # resamples x rows held at once in the bootstrap (16 MiB of float32 counts)
 
 
@@ -332,6 +337,10 @@ def off_policy_estimates(
     fields are NaN (:func:`towerjax.jsonio.plain` turns them into ``null``). Every uncertainty treats
     ``q_hat`` as given: for ``dm`` that leaves out its main error (the model's bias), which its
     ``note`` says; for the DR family it is right when ``q_hat`` was fitted on other rows.
+    ``ipw-subgauss`` and ``ipw-ls`` shrink the weights on purpose: with the default
+    ``lambda`` their bias falls at the same rate as their standard error, so their intervals
+    cover the shrunk value, not ``V(pi)`` (their ``note`` says so; measured coverage in
+    ``benchmarks/RESULTS.md``).
 
     When ``sum_i w_i = 0`` (``pi`` gives no mass to any logged action), ``snipw`` is 0 and
     ``sndr`` is ``dm``, with the weighted part's standard error 0, never NaN; the diagnostics
@@ -410,8 +419,8 @@ def off_policy_estimates(
         "dm": DM_NOTE,
         "switch-dr": f"lambda={lambdas.switch:.6g}",
         "dr-os": f"lambda={lambdas.dros:.6g}",
-        "ipw-subgauss": f"lambda={lambdas.subgauss:.6g}",
-        "ipw-ls": f"lambda={lambdas.ls:.6g}",
+        "ipw-subgauss": f"lambda={lambdas.subgauss:.6g}; {SHRUNK_NOTE}",
+        "ipw-ls": f"lambda={lambdas.ls:.6g}; {SHRUNK_NOTE}",
     }
     out = {}
     for i, name in enumerate(_names(q_hat_h is not None, pi_b_h is not None, has_ls)):

@@ -179,7 +179,7 @@ class RewardModel:
         folds, n = self.config.folds, data.n_rounds
         key_split, key_fit = jax.random.split(key)
         if folds == 1:
-            params = self.fit(key_fit, data)
+            params = self.fit(key, data)
             return self.predict(params, data.context, data.action_context, chunk_size=chunk_size)
         if folds > n:
             raise InputError("reward_model.folds", f"expected at most the {n} logged rows, got {folds}")
