@@ -398,7 +398,7 @@ def _rss_child(args) -> int:
     rss_start = _max_rss_bytes()
     data = _items_data(jax, num_items, args.batch)
     rss_data = _max_rss_bytes()
-    case = _ItemsCase(jax, variant, num_items, data, args, make_optimizer(TrainConfig()))
+    case = _ItemsCase(jax, variant, num_items, data, args, make_optimizer(TrainConfig.seed_study()))
     rss_compiled = _max_rss_bytes()
     case.run(jax, 2)
     print(
@@ -431,7 +431,7 @@ def _rss_of(variant: str, num_items: int, args) -> dict:
 def run_items(jax, args, settings: dict, records: list[dict]) -> None:
     from towerjax.train import TrainConfig, make_optimizer
 
-    optimizer = make_optimizer(TrainConfig())  # Adam 0.005 with L2 1e-6, as the trainer
+    optimizer = make_optimizer(TrainConfig.seed_study())  # Adam 0.005 with L2 1e-6, as the trainer
     memory_limit = args.memory_limit_gb * GB
     rounds = args.rounds or settings["items_rounds"]
     sizes = settings["items_sizes"]
@@ -672,7 +672,7 @@ def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
     from towerjax.batching import num_batches
     from towerjax.train import TrainConfig, compile_seeds
 
-    config = TrainConfig(batch_size=10, evaluate_train=False, **settings["seed_config"])
+    config = TrainConfig.seed_study(batch_size=10, evaluate_train=False, **settings["seed_config"])
     steps_per_seed = config.epochs * num_batches(config.n_rounds, config.batch_size)
     runners, first_run = {}, {}
     for seeds in settings["seed_counts"]:
@@ -754,7 +754,7 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
     from towerjax.synthetic import blog_problem, sample_logged_data
     from towerjax.train import Batch, TrainConfig, make_optimizer, make_update_step
 
-    config = TrainConfig()
+    config = TrainConfig.seed_study()
     batch_size = settings["flops_batch"]
     problem = blog_problem(jax.random.key(5), n_actions=config.n_actions, dim=config.dim)
     data = sample_logged_data(jax.random.key(6), problem, batch_size)
@@ -826,7 +826,7 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
     _emit(
         {
             "kind": "flops",
-            "model": "TrainConfig() defaults: ips, 10 actions, 50-dim features, (100, 100, 100) elu, D = 100",
+            "model": "TrainConfig.seed_study(): ips, 10 actions, 50-dim features, (100, 100, 100) elu, D = 100",
             "batch": batch_size,
             "compile_seconds": round(step_compile, 2),
             "flops_per_step": step_flops,

@@ -66,7 +66,7 @@ def main() -> int:
     from towerjax.train import TrainConfig, compile_seeds
 
     records: list[dict] = []
-    config = TrainConfig(objective="ips", epochs=args.epochs)
+    config = TrainConfig.seed_study(objective="ips", epochs=args.epochs)
     steps_per_epoch = num_batches(config.n_rounds, config.batch_size)
     seed_counts = [int(s) for s in args.seeds.split(",")]
     layouts = [(s, None, True) for s in seed_counts]

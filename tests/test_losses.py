@@ -432,5 +432,52 @@ def test_topk_rejects_bad_k():
 
 
 def test_every_registered_objective_has_a_gradient_identity_test():
-    # regression, naive and topk: the tests at the top of this file; two-stage: test_two_stage.py.
-    assert set(towerjax.OBJECTIVES) <= set(SURROGATES) | {"regression", "naive", "topk", "two-stage"}
+    # regression, naive, topk and ips-regression: tests in this file; two-stage: test_two_stage.py.
+    others = {"regression", "naive", "topk", "ips-regression", "two-stage"}
+    assert set(towerjax.OBJECTIVES) <= set(SURROGATES) | others
+
+
+# --- against collapse, and propensity-weighted regression (issue 13) --------------------
+
+
+def test_weighted_regression_gradient_is_the_inverse_propensity_weighted_logistic_gradient():
+    logits, action, reward, pscore = _weights_batch(9)
+    rows = np.arange(BW)
+    c = np.minimum(1.0 / np.asarray(pscore), 5.0)
+    residual = np.asarray(jax.nn.sigmoid(logits))[rows, action] - np.asarray(reward)
+    for self_normalize, total in ((False, BW), (True, c.sum())):
+        grad = jax.grad(
+            lambda s, sn=self_normalize: towerjax.weighted_regression_loss(
+                s, action, reward, pscore, cap=5.0, self_normalize=sn
+            )
+        )(logits)
+        expected = np.zeros((BW, AW))
+        expected[rows, action] = c * residual / total
+        np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+    # With every propensity equal it is the regression loss.
+    np.testing.assert_allclose(
+        towerjax.weighted_regression_loss(logits, action, reward, jnp.full(BW, 0.25), self_normalize=True),
+        towerjax.regression_loss(logits, action, reward),
+        rtol=1e-6,
+    )
+
+
+def test_entropy_bonus_and_kl_penalty_pull_toward_spread_and_toward_the_logging_policy():
+    logits, _, _, _ = _weights_batch(10)
+    log_pi = jax.nn.log_softmax(logits)
+    uniform = jnp.full((BW, AW), 1.0 / AW)
+    # KL to a uniform logging policy is the entropy bonus plus log A, in value and gradient.
+    kl = jax.value_and_grad(lambda th: towerjax.kl_to_logging(jax.nn.log_softmax(th), uniform))(logits)
+    bonus = jax.value_and_grad(lambda th: towerjax.entropy_bonus(jax.nn.log_softmax(th)))(logits)
+    np.testing.assert_allclose(kl[0], bonus[0] + np.log(AW), rtol=1e-5)
+    np.testing.assert_allclose(kl[1], bonus[1], rtol=1e-4, atol=1e-7)
+    # A gradient step on the bonus raises the entropy; on the KL it lowers the KL to pi_b.
+    pi_b = jax.nn.softmax(jax.random.normal(jax.random.key(3), (BW, AW)))
+    entropy = lambda th: -towerjax.entropy_bonus(jax.nn.log_softmax(th))  # noqa: E731
+    assert entropy(logits - 0.1 * bonus[1]) > entropy(logits)
+    kl_b = lambda th: towerjax.kl_to_logging(jax.nn.log_softmax(th), pi_b)  # noqa: E731
+    assert kl_b(logits - 0.1 * jax.grad(kl_b)(logits)) < kl_b(logits)
+    np.testing.assert_allclose(jax.grad(kl_b)(jnp.log(pi_b)), 0.0, atol=1e-6)  # minimum at pi = pi_b
+    assert float(kl_b(jnp.log(pi_b))) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="pi_b"):
+        towerjax.kl_to_logging(log_pi, pi_b[:, :2])

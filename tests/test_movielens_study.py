@@ -32,7 +32,7 @@ from towerjax.studies.movielens import (
 def test_each_method_trains_its_objective_with_the_study_weights():
     config = MovieLensStudyConfig(clip=(0.1, 5.0), self_normalize=False, candidates=20, num_samples=7)
     assert method_objective("CE", config) == Naive()
-    assert method_objective("1-IPS", config) == IPS(clip=(0.1, 5.0), self_normalize=False)
+    assert method_objective("1-IPS", config) == IPS(clip=(0.1, 5.0), self_normalize=False, entropy=0.0)
     assert method_objective("2-IPS", config) == TwoStage(
         candidates=20, num_samples=7, alpha=1e-3, clip=(0.1, 5.0), self_normalize=False
     )

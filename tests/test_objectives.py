@@ -29,6 +29,7 @@ from towerjax.objectives import (
     SwitchDR,
     TopK,
     TwoStage,
+    WeightedRegression,
     objective_from_name,
 )
 from towerjax.train import Batch, TrainConfig, make_train, objective_loss
@@ -109,6 +110,19 @@ CASES = [
         ),
     ),
     (Regression(), lambda s: losses.regression_loss(s, ACTION, REWARD, mask=MASK)),
+    (
+        WeightedRegression(clip=(0.5, 4.0), self_normalize=True),
+        lambda s: losses.weighted_regression_loss(
+            s, ACTION, REWARD, PSCORE, clip=(0.5, 4.0), self_normalize=True, mask=MASK
+        ),
+    ),
+    (
+        IPS(entropy=0.2),
+        lambda s: (
+            losses.ips_loss(jax.nn.log_softmax(s), ACTION, REWARD, PSCORE, mask=MASK)
+            + 0.2 * losses.entropy_bonus(jax.nn.log_softmax(s), mask=MASK)
+        ),
+    ),
     (Naive(), lambda s: losses.naive_loss(jax.nn.log_softmax(s), ACTION, REWARD, mask=MASK)),
     (
         TopK(k=3, cap=4.0),
@@ -160,7 +174,7 @@ def test_objective_loss_and_gradient_are_its_loss_functions(objective, expected)
 def test_registry_names_every_objective_and_builds_it_by_name():
     assert set(OBJECTIVES) == {
         "ips", "snips", "dr", "sndr", "switch-dr", "dr-os", "ipw-subgauss", "ipw-ls",
-        "regression", "naive", "topk", "two-stage",
+        "regression", "ips-regression", "naive", "topk", "two-stage",
     }  # fmt: skip
     for name, cls in OBJECTIVES.items():
         assert cls.name == name and objective_from_name(name) == cls()
@@ -189,6 +203,9 @@ def test_registry_names_every_objective_and_builds_it_by_name():
         (lambda: DROS(shrinkage=-1.0), "shrinkage"),
         (lambda: SubGaussianIPS(correction=1.5), "correction"),
         (lambda: LogSmoothingIPS(smoothing=0.0), "smoothing"),
+        (lambda: IPS(entropy=-0.1), "entropy"),
+        (lambda: DR(kl=-1.0), "kl"),
+        (lambda: WeightedRegression(cap=0.0), "cap"),
         (lambda: TopK(k=0), "k"),
         (lambda: TwoStage(candidates=0), "candidates"),
         (lambda: TwoStage(alpha=-1.0), "alpha"),
@@ -222,7 +239,7 @@ def test_objectives_are_static_values_and_serialise():
     assert hash(config.objective) == hash(TwoStage(candidates=7, clip=None, cap=2.0))
     payload = json.loads(json.dumps(config.to_dict()))
     assert payload["objective"] == {
-        "name": "two-stage", "candidates": 7, "num_samples": 100, "alpha": 1e-3, "unbiased": False,
+        "name": "two-stage", "entropy": 0.0, "kl": 0.0, "candidates": 7, "num_samples": 100, "alpha": 1e-3, "unbiased": False,
         "cap": 2.0, "clip": None, "self_normalize": True,
     }  # fmt: skip
     assert payload["hidden_sizes"] == [100, 100, 100]
@@ -257,7 +274,7 @@ class _Scaled(Objective):
     name: ClassVar[str] = "scaled-ips"
     scale: float = dataclasses.field(default=0.5, metadata={"help": "multiplies the IPS loss"})
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return self.scale * losses.ips_loss(log_pi, action, reward, pscore, mask=mask)
 
 
@@ -276,3 +293,16 @@ def test_a_new_objective_needs_only_its_class_and_a_registry_line(monkeypatch, c
     assert cli._train_config(args).objective == _Scaled(scale=0.25)
     with pytest.raises(InputError, match="scale"):
         cli._train_config(cli.build_parser().parse_args(["train", "--objective", "ips", "--scale", "2"]))
+
+
+def test_the_kl_penalty_reads_the_logging_distribution_and_says_when_it_is_missing():
+    pi_b = jax.nn.softmax(jax.random.normal(jax.random.key(4), (B, A)))
+    call = dict(log_pi=jax.nn.log_softmax(SCORES), action=ACTION, reward=REWARD, pscore=PSCORE, mask=MASK)
+    got = IPS(kl=0.3).loss(scores=SCORES, pi_b=pi_b, **call)
+    expected = losses.ips_loss(**call) + 0.3 * losses.kl_to_logging(call["log_pi"], pi_b, mask=MASK)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert IPS(kl=0.3).needs_pi_b and not IPS().needs_pi_b
+    with pytest.raises(InputError, match="kl"):
+        IPS(kl=0.3).loss(scores=SCORES, **call)
+    with pytest.raises(InputError, match="kl"):  # own logs without pi_b and no behaviour head
+        make_train(TrainConfig(objective=IPS(kl=0.1), epochs=1, batch_size=5))(KEY, _logs())

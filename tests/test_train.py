@@ -238,3 +238,94 @@ def test_check_finite_names_the_first_bad_run_and_epoch():
     )
     with pytest.raises(towerjax.NonFiniteError, match=r"run 1 .* final parameters"):
         towerjax.check_finite(result, SNIPS())
+
+
+# --- validation by off-policy evaluation, selection, early stopping (issue 13) -----------
+
+_PROBLEM = blog_problem(jax.random.key(20), n_actions=3, dim=4)
+_LOGS = sample_logged_data(jax.random.key(21), _PROBLEM, 80)
+_TEST = sample_logged_data(jax.random.key(22), _PROBLEM, 40)
+_VALIDATION = sample_logged_data(jax.random.key(23), _PROBLEM, 60)
+
+
+def test_validation_estimates_are_the_off_policy_estimates_snipw_and_dr():
+    log_pi = jax.nn.log_softmax(2.0 * _VALIDATION.expected_reward)
+    q_hat = 0.8 * _VALIDATION.expected_reward
+    got = towerjax.validation_estimates(log_pi, _VALIDATION, q_hat)
+    ref = towerjax.off_policy_estimates(
+        jnp.exp(log_pi), _VALIDATION.action, _VALIDATION.reward, _VALIDATION.pscore, q_hat
+    )
+    for name, key in (("snips", "snipw"), ("dr", "dr")):
+        np.testing.assert_allclose(got[name], ref[key].value, rtol=1e-5)
+        np.testing.assert_allclose(got[name + "_se"], ref[key].stderr, rtol=1e-4)
+
+
+def test_select_returns_the_best_validated_epochs_parameters():
+    config = dataclasses.replace(TINY, epochs=4, select="snips", learning_rate=0.05)
+    result = jax.jit(make_train(config))(jax.random.key(3), _LOGS, _TEST, None, _VALIDATION)
+    snips = np.asarray(result.validation["snips"])
+    assert snips.shape == (4,) and np.all(np.isfinite(snips)) and np.all(np.isfinite(result.validation["dr"]))
+    epoch = int(result.selected_epoch)
+    scores = config.model.scores(result.params, _TEST.context, _TEST.action_context)
+    value = towerjax.policy_value(towerjax.log_policy(scores), _TEST.expected_reward)
+    np.testing.assert_allclose(value, result.selected_value, rtol=1e-5)
+    if epoch > 0:
+        assert epoch - 1 == int(np.argmax(snips))
+        np.testing.assert_allclose(result.selected_value, result.test_value[epoch - 1], rtol=1e-6)
+        log_pi = towerjax.log_policy(
+            config.model.scores(result.params, _VALIDATION.context, _VALIDATION.action_context)
+        )
+        np.testing.assert_allclose(
+            towerjax.validation_estimates(log_pi, _VALIDATION, None)["snips"], snips[epoch - 1], rtol=1e-5
+        )
+
+
+def test_patience_stops_updating_after_epochs_without_improvement():
+    # No reward anywhere: SNIPS is 0 for every epoch, never better than the initial policy,
+    # so with patience 1 the parameters freeze after the second epoch (only weight decay moves them).
+    silent = dataclasses.replace(_LOGS, reward=jnp.zeros_like(_LOGS.reward))
+    config = dataclasses.replace(TINY, epochs=5, select="snips", patience=1, validation_fraction=0.25)
+    stopped = jax.jit(make_train(config))(jax.random.key(4), silent, _TEST)
+    assert int(stopped.selected_epoch) == 0
+    np.testing.assert_allclose(stopped.selected_value, stopped.initial_value, rtol=1e-6)
+    np.testing.assert_array_equal(stopped.test_value[2:], stopped.test_value[1])
+    moving = jax.jit(make_train(dataclasses.replace(config, patience=None, select=None)))(
+        jax.random.key(4), silent, _TEST
+    )
+    assert np.unique(np.asarray(moving.test_value)).size > 1
+
+
+def test_validation_options_are_checked_and_the_seed_preset_is_the_seed_studys():
+    with pytest.raises(InputError, match="validation_fraction"):
+        TrainConfig(validation_fraction=1.0)
+    with pytest.raises(InputError, match="select"):
+        TrainConfig(select="best")
+    with pytest.raises(InputError, match="patience"):
+        TrainConfig(patience=3)
+    with pytest.raises(InputError, match="validation_fraction"):
+        make_train(dataclasses.replace(TINY, validation_fraction=0.01))(jax.random.key(0), _LOGS)
+    seed = TrainConfig.seed_study()
+    assert (seed.optimizer, seed.learning_rate, seed.weight_decay, seed.batch_size, seed.epochs) == (
+        "adam",
+        0.005,
+        1e-6,
+        10,
+        100,
+    )
+    assert (seed.hidden_sizes, seed.embedding_size, seed.activation, seed.temperature) == (
+        (100, 100, 100),
+        100,
+        "elu",
+        1.0,
+    )
+    assert seed.reward_model.folds == 1 and seed.validation_fraction == 0 and seed.select is None
+    assert TrainConfig.seed_study(epochs=3, objective="dr").epochs == 3
+
+
+def test_progress_is_called_after_every_epoch_of_every_seed():
+    calls = []
+    config = dataclasses.replace(TINY, epochs=3)
+    train_seeds(config, seeds=2, progress=calls.append)
+    # once per epoch of each sequential group of vmapped seeds
+    assert all(isinstance(c, int) for c in calls) and set(calls) == {1, 2, 3} and len(calls) % 3 == 0
+    assert train_seeds(config, seeds=2, progress=True)[0].loss.shape == (2, 3)

@@ -66,6 +66,10 @@ def probability(text: str) -> float:
     return _number(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
+def fraction(text: str) -> float:
+    return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
 def positive_int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]

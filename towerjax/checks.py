@@ -25,6 +25,7 @@ __all__ = [
     "check_positive_int",
     "check_sizes",
     "check_temperature",
+    "event_mask",
     "masked_mean",
     "take_logged",
 ]
@@ -111,13 +112,21 @@ def take_logged(values: jax.Array, action: jax.Array) -> jax.Array:
     return jnp.where(valid, picked, jnp.nan)
 
 
+def event_mask(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
+    """``mask`` as an array of ``values``' shape and dtype (all ones when ``None``)."""
+    if mask is None:
+        return jnp.ones_like(values)
+    mask = jnp.asarray(mask, values.dtype)
+    if mask.shape != values.shape:
+        raise InputError("mask", f"expected shape {values.shape}, got {mask.shape}")
+    return mask
+
+
 def masked_mean(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
     """Mean over the batch, or over the events with nonzero ``mask`` (0 when none is)."""
     if mask is None:
         return jnp.mean(values)
-    mask = jnp.asarray(mask, values.dtype)
-    if mask.shape != values.shape:
-        raise InputError("mask", f"expected shape {values.shape}, got {mask.shape}")
+    mask = event_mask(values, mask)
     return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
 
 

@@ -37,6 +37,7 @@ from towerjax.checks import (
     check_batch,
     check_positive,
     check_positive_int,
+    event_mask,
     masked_mean,
     take_logged,
 )
@@ -45,8 +46,10 @@ __all__ = [
     "BASELINES",
     "dr_loss",
     "dr_os_loss",
+    "entropy_bonus",
     "importance_weight",
     "ips_loss",
+    "kl_to_logging",
     "log_smoothing_ips_loss",
     "naive_loss",
     "regression_loss",
@@ -55,6 +58,7 @@ __all__ = [
     "switch_dr_loss",
     "topk_ips_loss",
     "transform_weights",
+    "weighted_regression_loss",
 ]
 
 BASELINES = ("optimal",)  # named baselines of ips_loss besides a number (BanditNet's lambda)
@@ -162,15 +166,6 @@ def _safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     return jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), 0.0)
 
 
-def _event_mask(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
-    if mask is None:
-        return jnp.ones_like(values)
-    mask = jnp.asarray(mask, values.dtype)
-    if mask.shape != values.shape:
-        raise InputError("mask", f"expected shape {values.shape}, got {mask.shape}")
-    return mask
-
-
 def score_surrogate(
     weight: jax.Array,
     target: jax.Array,
@@ -201,7 +196,9 @@ def score_surrogate(
     baseline = check_baseline(baseline, self_normalize)
     weight = jax.lax.stop_gradient(weight)
     target = jax.lax.stop_gradient(target)
-    m = _event_mask(weight, mask)
+    if not self_normalize and baseline is None:  # the plain batch mean
+        return -masked_mean(weight * target * score, mask)
+    m = event_mask(weight, mask)
     if self_normalize:
         total = jnp.sum(m * weight)
         b = _safe_divide(jnp.sum(m * weight * target), total)
@@ -219,7 +216,7 @@ def variance_penalty_term(terms: jax.Array, mask: ArrayLike | None) -> jax.Array
 
     0 for fewer than two (unmasked) events.
     """
-    m = _event_mask(terms, mask)
+    m = event_mask(terms, mask)
     count = jnp.sum(m)
     mean = _safe_divide(jnp.sum(m * terms), count)
     variance = _safe_divide(jnp.sum(m * jnp.square(terms - mean)), count - 1.0) * (count > 1)
@@ -345,9 +342,13 @@ def dr_loss(
     """
     log_pi, log_pi_a, w, residual, q_hat = _dr_parts(log_pi, action, reward, pscore, q_hat)
     w = transform_weights(w, cap=cap, clip=clip)
-    loss = _direct_surrogate(log_pi, q_hat, mask) + score_surrogate(
-        w, residual, log_pi_a, self_normalize=self_normalize, mask=mask
-    )
+    if self_normalize:
+        loss = _direct_surrogate(log_pi, q_hat, mask) + score_surrogate(
+            w, residual, log_pi_a, self_normalize=True, mask=mask
+        )
+    else:
+        direct = jnp.sum(jax.lax.stop_gradient(jnp.exp(log_pi)) * q_hat * log_pi, axis=-1)
+        loss = -masked_mean(w * residual * log_pi_a + direct, mask)
     if variance_penalty:
         w_with_grad = transform_weights(jnp.exp(log_pi_a) / pscore, cap=cap, clip=clip)
         terms = jnp.sum(jnp.exp(log_pi) * q_hat, axis=-1) + w_with_grad * residual
@@ -518,6 +519,77 @@ def topk_ips_loss(
         check_weight_options(cap, None)
         w = jnp.minimum(w, cap)
     return -masked_mean(w * reward * log_pi_a, mask)
+
+
+def weighted_regression_loss(
+    scores: ArrayLike,
+    action: ArrayLike,
+    reward: ArrayLike,
+    pscore: ArrayLike,
+    *,
+    cap: float | None = None,
+    clip: tuple[float, float] | None = None,
+    self_normalize: bool = False,
+    mask: ArrayLike | None = None,
+) -> jax.Array:
+    """Propensity-weighted regression: BCE of the logged score weighted by ``1 / p_i``.
+
+    .. math:: L = \\frac{1}{N} \\sum_i c_i \\, \\mathrm{BCE}(\\sigma(s(x_i, a_i)), r_i), \\quad c_i = 1 / p_i
+
+    with ``c`` capped or clipped as the importance weights are, and ``N = B`` or, with
+    ``self_normalize``, ``N = sum_i c_i``. The weights make the fitted scores estimate
+    ``q(x, a)`` under a uniform spread of items rather than the logging policy's
+    (missing-not-at-random correction); the policy is ``softmax(s / tau)`` as for
+    :func:`regression_loss`.
+
+    Args:
+      scores: ``[B, A]`` raw two-tower scores (logits).
+      action: ``[B]`` int logged actions.
+      reward: ``[B]`` rewards in ``[0, 1]``.
+      pscore: ``[B]`` logged propensities.
+      cap, clip, self_normalize: transforms of ``1 / p``.
+      mask: optional ``[B]`` event weights.
+
+    References:
+      Schnabel et al., *Recommendations as Treatments: Debiasing Learning and Evaluation*,
+      ICML 2016.
+    """
+    scores, action, reward, pscore = check_batch(scores, action, reward, pscore=pscore, name="scores")
+    c = jax.lax.stop_gradient(transform_weights(1.0 / pscore, cap=cap, clip=clip))
+    bce = optax.sigmoid_binary_cross_entropy(take_logged(scores, action), reward)
+    m = event_mask(c, mask)
+    return _safe_divide(jnp.sum(m * c * bce), jnp.sum(m * c) if self_normalize else jnp.sum(m))
+
+
+def entropy_bonus(log_pi: ArrayLike, *, mask: ArrayLike | None = None) -> jax.Array:
+    """``-mean_i H(pi(.|x_i))`` with ``H = -sum_a pi log pi``: add ``beta`` times it to a loss
+    to keep the policy from collapsing onto one item (gradient through ``pi``)."""
+    log_pi = jnp.asarray(log_pi)
+    entropy = -jnp.sum(jnp.exp(log_pi) * log_pi, axis=-1)
+    return -masked_mean(entropy, mask)
+
+
+def kl_to_logging(log_pi: ArrayLike, pi_b: ArrayLike, *, mask: ArrayLike | None = None) -> jax.Array:
+    """``mean_i KL(pi(.|x_i) || pi_0(.|x_i))``: a trust region toward the logging policy.
+
+    .. math:: \\mathrm{KL} = \\sum_a \\pi(a|x) (\\log \\pi(a|x) - \\log \\pi_0(a|x))
+
+    ``pi_0`` is floored at ``1e-8`` (a deterministic logging policy's zeros would make the KL
+    infinite; the floor keeps it finite and still pushes mass back onto logged actions).
+    With a uniform ``pi_0`` it is the entropy bonus plus ``log A``. No gradient flows into
+    ``pi_b``.
+
+    Args:
+      log_pi: ``[B, A]`` the policy's log-probabilities.
+      pi_b: ``[B, A]`` the logging policy's distribution (known, or a behaviour head's).
+      mask: optional ``[B]`` event weights.
+    """
+    log_pi = jnp.asarray(log_pi)
+    pi_b = jax.lax.stop_gradient(jnp.asarray(pi_b))
+    if pi_b.shape != log_pi.shape:
+        raise InputError("pi_b", f"expected shape {log_pi.shape} to match log_pi, got {pi_b.shape}")
+    kl = jnp.sum(jnp.exp(log_pi) * (log_pi - jnp.log(jnp.maximum(pi_b, 1e-8))), axis=-1)
+    return masked_mean(kl, mask)
 
 
 def regression_loss(

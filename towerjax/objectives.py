@@ -33,6 +33,7 @@ __all__ = [
     "DROS",
     "IPS",
     "OBJECTIVES",
+    "PG_ENTROPY",
     "SNDR",
     "SNIPS",
     "LogSmoothingIPS",
@@ -43,6 +44,7 @@ __all__ = [
     "SwitchDR",
     "TopK",
     "TwoStage",
+    "WeightedRegression",
     "objective_from_name",
 ]
 
@@ -52,9 +54,20 @@ def _option(default, help: str):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+# The policy-gradient objectives' default entropy bonus, chosen by benchmarks/learning.py: without
+# it IPS, SNIPS and DR send every context to one item on most tasks (benchmarks/RESULTS.md).
+PG_ENTROPY = 0.05
+_ENTROPY = "entropy bonus beta >= 0: adds -beta mean H(pi) (against collapse)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """Base of the objectives. Subclasses set ``name`` and override :meth:`loss`.
+    """Base of the objectives. Subclasses set ``name`` and override :meth:`surrogate`.
+
+    Every objective has two regularisers against collapse (SPEC 7), off by default:
+    ``entropy`` (``beta``: adds ``-beta mean_i H(pi(.|x_i))``) and ``kl`` (``lambda``: adds
+    ``lambda mean_i KL(pi(.|x_i) || pi_0(.|x_i))``, which needs the logging policy's
+    distribution ``pi_b``, logged or from the behaviour head).
 
     Class attributes:
       name: the registry and command-line name (``--objective NAME``).
@@ -65,6 +78,19 @@ class Objective:
     name: ClassVar[str] = ""
     needs_q_hat: ClassVar[bool] = False
     needs_key: ClassVar[bool] = False
+    entropy: float = _option(0.0, _ENTROPY)
+    kl: float = _option(
+        0.0, "KL penalty lambda >= 0 toward the logging policy (needs pi_b or the behaviour head)"
+    )
+
+    def __post_init__(self) -> None:
+        check_nonnegative("entropy", self.entropy)
+        check_nonnegative("kl", self.kl)
+
+    @property
+    def needs_pi_b(self) -> bool:
+        """The loss reads the logging policy's distribution ``pi_b [B, A]`` (the KL penalty)."""
+        return self.kl > 0
 
     def loss(
         self,
@@ -77,8 +103,9 @@ class Objective:
         q_hat: jax.Array | None = None,
         key: jax.Array | None = None,
         mask: ArrayLike | None = None,
+        pi_b: jax.Array | None = None,
     ) -> jax.Array:
-        """The scalar surrogate loss of one batch.
+        """The scalar loss of one batch: :meth:`surrogate` plus the regularisers.
 
         Args:
           scores: ``[B, A]`` raw two-tower scores.
@@ -87,7 +114,43 @@ class Objective:
           q_hat: ``[B, A]`` reward-model predictions (when ``needs_q_hat``).
           key: randomness (when ``needs_key``).
           mask: ``[B]`` event weights (0 for padding).
+          pi_b: ``[B, A]`` the logging policy's distribution (when ``needs_pi_b``).
         """
+        loss = self.surrogate(
+            scores=scores,
+            log_pi=log_pi,
+            action=action,
+            reward=reward,
+            pscore=pscore,
+            q_hat=q_hat,
+            key=key,
+            mask=mask,
+        )
+        if self.entropy:
+            loss = loss + self.entropy * losses.entropy_bonus(log_pi, mask=mask)
+        if self.kl:
+            if pi_b is None:
+                raise InputError(
+                    "kl",
+                    "the KL penalty needs the logging policy's distribution: logs with pi_b, "
+                    "or estimate_propensities=True (the behaviour head)",
+                )
+            loss = loss + self.kl * losses.kl_to_logging(log_pi, pi_b, mask=mask)
+        return loss
+
+    def surrogate(
+        self,
+        *,
+        scores: jax.Array,
+        log_pi: jax.Array,
+        action: jax.Array,
+        reward: jax.Array,
+        pscore: jax.Array,
+        q_hat: jax.Array | None = None,
+        key: jax.Array | None = None,
+        mask: ArrayLike | None = None,
+    ) -> jax.Array:
+        """The objective's own surrogate loss of one batch (arguments as in :meth:`loss`)."""
         raise NotImplementedError
 
     def options(self) -> dict:
@@ -120,12 +183,14 @@ _SELF_NORMALIZE = "self-normalise the weights, with the SNIPS baseline (the SNIP
 class _Weighted(Objective):
     """Options shared by IPS and DR: weight cap or clip, self-normalisation, POEM penalty."""
 
+    entropy: float = _option(PG_ENTROPY, _ENTROPY)
     cap: float | None = _option(None, _CAP)
     clip: tuple[float, float] | None = _option(None, _CLIP)
     self_normalize: bool = _option(False, _SELF_NORMALIZE)
     variance_penalty: float = _option(0.0, _PENALTY)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "clip", _check_weights(self.cap, self.clip, self.variance_penalty))
 
     def weight_options(self) -> dict:
@@ -154,7 +219,7 @@ class IPS(_Weighted):
         super().__post_init__()
         object.__setattr__(self, "baseline", losses.check_baseline(self.baseline, self.self_normalize))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.ips_loss(
             log_pi,
             action,
@@ -186,7 +251,7 @@ class DR(_Weighted):
     name: ClassVar[str] = "dr"
     needs_q_hat: ClassVar[bool] = True
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
         return losses.dr_loss(
             log_pi,
@@ -217,13 +282,15 @@ class SwitchDR(Objective):
     """Switch-DR: :func:`towerjax.losses.switch_dr_loss` (DR's residual only where ``w <= threshold``)."""
 
     name: ClassVar[str] = "switch-dr"
+    entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
     threshold: float = _option(10.0, "switch-dr: use the residual term only where w <= threshold")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "threshold", check_positive("threshold", self.threshold))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
         return losses.switch_dr_loss(
             log_pi, action, reward, pscore, q_hat, threshold=self.threshold, mask=mask
@@ -235,13 +302,15 @@ class DROS(Objective):
     """DR with optimistic shrinkage: :func:`towerjax.losses.dr_os_loss`."""
 
     name: ClassVar[str] = "dr-os"
+    entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
     shrinkage: float = _option(10.0, "dr-os: shrinkage lambda > 0 of w~ = lambda w / (w^2 + lambda)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "shrinkage", check_positive("shrinkage", self.shrinkage))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
         return losses.dr_os_loss(log_pi, action, reward, pscore, q_hat, shrinkage=self.shrinkage, mask=mask)
 
@@ -251,12 +320,14 @@ class SubGaussianIPS(Objective):
     """Sub-Gaussian IPS (Metelli et al. 2021): :func:`towerjax.losses.subgaussian_ips_loss`."""
 
     name: ClassVar[str] = "ipw-subgauss"
+    entropy: float = _option(PG_ENTROPY, _ENTROPY)
     correction: float = _option(0.1, "ipw-subgauss: lambda in [0, 1] of w~ = w / (1 - lambda + lambda w)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "correction", losses.check_unit_interval("correction", self.correction))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.subgaussian_ips_loss(log_pi, action, reward, pscore, lam=self.correction, mask=mask)
 
 
@@ -265,12 +336,14 @@ class LogSmoothingIPS(Objective):
     """IPS with logarithmic smoothing (Sakhi et al. 2024): :func:`towerjax.losses.log_smoothing_ips_loss`."""
 
     name: ClassVar[str] = "ipw-ls"
+    entropy: float = _option(PG_ENTROPY, _ENTROPY)
     smoothing: float = _option(1.0, "ipw-ls: lambda > 0 of log(1 + lambda w r) / lambda")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "smoothing", check_positive("smoothing", self.smoothing))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.log_smoothing_ips_loss(log_pi, action, reward, pscore, lam=self.smoothing, mask=mask)
 
 
@@ -280,8 +353,34 @@ class Regression(Objective):
 
     name: ClassVar[str] = "regression"
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.regression_loss(scores, action, reward, mask=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedRegression(Objective):
+    """IPS-weighted regression (Schnabel et al. 2016): :func:`towerjax.losses.weighted_regression_loss`."""
+
+    name: ClassVar[str] = "ips-regression"
+    cap: float | None = _option(None, _CAP)
+    clip: tuple[float, float] | None = _option(None, _CLIP)
+    self_normalize: bool = _option(False, "ips-regression: divide by the sum of the weights 1/p")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "clip", _check_weights(self.cap, self.clip, 0.0))
+
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        return losses.weighted_regression_loss(
+            scores,
+            action,
+            reward,
+            pscore,
+            cap=self.cap,
+            clip=self.clip,
+            self_normalize=self.self_normalize,
+            mask=mask,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +389,7 @@ class Naive(Objective):
 
     name: ClassVar[str] = "naive"
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.naive_loss(log_pi, action, reward, mask=mask)
 
 
@@ -303,10 +402,11 @@ class TopK(Objective):
     cap: float | None = _option(None, "cap on w * lambda_K")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "k", check_positive_int("k", self.k))
         losses.check_weight_options(self.cap, None)
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         return losses.topk_ips_loss(log_pi, action, reward, pscore, k=self.k, cap=self.cap, mask=mask)
 
 
@@ -334,12 +434,13 @@ class TwoStage(Objective):
     self_normalize: bool = _option(True, _SELF_NORMALIZE)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("candidates", "num_samples"):
             object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         check_nonnegative("alpha", self.alpha)
         object.__setattr__(self, "clip", _check_weights(self.cap, self.clip, 0.0))
 
-    def loss(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
         if key is None:
             raise InputError("key", "the two-stage objective samples candidate sets and needs a key")
@@ -373,6 +474,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
         SubGaussianIPS,
         LogSmoothingIPS,
         Regression,
+        WeightedRegression,
         Naive,
         TopK,
         TwoStage,

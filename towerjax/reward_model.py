@@ -190,7 +190,7 @@ class RewardModel:
         size = n - n // folds
         order = jax.vmap(lambda k: jnp.argsort(fold == k, stable=True)[:size])(jnp.arange(folds))
         weight = (fold[order] != jnp.arange(folds)[:, None]).astype(jnp.float32)
-        subsets = jax.vmap(lambda index: _take_rows(data, index))(order)
+        subsets = jax.vmap(data.take_rows)(order)
         params = jax.vmap(self.fit)(jax.random.split(key_fit, folds), subsets, weight)
 
         def add_fold(q_hat, inputs):
@@ -201,14 +201,3 @@ class RewardModel:
         q_hat = jnp.zeros((n, data.n_actions), jnp.float32)
         q_hat, _ = jax.lax.scan(add_fold, q_hat, (jnp.arange(folds), params))
         return q_hat
-
-
-def _take_rows(data: LoggedData, index: jax.Array) -> LoggedData:
-    """The logged rows ``index`` (every item's features kept)."""
-    return LoggedData(
-        context=data.context[index],
-        action_context=data.action_context,
-        action=data.action[index],
-        reward=data.reward[index],
-        pscore=data.pscore[index],
-    )

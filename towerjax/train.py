@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from towerjax.batching import epoch_batches, num_batches
-from towerjax.behavior import behavior_loss, init_behavior_head, logged_propensity
+from towerjax.behavior import behavior_log_probs, behavior_loss, init_behavior_head, logged_propensity
 from towerjax.checks import (
     InputError,
     check_choice,
@@ -30,8 +30,10 @@ from towerjax.checks import (
     check_positive,
     check_positive_int,
     check_sizes,
+    take_logged,
 )
 from towerjax.data import LoggedData
+from towerjax.evaluation import Z_95
 from towerjax.objectives import IPS, OBJECTIVES, Objective, objective_from_name
 from towerjax.policy import log_policy, policy_value
 from towerjax.reward_model import RewardModel, RewardModelConfig
@@ -40,6 +42,7 @@ from towerjax.towers import TwoTower, check_activation
 
 __all__ = [
     "OPTIMIZERS",
+    "SELECTIONS",
     "Batch",
     "NonFiniteError",
     "SeedRunner",
@@ -55,14 +58,20 @@ __all__ = [
     "seed_sharding",
     "shard_batch",
     "train_seeds",
+    "validation_estimates",
 ]
 
 OPTIMIZERS = ("adam", "adamw")
+# Validation criteria of TrainConfig.select: an estimate, or its lower 95% bound.
+SELECTIONS = ("snips", "dr", "snips-lower", "dr-lower")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults are the seed study's (SPEC 6).
+    """One training run. The defaults are the library's, chosen by ``benchmarks/learning.py``
+    across tasks (benchmarks/RESULTS.md): one hidden layer of 64, ``D = 32``, Adam 1e-3,
+    batch 128, 30 epochs, 20% of the logs held out for validation and the epoch with the best
+    SNIPS estimate returned. :meth:`seed_study` gives the seed study's settings (SPEC 6).
 
     ``objective`` is an objective value (:mod:`towerjax.objectives`, e.g. ``IPS(cap=10)``,
     ``DR()``, ``TwoStage(candidates=20)``) holding its own options; a registry name
@@ -73,6 +82,7 @@ class TrainConfig:
     ``Adam(weight_decay)``) or ``"adamw"`` (decoupled decay, ``optax.adamw``).
     ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
     (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
+    A ``batch_size`` larger than the (training) logs uses all of them in one batch.
     ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
@@ -84,18 +94,21 @@ class TrainConfig:
     n_test_rounds: int = 10000
     n_actions: int = 10
     dim: int = 50
-    hidden_sizes: tuple[int, ...] = (100, 100, 100)
-    embedding_size: int = 100
+    hidden_sizes: tuple[int, ...] = (64,)
+    embedding_size: int = 32
     activation: str = "elu"
     temperature: float = 1.0
     optimizer: str = "adam"
-    learning_rate: float = 0.005
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-6
-    batch_size: int = 10
-    epochs: int = 100
+    batch_size: int = 128
+    epochs: int = 30
     reward_model: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
     estimate_propensities: bool = False
     evaluate_train: bool = True
+    validation_fraction: float = 0.2
+    select: str | None = "snips"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.objective, str):
@@ -120,16 +133,52 @@ class TrainConfig:
             object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         if self.n_actions < 2:
             raise InputError("n_actions", f"expected at least 2, got {self.n_actions}")
-        if self.batch_size > self.n_rounds:
-            raise InputError(
-                "batch_size", f"expected at most n_rounds={self.n_rounds}, got {self.batch_size}"
-            )
         check_activation(self.activation)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("temperature", "learning_rate"):
             check_positive(name, getattr(self, name))
         check_nonnegative("weight_decay", self.weight_decay)
         object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
+        if isinstance(self.validation_fraction, bool) or not 0.0 <= self.validation_fraction < 1.0:
+            raise InputError(
+                "validation_fraction", f"expected a value in [0, 1), got {self.validation_fraction}"
+            )
+        if self.select is not None:
+            check_choice("select", self.select, SELECTIONS)
+        if self.patience is not None:
+            object.__setattr__(self, "patience", check_positive_int("patience", self.patience))
+            if self.select is None:
+                raise InputError("patience", "early stopping needs a selection criterion (select)")
+
+    @classmethod
+    def seed_study(cls, **overrides) -> TrainConfig:
+        """The seed study's settings (SPEC 6), as its reproduction uses them.
+
+        Adam 0.005 with coupled L2 1e-6, batch 10, 100 epochs, towers (100, 100, 100), D = 100,
+        elu, ``tau = 1``, no validation split, and the reward model fitted and used on the same
+        rows as the seed did (``folds=1``, in-sample); an objective given by name has no
+        entropy bonus (the library's policy-gradient objectives have one by default).
+        ``overrides`` replace any field.
+        """
+        settings = dict(
+            optimizer="adam",
+            learning_rate=0.005,
+            weight_decay=1e-6,
+            batch_size=10,
+            epochs=100,
+            hidden_sizes=(100, 100, 100),
+            embedding_size=100,
+            activation="elu",
+            temperature=1.0,
+            reward_model=RewardModelConfig(folds=1),
+            validation_fraction=0.0,
+            select=None,
+            patience=None,
+        )
+        objective = overrides.pop("objective", "ips")
+        if isinstance(objective, str):  # by name: the seed's learners, with no entropy bonus
+            objective = dataclasses.replace(objective_from_name(objective), entropy=0.0)
+        return cls(objective=objective, **{**settings, **overrides})
 
     @property
     def model(self) -> TwoTower:
@@ -142,6 +191,44 @@ class TrainConfig:
         out["reward_model"] = dataclasses.asdict(self.reward_model)
         out["hidden_sizes"] = list(self.hidden_sizes)
         return out
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (also after a JSON round trip): the objective is
+        rebuilt from its name and options (:func:`~towerjax.objectives.objective_from_name`),
+        lists become tuples again and ``reward_model`` a :class:`RewardModelConfig`.
+
+        Missing fields take their defaults; an unknown field raises
+        :class:`~towerjax.checks.InputError` naming it.
+        """
+        if not isinstance(payload, dict):
+            raise InputError("config", f"expected a dict of TrainConfig fields, got {type(payload).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name in payload:
+            if name not in known:
+                raise InputError(str(name), f"not a TrainConfig field (fields are {sorted(known)})")
+
+        def tuples(options: dict) -> dict:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+        fields = tuples(payload)
+        objective = fields.get("objective")
+        if isinstance(objective, dict):
+            options = tuples(objective)
+            if not isinstance(options.get("name"), str):
+                raise InputError("objective", f"expected {{'name': ..., **options}}, got {objective!r}")
+            fields["objective"] = objective_from_name(options.pop("name"), **options)
+        reward_model = fields.get("reward_model")
+        if isinstance(reward_model, dict):
+            model_fields = {f.name for f in dataclasses.fields(RewardModelConfig)}
+            for name in reward_model:
+                if name not in model_fields:
+                    raise InputError(
+                        f"reward_model.{name}",
+                        f"not a RewardModelConfig field (fields are {sorted(model_fields)})",
+                    )
+            fields["reward_model"] = RewardModelConfig(**tuples(reward_model))
+        return cls(**fields)
 
 
 @jax.tree_util.register_dataclass
@@ -173,6 +260,13 @@ class TrainResult:
       initial_value: test value of the untrained policy.
       behavior_value: test value of the logging policy.
       optimal_value: test value of the best policy, ``mean_i max_a q(x_i, a)``.
+      top_share: ``[E]`` share of the test contexts whose top-scored item is the single most
+        common one (1.0: the policy sends everyone to one item, a collapse).
+      validation: ``{"snips", "snips_se", "dr", "dr_se"}`` each ``[E]``: the off-policy
+        estimates on the validation logs after each epoch (NaN without validation logs).
+      selected_epoch: the epoch whose parameters ``params`` are (``config.select``; 0 is the
+        initial policy), else ``epochs``.
+      selected_value: the test value of that epoch.
     """
 
     params: dict
@@ -182,6 +276,10 @@ class TrainResult:
     initial_value: jax.Array
     behavior_value: jax.Array
     optimal_value: jax.Array
+    top_share: jax.Array
+    validation: dict
+    selected_epoch: jax.Array
+    selected_value: jax.Array
 
 
 class NonFiniteError(RuntimeError):
@@ -237,10 +335,13 @@ def objective_loss(
     data = batch.data
     context_embedding = config.model.embed_context(params, data.context)
     scores = context_embedding @ config.model.embed_actions(params, data.action_context).T
-    pscore, extra = data.pscore, 0.0
+    pscore, pi_b, extra = data.pscore, data.pi_b, 0.0
     if config.estimate_propensities:
         pscore = logged_propensity(params["behavior"], context_embedding, data.action)
         extra = behavior_loss(params["behavior"], context_embedding, data.action, mask=batch.mask)
+        if config.objective.needs_pi_b:
+            pi_b = jnp.exp(behavior_log_probs(params["behavior"], context_embedding))
+    extras = {"pi_b": pi_b} if config.objective.needs_pi_b else {}
     return extra + config.objective.loss(
         scores=scores,
         log_pi=log_policy(scores, config.temperature),
@@ -250,6 +351,7 @@ def objective_loss(
         q_hat=batch.q_hat,
         key=key,
         mask=batch.mask,
+        **extras,
     )
 
 
@@ -268,8 +370,47 @@ def make_update_step(config: TrainConfig) -> Callable:
     return step
 
 
-def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
-    """Returns ``train(key, data=None, test_data=None, q_hat=None) -> TrainResult``, pure in its key.
+def validation_estimates(
+    log_pi: jax.Array, logs: LoggedData, q_hat: jax.Array | None
+) -> dict[str, jax.Array]:
+    """SNIPS and DR estimates of ``pi`` on validation logs, with delta-method standard errors.
+
+    ``log_pi [n, A]`` the policy on the logs' contexts; ``q_hat [n, A]`` a reward model that
+    did not see these rows (DR is NaN without it). Jit-able; the same definitions as
+    :func:`towerjax.evaluation.off_policy_estimates`' ``snipw`` and ``dr``.
+    """
+    n = logs.action.shape[0]
+    pi = jnp.exp(log_pi)
+    w = take_logged(pi, logs.action) / logs.pscore
+    mean_w = jnp.mean(w)
+    positive = mean_w > 0
+    snips = jnp.where(positive, jnp.mean(w * logs.reward) / jnp.where(positive, mean_w, 1.0), 0.0)
+    influence = jnp.where(positive, w * (logs.reward - snips) / jnp.where(positive, mean_w, 1.0), 0.0)
+    out = {"snips": snips, "snips_se": jnp.std(influence, ddof=1) / jnp.sqrt(n)}
+    if q_hat is None:
+        out["dr"] = out["dr_se"] = jnp.full((), jnp.nan)
+    else:
+        terms = jnp.sum(pi * q_hat, axis=-1) + w * (logs.reward - take_logged(q_hat, logs.action))
+        out["dr"], out["dr_se"] = jnp.mean(terms), jnp.std(terms, ddof=1) / jnp.sqrt(n)
+    return out
+
+
+def _split_rows(key: jax.Array, data: LoggedData, q_hat, n_validation: int):
+    """Random rows of ``data`` (and ``q_hat``) for training, and ``n_validation`` held out."""
+    order = jax.random.permutation(key, data.n_rounds)
+    train_rows, validation_rows = order[: data.n_rounds - n_validation], order[data.n_rounds - n_validation :]
+    return (
+        data.take_rows(train_rows),
+        None if q_hat is None else q_hat[train_rows],
+        data.take_rows(validation_rows),
+    )
+
+
+def make_train(
+    config: TrainConfig, *, on_epoch: Callable[[int], None] | None = None
+) -> Callable[..., TrainResult]:
+    """Returns ``train(key, data=None, test_data=None, q_hat=None, validation=None) -> TrainResult``,
+    pure in its key.
 
     Without ``data`` the run draws the built-in synthetic problem and logs
     ``n_rounds`` training and ``n_test_rounds`` test events from it. Given ``data``
@@ -279,19 +420,34 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
     cross-fitted on ``data`` (``config.reward_model.folds``, default 2: each row's ``q_hat``
     comes from a model that did not see it) unless ``q_hat`` ``[n, A]`` (predictions for
     ``data``'s rows) is given.
+
+    Validation by off-policy evaluation: with ``validation`` logs, or
+    ``config.validation_fraction > 0`` (that share of the training rows held out at
+    random), each epoch records the SNIPS and DR estimates of the policy on the validation
+    logs with their standard errors (:func:`validation_estimates`; DR's reward model is
+    fitted on the training rows only). ``config.select`` then returns the parameters of
+    the best epoch by that estimate (or by its lower 95% bound), and ``config.patience``
+    stops updating after that many epochs without improvement.
+
+    ``on_epoch(epoch)``, if given, is called on the host with the epoch number (an int) after
+    every epoch (``jax.debug.callback``; under ``vmap`` once for the batch of seeds), e.g. to
+    drive a progress bar.
     """
     model = config.model
     optimizer = make_optimizer(config)
     update = make_update_step(config)
     reward_model = RewardModel(config.reward_model)
+    objective = config.objective
 
     def train(
         key: jax.Array,
         data: LoggedData | None = None,
         test_data: LoggedData | None = None,
         q_hat: jax.Array | None = None,
+        validation: LoggedData | None = None,
     ):
         key_problem, key_data, key_test, key_init, key_q, key_epochs = jax.random.split(key, 6)
+        key_split, key_validation_q = jax.random.split(jax.random.fold_in(key, 7))
         if data is None:
             problem = blog_problem(
                 key_problem,
@@ -304,6 +460,23 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
             test_data = sample_logged_data(key_test, problem, config.n_test_rounds)
         elif test_data is None:
             test_data = data
+        if validation is None and config.validation_fraction > 0:
+            n_validation = round(config.validation_fraction * data.n_rounds)
+            if not 2 <= n_validation <= data.n_rounds - 1:
+                raise InputError(
+                    "validation_fraction",
+                    f"{config.validation_fraction} of {data.n_rounds} rows leaves {n_validation} for "
+                    "validation; expected at least 2 and at least one training row",
+                )
+            if q_hat is not None and not objective.needs_q_hat:
+                q_hat = None
+            data, q_hat, validation = _split_rows(key_split, data, q_hat, n_validation)
+        if objective.needs_pi_b and data.pi_b is None and not config.estimate_propensities:
+            raise InputError(
+                "kl",
+                "the KL penalty needs the logging policy's distribution: logs with pi_b, "
+                "or estimate_propensities=True (the behaviour head)",
+            )
         n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
 
         params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
@@ -313,16 +486,41 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
             params["behavior"] = init_behavior_head(
                 jax.random.fold_in(key_q, 1), data.n_actions, config.embedding_size
             )
-        if not config.objective.needs_q_hat:
+        if not objective.needs_q_hat:
             q_hat = None
         elif q_hat is None:
             q_hat = reward_model.cross_fit(key_q, data)
+        validation_q_hat = None
+        if validation is not None:
+            fitted = reward_model.fit(key_validation_q, data)
+            validation_q_hat = reward_model.predict(
+                fitted, validation.context, validation.action_context, chunk_size=4096
+            )
 
-        def value(params, logs: LoggedData) -> jax.Array:
-            if logs.expected_reward is None:
-                return jnp.full((), jnp.nan)
+        def values(params, logs: LoggedData) -> tuple[jax.Array, jax.Array]:
+            """True value (NaN without ``expected_reward``) and the top-item share on ``logs``."""
             scores = model.scores(params, logs.context, logs.action_context)
-            return policy_value(log_policy(scores, config.temperature), logs.expected_reward)
+            top = jnp.argmax(scores, axis=-1)
+            top_share = jnp.max(jnp.bincount(top, length=logs.n_actions)) / logs.n_rounds
+            if logs.expected_reward is None:
+                return jnp.full((), jnp.nan), top_share
+            return policy_value(log_policy(scores, config.temperature), logs.expected_reward), top_share
+
+        def validate(params) -> dict[str, jax.Array]:
+            if validation is None:
+                return {k: jnp.full((), jnp.nan) for k in ("snips", "snips_se", "dr", "dr_se")}
+            scores = model.scores(params, validation.context, validation.action_context)
+            return validation_estimates(log_policy(scores, config.temperature), validation, validation_q_hat)
+
+        def score(estimates: dict[str, jax.Array]) -> jax.Array:
+            """The selection criterion of an epoch (higher is better)."""
+            if config.select is None:
+                return jnp.zeros(())
+            name = config.select.removesuffix("-lower")
+            value = estimates[name]
+            if config.select.endswith("-lower"):
+                value = value - Z_95 * estimates[name + "_se"]
+            return jnp.where(jnp.isnan(value), -jnp.inf, value)
 
         def batch_step(state, inputs):
             params, opt_state = state
@@ -334,6 +532,7 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
                     action=rows["action"],
                     reward=rows["reward"],
                     pscore=rows["pscore"],
+                    pi_b=rows.get("pi_b"),
                 ),
                 mask=mask,
                 q_hat=rows.get("q_hat"),
@@ -349,27 +548,56 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
         }
         if q_hat is not None:
             per_event["q_hat"] = q_hat
+        if objective.needs_pi_b and data.pi_b is not None:
+            per_event["pi_b"] = data.pi_b
 
-        def epoch(state, key):
+        def epoch(carry, inputs):
+            state, best = carry
+            key, index_epoch = inputs
             key_order, key_steps = jax.random.split(key)
             index, mask = epoch_batches(key_order, n, batch_size)
             # One gather per epoch: the scan then reads contiguous [B, ...] slices.
             rows = jax.tree.map(lambda a: a[index], per_event)
             step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
-            state, weighted = jax.lax.scan(
-                batch_step,
-                state,
-                (rows, mask, step_keys),
-            )
-            params = state[0]
-            train_value = value(params, data) if config.evaluate_train else jnp.full((), jnp.nan)
-            metrics = (jnp.sum(weighted) / n, train_value, value(params, test_data))
-            return state, metrics
+            new_state, weighted = jax.lax.scan(batch_step, state, (rows, mask, step_keys))
+            if config.patience is not None:  # stopped early: the parameters stay where they were
+                stopped = index_epoch - best["epoch"] > config.patience
+                new_state = jax.tree.map(lambda old, new: jnp.where(stopped, old, new), state, new_state)
+            params = new_state[0]
+            train_value = values(params, data)[0] if config.evaluate_train else jnp.full((), jnp.nan)
+            test_value, top_share = values(params, test_data)
+            estimates = validate(params)
+            if config.select is not None:
+                better = score(estimates) > best["score"]
+                best = {
+                    "score": jnp.where(better, score(estimates), best["score"]),
+                    "epoch": jnp.where(better, index_epoch + 1, best["epoch"]),
+                    "params": jax.tree.map(lambda b, p: jnp.where(better, p, b), best["params"], params),
+                    "test_value": jnp.where(better, test_value, best["test_value"]),
+                }
+            metrics = (jnp.sum(weighted) / n, train_value, test_value, top_share, estimates)
+            if on_epoch is not None:
+                jax.debug.callback(lambda e: on_epoch(int(e)), index_epoch + 1)
+            return (new_state, best), metrics
 
+        initial_test_value = values(initial_params, test_data)[0]
+        best = {
+            "score": jnp.full((), -jnp.inf),
+            "epoch": jnp.zeros((), jnp.int32),
+            "params": None,
+            "test_value": None,
+        }
+        if config.select is not None:
+            best.update(score=score(validate(params)), params=params, test_value=initial_test_value)
         state = (params, optimizer.init(params))
-        (params, _), (loss, train_value, test_value) = jax.lax.scan(
-            epoch, state, jax.random.split(key_epochs, config.epochs)
+        epochs = (jax.random.split(key_epochs, config.epochs), jnp.arange(config.epochs, dtype=jnp.int32))
+        ((params, _), best), (loss, train_value, test_value, top_share, estimates) = jax.lax.scan(
+            epoch, (state, best), epochs
         )
+        if config.select is not None:
+            params, selected_epoch, selected_value = best["params"], best["epoch"], best["test_value"]
+        else:
+            selected_epoch, selected_value = jnp.asarray(config.epochs, jnp.int32), test_value[-1]
         if test_data.expected_reward is None:
             behavior_value = optimal_value = jnp.full((), jnp.nan)
         else:
@@ -383,9 +611,13 @@ def make_train(config: TrainConfig) -> Callable[..., TrainResult]:
             loss=loss,
             train_value=train_value,
             test_value=test_value,
-            initial_value=value(initial_params, test_data),
+            initial_value=initial_test_value,
             behavior_value=behavior_value,
             optimal_value=optimal_value,
+            top_share=top_share,
+            validation=estimates,
+            selected_epoch=selected_epoch,
+            selected_value=selected_value,
         )
 
     return train
@@ -480,7 +712,9 @@ def compile_seeds(
     data: LoggedData | None = None,
     test_data: LoggedData | None = None,
     q_hat: jax.Array | None = None,
+    validation: LoggedData | None = None,
     per_seed_data: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> SeedRunner:
     """Lowers and compiles ``seeds`` runs of ``make_train(config)`` as one call.
 
@@ -490,15 +724,15 @@ def compile_seeds(
     when it does not divide the seeds). Every run depends only on its own key (and data),
     so the layout changes speed, not results (up to float rounding).
 
-    ``data``, ``test_data`` and ``q_hat`` are passed to every run (see :func:`make_train`);
+    ``data``, ``test_data``, ``q_hat`` and ``validation`` are passed to every run (see :func:`make_train`);
     without ``data`` each run draws the built-in synthetic problem from its key. They are
     arguments of the compiled call, not constants folded into it. With
     ``per_seed_data=True`` their arrays carry a leading ``[S]`` axis, one slice per seed,
     laid out and sharded like the keys.
     """
     seeds = check_positive_int("seeds", seeds)
-    if data is None and (test_data is not None or q_hat is not None):
-        raise InputError("data", "test_data and q_hat need data")
+    if data is None and (test_data is not None or q_hat is not None or validation is not None):
+        raise InputError("data", "test_data, q_hat and validation need data")
     sharding = seed_sharding(seeds, devices)
     count = len(sharding.mesh.devices.flat)
     per_device = seeds // count
@@ -508,17 +742,17 @@ def compile_seeds(
     layout = NamedSharding(sharding.mesh, PartitionSpec(None, "seed"))
     keys = jax.random.split(jax.random.key(seed), seeds).reshape(groups, group * count)
     keys = jax.device_put(keys, layout)
-    inputs = (data, test_data, q_hat)
+    inputs = (data, test_data, q_hat, validation)
     if per_seed_data:
-        for name, value in zip(("data", "test_data", "q_hat"), inputs, strict=True):
+        for name, value in zip(("data", "test_data", "q_hat", "validation"), inputs, strict=True):
             for leaf in jax.tree.leaves(value):
                 if leaf.shape[:1] != (seeds,):
                     raise InputError(name, f"per_seed_data: expected a leading axis of {seeds} seeds")
         inputs = jax.tree.map(
             lambda a: jax.device_put(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs
         )
-    train = make_train(config)
-    run_group = jax.vmap(train, in_axes=(0, 0, 0, 0) if per_seed_data else (0, None, None, None))
+    train = make_train(config, on_epoch=on_epoch)
+    run_group = jax.vmap(train, in_axes=(0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None))
 
     def run(keys, inputs):
         if per_seed_data:
@@ -540,19 +774,28 @@ def train_seeds(
     data: LoggedData | None = None,
     test_data: LoggedData | None = None,
     q_hat: jax.Array | None = None,
+    validation: LoggedData | None = None,
     per_seed_data: bool = False,
     finite: bool = True,
+    progress: bool | Callable[[int], None] = False,
 ) -> tuple[TrainResult, dict]:
     """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
 
-    ``data``, ``test_data``, ``q_hat`` and ``per_seed_data`` as in :func:`compile_seeds`:
+    ``data``, ``test_data``, ``q_hat``, ``validation`` and ``per_seed_data`` as in :func:`compile_seeds`:
     your own logs, or (without them) the built-in synthetic problem drawn per seed.
     Returns the stacked :class:`TrainResult` (host numpy arrays, leading ``[S]`` axis) and
     timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
     call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``. A run whose
     loss or parameters became NaN/inf raises :class:`NonFiniteError` (``finite=False``
-    returns the result as it is).
+    returns the result as it is). ``progress=True`` shows a progress bar of epochs on stderr
+    while the compiled call runs (a callable is called with the epoch number after every
+    epoch instead, once per sequential group of seeds).
     """
+    bars = []  # the bar is made once the number of sequential seed groups is known
+    if progress is True:
+        on_epoch = lambda _epoch: bars and bars[0].update(1)  # noqa: E731
+    else:
+        on_epoch = progress or None
     runner = compile_seeds(
         config,
         seeds=seeds,
@@ -562,15 +805,30 @@ def train_seeds(
         data=data,
         test_data=test_data,
         q_hat=q_hat,
+        validation=validation,
         per_seed_data=per_seed_data,
+        on_epoch=on_epoch,
     )
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        total = runner.groups * config.epochs
+        bars.append(
+            tqdm(total=total, unit="epoch", leave=False, desc=f"{config.objective.name} x {seeds} seeds")
+        )
     start = time.perf_counter()
-    result = jax.block_until_ready(runner.run())
+    try:
+        result = jax.block_until_ready(runner.run())
+    finally:
+        for bar in bars:
+            bar.close()
     seconds_train = time.perf_counter() - start
     if data is None:
         rounds = config.n_rounds
     else:
         rounds = data.action.shape[-1]
+    if validation is None and config.validation_fraction > 0:
+        rounds -= round(config.validation_fraction * rounds)  # the rows held out for validation
     timing = {
         "seconds_compile": runner.seconds_compile,
         "seconds_train": seconds_train,

@@ -94,7 +94,7 @@ QUICK = {
     "epochs": 3,
     "hidden_sizes": (32,),
     "embedding_size": 16,
-    "reward_model": RewardModelConfig(hidden_sizes=(32,), epochs=3),
+    "reward_model": RewardModelConfig(hidden_sizes=(32,), epochs=3, folds=1),  # in-sample, as the seed
 }
 
 ROW_FIELDS = (
@@ -150,7 +150,7 @@ class StudyOptions:
         fields = dict(QUICK) if self.quick else {}
         fields.update(objective=learner, behavior=figure.behavior, epochs=self.epochs, evaluate_train=True)
         fields[figure.field] = int(x)
-        return TrainConfig(**fields)
+        return TrainConfig.seed_study(**fields)
 
     def cells(self) -> list[Cell]:
         """Every ``(figure, x, learner)`` in run order; validates each cell's config."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "HeadlineStudy",
     "add_parser",
     "format_table",
+    "headline_settings",
     "plot_results",
     "run_headline",
     "write_results",
@@ -37,48 +39,89 @@ __all__ = [
 
 HEADLINE_LEARNERS = ("ips", "dr", "regression")
 HEADLINE_BEHAVIORS = ("uniform", "epsilon-greedy")
-CSV_FIELDS = ("behavior", "learner", "seed", "test_value", "initial_value", "behavior_value", "optimal_value")
+CSV_FIELDS = (
+    "settings",
+    "behavior",
+    "learner",
+    "seed",
+    "test_value",
+    "selected_value",
+    "initial_value",
+    "behavior_value",
+    "optimal_value",
+)
+
+
+def headline_settings(*, n_rounds: int = 15000, epochs: int | None = None) -> dict[str, TrainConfig]:
+    """The two settings ``towerjax run`` compares: the library's defaults, and the seed
+    study's (``TrainConfig.seed_study``, 10 epochs unless ``epochs`` is given)."""
+    defaults = TrainConfig(n_rounds=n_rounds)
+    seed = TrainConfig.seed_study(n_rounds=n_rounds, epochs=10)
+    if epochs is not None:
+        defaults, seed = (dataclasses.replace(c, epochs=epochs) for c in (defaults, seed))
+    return {"defaults": defaults, "seed-study": seed}
 
 
 class HeadlineStudy(Study):
-    """Cells ``(behavior, learner)`` of ``base``; each row is one cell's per-seed values and timings."""
+    """Cells ``(settings, behavior, learner)``; each row is one cell's per-seed values, curves and timings."""
 
     name = "headline"
 
-    def __init__(self, base: TrainConfig, *, seeds: int, seed: int, devices: int | None = None):
-        self.base, self.seeds, self.seed, self.devices = (
-            base,
+    def __init__(
+        self, settings: dict[str, TrainConfig], *, seeds: int, seed: int, devices: int | None = None
+    ):
+        self.settings, self.seeds, self.seed, self.devices = (
+            dict(settings),
             check_positive_int("seeds", seeds),
             seed,
             devices,
         )
 
     def manifest(self) -> dict:
-        return {"config": self.base.to_dict(), "seeds": self.seeds, "seed": self.seed}
+        return {
+            "settings": {name: config.to_dict() for name, config in self.settings.items()},
+            "seeds": self.seeds,
+            "seed": self.seed,
+        }
 
-    def cells(self) -> list[tuple[str, str]]:
-        return [(behavior, learner) for behavior in HEADLINE_BEHAVIORS for learner in HEADLINE_LEARNERS]
+    def cells(self) -> list[tuple[str, str, str]]:
+        return [
+            (name, behavior, learner)
+            for name in self.settings
+            for behavior in HEADLINE_BEHAVIORS
+            for learner in HEADLINE_LEARNERS
+        ]
 
-    def label(self, cell: tuple[str, str]) -> str:
-        return f"{cell[0]:>14} {cell[1]:>10}"
+    def label(self, cell: tuple[str, str, str]) -> str:
+        return f"{cell[0]:>10} {cell[1]:>14} {cell[2]:>10}"
 
-    def summary(self, cell: tuple[str, str], rows: list[dict]) -> str:
+    def summary(self, cell: tuple[str, str, str], rows: list[dict]) -> str:
         (row,) = rows
         mean, se = mean_se(row["test_value"])
         compile_ = f"compile {row['seconds_compile']:.1f}s on {row['devices']} device(s)"
         return f"test value {mean:.4f} ± {se:.4f}, {compile_}"
 
-    def run_cell(self, cell: tuple[str, str]) -> list[dict]:
-        behavior, learner = cell
-        config = dataclasses.replace(self.base, behavior=behavior, objective=learner)
-        result, timing = train_seeds(config, seeds=self.seeds, seed=self.seed, devices=self.devices)
+    def run_cell(self, cell: tuple[str, str, str]) -> list[dict]:
+        name, behavior, learner = cell
+        config = dataclasses.replace(self.settings[name], behavior=behavior, objective=learner)
+        progress = sys.stderr.isatty()  # a bar of seed-epochs inside the cell, on a terminal
+        result, timing = train_seeds(
+            config, seeds=self.seeds, seed=self.seed, devices=self.devices, progress=progress
+        )
+        # Epoch 0 is the initial policy; the curves are the seed mean and its standard error.
+        curves = np.concatenate([result.initial_value[:, None], result.test_value], axis=1)
+        stats = [mean_se(curves[:, e]) for e in range(curves.shape[1])]
         return [
             {
+                "settings": name,
                 "behavior": behavior,
                 "learner": learner,
                 "config": config.to_dict(),
                 "test_value": result.test_value[:, -1].tolist(),
-                "test_curve": result.test_value.mean(axis=0).tolist(),
+                "selected_value": result.selected_value.tolist(),
+                "selected_epoch": result.selected_epoch.tolist(),
+                "test_curve": [m for m, _ in stats],
+                "test_curve_se": [e for _, e in stats],
                 "initial_value": result.initial_value.tolist(),
                 "behavior_value": result.behavior_value.tolist(),
                 "optimal_value": result.optimal_value.tolist(),
@@ -92,7 +135,7 @@ class HeadlineStudy(Study):
 
 
 def run_headline(
-    base: TrainConfig,
+    settings: dict[str, TrainConfig] | TrainConfig,
     *,
     seeds: int,
     seed: int,
@@ -101,13 +144,19 @@ def run_headline(
     progress: bool | None = None,
     devices: int | None = None,
 ) -> list[dict]:
-    """Runs every (logging policy, learner) cell not yet in ``out``; returns one dict per cell.
+    """Runs every (settings, logging policy, learner) cell not yet in ``out``; returns one dict per cell.
 
-    Each dict holds the cell's ``behavior``, ``learner``, ``config``, per-seed
-    ``test_value``, ``initial_value``, ``behavior_value`` and ``optimal_value``, the
-    seed-mean ``test_curve`` and the timings of :func:`towerjax.train.train_seeds`.
+    ``settings`` names the training configurations to compare (:func:`headline_settings`;
+    one :class:`TrainConfig` is ``{"defaults": config}``). Each dict holds the cell's
+    ``settings``, ``behavior``, ``learner``, ``config``, per-seed ``test_value`` (final),
+    ``selected_value`` (the validation-selected epoch's, when the config selects),
+    ``initial_value``, ``behavior_value`` and ``optimal_value``, the seed-mean
+    ``test_curve`` from epoch 0 with its ``test_curve_se``, and the timings of
+    :func:`towerjax.train.train_seeds`.
     """
-    study = HeadlineStudy(base, seeds=seeds, seed=seed, devices=devices)
+    if isinstance(settings, TrainConfig):
+        settings = {"defaults": settings}
+    study = HeadlineStudy(settings, seeds=seeds, seed=seed, devices=devices)
     return run_study(study, out, progress=progress, log=log)
 
 
@@ -122,10 +171,12 @@ def write_results(cells: list[dict], out: Path, *, seeds: int, seed: int) -> Non
             for index, value in enumerate(cell["test_value"]):
                 writer.writerow(
                     {
+                        "settings": cell["settings"],
                         "behavior": cell["behavior"],
                         "learner": cell["learner"],
                         "seed": index,
                         "test_value": value,
+                        "selected_value": cell["selected_value"][index],
                         "initial_value": cell["initial_value"][index],
                         "behavior_value": cell["behavior_value"][index],
                         "optimal_value": cell["optimal_value"][index],
@@ -134,43 +185,62 @@ def write_results(cells: list[dict], out: Path, *, seeds: int, seed: int) -> Non
 
 
 def format_table(cells: list[dict]) -> str:
-    """Markdown table: mean ± standard error of the final test value per learner and logging."""
-    header = "| logging | learner | test value | initial | logging policy | best |"
-    lines = [header, "|---|---|---|---|---|---|"]
+    """Markdown table: mean ± standard error of the final (and validation-selected) test value."""
+    header = "| settings | logging | learner | test value (final) | test value (selected) | initial | logging policy | best |"
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for cell in cells:
-        test, init, beh, best = (
-            mean_se(cell[k]) for k in ("test_value", "initial_value", "behavior_value", "optimal_value")
+        test, selected, init, beh, best = (
+            mean_se(cell[k])
+            for k in ("test_value", "selected_value", "initial_value", "behavior_value", "optimal_value")
         )
+        chosen = "–" if cell["config"].get("select") is None else f"{selected[0]:.4f} ± {selected[1]:.4f}"
         lines.append(
-            f"| {cell['behavior']} | {cell['learner']} | {test[0]:.4f} ± {test[1]:.4f} | "
-            f"{init[0]:.4f} | {beh[0]:.4f} | {best[0]:.4f} |"
+            f"| {cell['settings']} | {cell['behavior']} | {cell['learner']} | {test[0]:.4f} ± {test[1]:.4f} | "
+            f"{chosen} | {init[0]:.4f} | {beh[0]:.4f} | {best[0]:.4f} |"
         )
     return "\n".join(lines)
 
 
 def plot_results(cells: list[dict], path: Path) -> None:
-    """Learning curves (mean test value per epoch) per logging policy, with reference lines."""
+    """Learning curves from epoch 0 (seed mean ± standard error bands), one panel per
+    (settings, logging policy), with the logging and best policies' values; the legend sits
+    below the panels, clear of the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(HEADLINE_BEHAVIORS), figsize=(11, 4), sharey=True)
-    for ax, behavior in zip(np.atleast_1d(axes), HEADLINE_BEHAVIORS, strict=True):
-        chosen = [c for c in cells if c["behavior"] == behavior]
-        for cell in chosen:
-            curve = np.asarray(cell["test_curve"])
-            epochs = np.arange(1, curve.size + 1)
-            mean, se = mean_se(cell["test_value"])
-            ax.plot(epochs, curve, marker="o", ms=3, label=f"{cell['learner']} ({mean:.3f} ± {se:.3f})")
-        if chosen:
-            ax.axhline(np.mean(chosen[0]["behavior_value"]), color="gray", ls="--", label="logging policy")
-            ax.axhline(np.mean(chosen[0]["optimal_value"]), color="black", ls=":", label="best")
-        ax.set_title(f"{behavior} logging")
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-    np.atleast_1d(axes)[0].set_ylabel("test policy value (mean over seeds)")
-    fig.tight_layout()
+    settings = list(dict.fromkeys(c["settings"] for c in cells))
+    fig, axes = plt.subplots(
+        len(settings), len(HEADLINE_BEHAVIORS), figsize=(11, 3.6 * len(settings)), sharey=True, squeeze=False
+    )
+    colors = {learner: f"C{i}" for i, learner in enumerate(HEADLINE_LEARNERS)}
+    for row, name in enumerate(settings):
+        for ax, behavior in zip(axes[row], HEADLINE_BEHAVIORS, strict=True):
+            chosen = [c for c in cells if c["behavior"] == behavior and c["settings"] == name]
+            for cell in chosen:
+                curve, se = np.asarray(cell["test_curve"]), np.asarray(cell["test_curve_se"], dtype=float)
+                epochs = np.arange(curve.size)
+                color = colors.get(cell["learner"])
+                ax.plot(epochs, curve, color=color, lw=1.5, label=cell["learner"])
+                ax.fill_between(
+                    epochs, curve - np.nan_to_num(se), curve + np.nan_to_num(se), color=color, alpha=0.2
+                )
+            if chosen:
+                ax.axhline(
+                    np.mean(chosen[0]["behavior_value"]), color="gray", ls="--", label="logging policy"
+                )
+                ax.axhline(np.mean(chosen[0]["optimal_value"]), color="black", ls=":", label="best policy")
+                config = chosen[0]["config"]
+                ax.set_title(
+                    f"{name}: {behavior} logging (lr {config['learning_rate']:g}, batch {config['batch_size']})",
+                    fontsize=9,
+                )
+            ax.set_xlabel("epoch (0 = initial policy)")
+        axes[row][0].set_ylabel("test policy value")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -184,21 +254,30 @@ def add_parser(subparsers) -> None:
         subparsers, "run", _main, help="main job: IPS, DR and regression under two logging policies"
     )
     parser.add_argument("--out", type=Path, default=Path("towerjax-results"), help="output folder (resumes)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the logs")
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="passes over the logs (default: the library's for its defaults, 10 for the seed study's settings)",
+    )
     parser.add_argument("--n-rounds", type=positive_int, default=15000, help="logged training events")
     add_seed_arguments(parser, seeds=8)
 
 
 def _main(args: argparse.Namespace) -> int:
-    config = TrainConfig(n_rounds=args.n_rounds, epochs=args.epochs)
+    settings = headline_settings(n_rounds=args.n_rounds, epochs=args.epochs)
     check_out_dir(args.subparser, "--out", args.out)
+    described = "; ".join(
+        f"{name}: {c.epochs} epochs, batch {c.batch_size}, lr {c.learning_rate:g}"
+        for name, c in settings.items()
+    )
     print(
         f"towerjax run: IPS, DR and regression learners x uniform and epsilon-greedy logging, "
-        f"{args.seeds} seeds, {config.n_rounds} rounds, {config.epochs} epochs, batch {config.batch_size}",
+        f"{args.seeds} seeds, {args.n_rounds} rounds ({described})",
         flush=True,
     )
     try:
-        cells = run_headline(config, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices)
+        cells = run_headline(settings, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices)
     except KeyboardInterrupt:
         return interrupted(args.out / ROWS_FILE)
     print()

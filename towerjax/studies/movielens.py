@@ -526,7 +526,7 @@ def method_objective(method: str, config: MovieLensStudyConfig) -> Objective:
     if method == "CE":
         return Naive()
     if method == "1-IPS":
-        return IPS(clip=config.clip, self_normalize=config.self_normalize)
+        return IPS(clip=config.clip, self_normalize=config.self_normalize, entropy=0.0)
     if method == "2-IPS":
         return TwoStage(
             candidates=config.candidates,
@@ -552,6 +552,8 @@ def _train_config(method: str, config: MovieLensStudyConfig, n_events: int) -> T
         batch_size=min(config.batch_size, n_events),
         epochs=config.epochs,
         evaluate_train=False,
+        validation_fraction=0.0,
+        select=None,
     )
 
 
