@@ -66,7 +66,11 @@ def test_training_with_estimated_propensities_learns():
         estimate_propensities=True,
     )
     result, _ = train_seeds(config, seeds=4, seed=11)
-    assert "behavior" in result.params and result.params["behavior"]["item"].shape == (4, 10, config.embedding_size)
+    assert "behavior" in result.params and result.params["behavior"]["item"].shape == (
+        4,
+        10,
+        config.embedding_size,
+    )
     final = result.test_value[:, -1]
     assert final.mean() > result.initial_value.mean() + 0.02
     assert final.mean() > result.behavior_value.mean() + 0.02

@@ -7,20 +7,29 @@ import numpy as np
 import pytest
 
 from towerjax.checks import InputError
+from towerjax.data import LoggedData
+from towerjax.datasets import DatasetFileError, load_obd
 from towerjax.evaluation import off_policy_estimates
 from towerjax.studies import obd as obd_study
-from towerjax.studies.obd import format_obd, run_obd_study, slot_estimates
+from towerjax.studies.obd import format_obd, prepare_obd, run_obd_study, slot_estimates
 
 N_ITEMS = 4
 ROWS_PER_SLOT = 12
 
 
-def _item_table(labels: tuple[str, str]) -> str:
-    """Four items, a numeric and a categorical feature; ``labels`` names the two categories."""
+def _item_table(labels: tuple[str, ...], categories: tuple[int, ...] = (0, 1, 1, 0)) -> str:
+    """Four items, a numeric and a categorical feature; item ``i`` has category ``labels[categories[i]]``."""
     lines = [",item_id,item_feature_0,item_feature_1"]
-    for i, (value, cat) in enumerate(zip([-0.5, 0.25, 1.5, 0.75], [0, 1, 1, 0], strict=True)):
+    for i, (value, cat) in enumerate(zip([-0.5, 0.25, 1.5, 0.75], categories, strict=True)):
         lines.append(f"{i},{i},{value},{labels[cat]}")
     return "\n".join(lines) + "\n"
+
+
+def _wheel(path, members: dict[str, str]):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return path
 
 
 def _log(rng: np.random.Generator, *, random: bool, users: tuple[str, ...]) -> tuple[str, np.ndarray]:
@@ -58,10 +67,7 @@ def fixture_wheel(tmp_path_factory):
         f"{root}/random/all/all.csv": random,
         f"{root}/random/all/item_context.csv": _item_table(("zz_other", "aa_other")),
     }
-    path = tmp_path_factory.mktemp("obd") / "obp-0.4.1-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as z:
-        for name, text in members.items():
-            z.writestr(name, text)
+    path = _wheel(tmp_path_factory.mktemp("obd") / "obp-0.4.1-py3-none-any.whl", members)
     return path, bts_click, random_click
 
 
@@ -85,8 +91,12 @@ def test_study_end_to_end_on_a_fixture_wheel(fixture_wheel):
     json.dumps(result)  # JSON-ready
     assert tuple(result["learners"]) == learners
     assert result["rows"] == {"bts": [ROWS_PER_SLOT] * 3, "random": [ROWS_PER_SLOT] * 3}
-    assert result["alignment"]["random_rows_with_unseen_user_categories"] == ROWS_PER_SLOT
-    assert result["alignment"]["random_item_table_matches_up_to_relabelling"] is True
+    assert result["position_handling"] == "feature" and result["n_slots"] == 3
+    assert result["alignment"] == {
+        "random_rows_with_unseen_user_categories": ROWS_PER_SLOT,
+        "item_categories_matched": {"item_feature_1": 2},
+        "item_labels_equal_before": 0,
+    }
     assert len(messages) == 1 + len(learners)
 
     # The uniform policy's value is the random rows' click rate (equal slots: overall mean too).
@@ -120,7 +130,7 @@ def test_study_end_to_end_on_a_fixture_wheel(fixture_wheel):
         assert 1 / N_ITEMS <= entry["max_prob"] <= 1
         assert len(entry["loss"]) == 1 and np.isfinite(entry["loss"][0])
     assert result["config"]["ips"]["objective"]["cap"] == 10.0
-    assert result["config"]["regression"]["objective"] == {"name": "regression"}
+    assert result["config"]["regression"]["objective"]["name"] == "regression"
 
     table = format_obd(result)
     for name in (*learners, "uniform", "bts"):
@@ -128,20 +138,93 @@ def test_study_end_to_end_on_a_fixture_wheel(fixture_wheel):
     assert "significant?" in table
 
 
-def test_separate_positions_train_one_policy_per_slot(fixture_wheel):
+@pytest.mark.parametrize("handling", ["pooled", "separate"])
+def test_pooled_and_separate_positions_run_on_all_slots(fixture_wheel, handling):
     wheel, _, random_click = fixture_wheel
     result = run_obd_study(
         seeds=2,
         epochs=1,
         batch_size=8,
         learners=["naive"],
-        position_handling="separate",
+        position_handling=handling,
+        permutations=50,
         wheel=wheel,
         log=lambda _: None,
     )
-    assert result["position_handling"] == "separate" and list(result["learners"]) == ["naive"]
+    assert result["position_handling"] == handling and list(result["learners"]) == ["naive"]
+    assert result["rows"] == {"bts": [ROWS_PER_SLOT] * 3, "random": [ROWS_PER_SLOT] * 3}
     assert result["uniform"]["value"] == pytest.approx(random_click.mean())
     _check_estimate(result["learners"]["naive"]["ips"])
+
+
+def test_the_data_path_is_from_obp_with_each_position_handling(fixture_wheel):
+    wheel, bts_click, random_click = fixture_wheel
+    bts = load_obd("bts", "all", wheel=wheel)
+    d_x = bts.context().shape[1]  # user one-hot and affinities
+    for handling, width in (("feature", d_x + 3), ("pooled", d_x), ("separate", d_x)):
+        data = prepare_obd("all", handling, wheel=wheel)
+        reading = "pooled" if handling == "separate" else handling
+        expected = LoggedData.from_obp(bts.to_bandit_feedback(), position_handling=reading)
+        np.testing.assert_array_equal(data.train.context, expected.context)
+        np.testing.assert_array_equal(data.train.position, bts.position)
+        assert data.train.context.shape == (3 * ROWS_PER_SLOT, width)
+        if handling == "separate":  # one training set per slot, its rows only
+            assert len(data.train_sets) == 3
+            for k, part in enumerate(data.train_sets):
+                np.testing.assert_array_equal(part.position, np.full(ROWS_PER_SLOT, k))
+                np.testing.assert_array_equal(part.reward, bts_click[k::3])
+        else:  # every slot's rows train one policy
+            assert len(data.train_sets) == 1 and data.train_sets[0].n_rounds == 3 * ROWS_PER_SLOT
+        for k, part in enumerate(data.eval_sets):  # evaluation: each slot's random rows
+            np.testing.assert_array_equal(part.position, np.full(ROWS_PER_SLOT, k))
+            np.testing.assert_array_equal(data.rewards[k], random_click[k::3])
+            np.testing.assert_allclose(data.pscores[k], 1 / N_ITEMS)
+            assert data.eval_context[k].shape == (ROWS_PER_SLOT, width)
+            if handling == "feature":  # the same slot one-hot as training
+                np.testing.assert_array_equal(
+                    data.eval_context[k][:, -3:], np.eye(3)[np.full(ROWS_PER_SLOT, k)]
+                )
+
+
+def test_random_item_table_is_aligned_to_bts_by_category(fixture_wheel):
+    wheel, _, _ = fixture_wheel
+    bts = load_obd("bts", "all", wheel=wheel)
+    random = load_obd("random", "all", wheel=wheel)
+    # As in the real files: same item ids, other hash labels for the same categories, so
+    # each table's one-hot columns have other names and order and item rows disagree.
+    np.testing.assert_array_equal(bts.item_ids, random.item_ids)
+    assert not set(bts.item_feature_names[1:]) & set(random.item_feature_names[1:])
+    assert not np.array_equal(bts.item_features, random.item_features)
+    assert random.item_category_map(bts) == {"item_feature_1": {"zz_other": "cat_x", "aa_other": "cat_y"}}
+
+    aligned = random.align_items(bts)
+    np.testing.assert_array_equal(aligned.item_features, bts.item_features)
+    assert aligned.item_feature_names == bts.item_feature_names
+    for item in bts.item_ids.tolist():  # same id: same feature row and same action index
+        row = int(np.flatnonzero(aligned.item_ids == item)[0])
+        np.testing.assert_array_equal(aligned.item_features[row], bts.item_features[bts.item_ids == item][0])
+    np.testing.assert_array_equal(aligned.item_ids[aligned.action], random.item_id)
+    # The study evaluates on the aligned table.
+    data = prepare_obd("all", "feature", wheel=wheel)
+    np.testing.assert_array_equal(data.items, bts.item_features)
+    np.testing.assert_array_equal(data.evaluation.action_context, data.train.action_context)
+
+
+def test_item_tables_that_do_not_correspond_are_refused(fixture_wheel, tmp_path):
+    wheel, _, _ = fixture_wheel
+    bts = load_obd("bts", "all", wheel=wheel)
+    rng = np.random.default_rng(3)
+    log, _ = _log(rng, random=True, users=("u1",))
+    root = "obp/dataset/obd/random/all"
+    cases = {
+        # items 0 and 1 share a category here but not in bts: no one-to-one map
+        "one to one": _item_table(("p", "q"), (0, 0, 1, 0)),
+        "differs": _item_table(("p", "q")).replace(",1.5,", ",1.25,"),
+    }
+    for i, (message, table) in enumerate(cases.items()):
+        other = _wheel(tmp_path / f"case{i}.whl", {f"{root}/all.csv": log, f"{root}/item_context.csv": table})
+        with pytest.raises(DatasetFileError, match=message):
+            load_obd("random", "all", wheel=other).align_items(bts)
 
 
 def test_uniform_policy_matches_the_click_rate_and_off_policy_estimates():
@@ -195,6 +278,7 @@ def test_permutation_test_flags_a_policy_that_follows_the_clicks():
         ({"seeds": 0}, "seeds"),
         ({"seeds": 2.5}, "seeds"),
         ({"position_handling": "mixed"}, "position_handling"),
+        ({"position_handling": "single"}, "position_handling"),
         ({"epochs": 0}, "epochs"),
         ({"cap": -1.0}, "cap"),
         ({"permutations": -1}, "permutations"),
@@ -217,6 +301,7 @@ def test_bad_options_raise_before_any_work(monkeypatch, kwargs, name):
         (["--campaign", "kids"], "--campaign"),
         (["--seeds", "0"], "--seeds"),
         (["--cap", "-1"], "--cap"),
+        (["--positions", "single"], "--positions"),
     ],
 )
 def test_cli_bad_obd_options_fail_with_one_line_naming_the_flag(capsys, args, flag):

@@ -5,9 +5,14 @@ reachable through its module (``towerjax.losses``, ``towerjax.large_softmax``, .
 """
 
 from towerjax import synthetic
-from towerjax.adapter import FrameEncoding, FrameValidationError, logged_data_from_frame
+from towerjax.adapter import (
+    FrameEncoding,
+    FrameValidationError,
+    UnseenCategoryWarning,
+    logged_data_from_frame,
+)
 from towerjax.checks import InputError
-from towerjax.data import LoggedData
+from towerjax.data import LoggedData, rating_logging_policy, rating_pscore
 from towerjax.evaluation import Estimate, WeightDiagnostics, mean_se, off_policy_estimates, weight_diagnostics
 from towerjax.large_softmax import (
     chunked_log_prob,
@@ -23,8 +28,10 @@ from towerjax.large_softmax import (
 from towerjax.losses import (
     dr_loss,
     dr_os_loss,
+    entropy_bonus,
     importance_weight,
     ips_loss,
+    kl_to_logging,
     log_smoothing_ips_loss,
     naive_loss,
     regression_loss,
@@ -32,6 +39,7 @@ from towerjax.losses import (
     subgaussian_ips_loss,
     switch_dr_loss,
     topk_ips_loss,
+    weighted_regression_loss,
 )
 from towerjax.objectives import (
     DR,
@@ -48,6 +56,7 @@ from towerjax.objectives import (
     SwitchDR,
     TopK,
     TwoStage,
+    WeightedRegression,
 )
 from towerjax.policy import (
     log_policy,
@@ -59,6 +68,7 @@ from towerjax.policy import (
 )
 from towerjax.retrieval import approx_top_k_items, boltzmann_slate, recall_at_k, top_k_items
 from towerjax.reward_model import RewardModel, RewardModelConfig
+from towerjax.saved import SavedPolicy, load_model, save_model
 from towerjax.towers import TwoTower
 from towerjax.train import (
     Batch,
@@ -73,6 +83,7 @@ from towerjax.train import (
     make_update_step,
     shard_batch,
     train_seeds,
+    validation_estimates,
 )
 from towerjax.two_stage import two_stage_ips_loss, two_stage_policy, two_stage_value
 
@@ -98,6 +109,7 @@ __all__ = [
     "Regression",
     "RewardModel",
     "RewardModelConfig",
+    "SavedPolicy",
     "SeedRunner",
     "SubGaussianIPS",
     "SwitchDR",
@@ -106,7 +118,9 @@ __all__ = [
     "TrainResult",
     "TwoStage",
     "TwoTower",
+    "UnseenCategoryWarning",
     "WeightDiagnostics",
+    "WeightedRegression",
     "approx_top_k_items",
     "boltzmann_slate",
     "check_finite",
@@ -115,11 +129,14 @@ __all__ = [
     "compile_seeds",
     "dr_loss",
     "dr_os_loss",
+    "entropy_bonus",
     "exact_value_sampled_grad",
     "expose_cpu_cores",
     "importance_weight",
     "ips_loss",
     "item_proposal",
+    "kl_to_logging",
+    "load_model",
     "log_policy",
     "log_smoothing_ips_loss",
     "logged_column",
@@ -131,12 +148,15 @@ __all__ = [
     "off_policy_estimates",
     "policy_value",
     "popularity_log_q",
+    "rating_logging_policy",
+    "rating_pscore",
     "recall_at_k",
     "regression_loss",
     "sample_actions",
     "sample_items",
     "sample_slate",
     "sampled_log_prob_from_ids",
+    "save_model",
     "score_surrogate",
     "shard_batch",
     "slate_inclusion",
@@ -151,5 +171,7 @@ __all__ = [
     "two_stage_policy",
     "two_stage_value",
     "uniform_log_q",
+    "validation_estimates",
     "weight_diagnostics",
+    "weighted_regression_loss",
 ]

@@ -19,6 +19,18 @@ offers the two usual readings:
   context (``position_feature=True``), so a policy ``pi(a | x, k)`` can depend on the slot.
   Each row's propensity is still its own slot's, so an IPS average over the pooled rows
   estimates the slot-frequency-weighted mean of the per-slot values.
+
+Item tables. Every log folder carries its own ``item_context.csv``, and the files encode
+categorical item features by hashes salted per file: the ``bts`` and ``random`` tables of a
+campaign list the same items (same ids, same order, same numeric ``item_feature_0``) but
+every category has a different label in each, so their one-hot columns have other names
+and another order, and a model trained on one table's features would read the other's as
+different items. Since the labels themselves never agree, :meth:`OpenBanditData.align_items`
+matches each category value through the items (the label item ``a`` carries here is the
+label it carries there; the map must be one to one, and the numeric columns equal) and
+returns the log re-expressed in a reference log's item table: the same features and the
+same action index for the same item id. In the sample every categorical column of every
+campaign maps one to one between ``bts`` and ``random``, and no label is shared.
 """
 
 from __future__ import annotations
@@ -152,6 +164,83 @@ class OpenBanditData:
             pscore=self.propensity_score[rows],
         )
 
+    def item_category_map(self, reference: OpenBanditData) -> dict[str, dict[str, str]]:
+        """``{column: {label here: label in reference}}`` for each categorical item feature.
+
+        Items are matched by ``item_id``; a category's label here maps to the label the
+        same items carry in ``reference`` (module docstring, Item tables).
+
+        Raises:
+          DatasetFileError: naming both logs, when the tables list different item ids or
+            other feature columns, a numeric column's values differ, or the labels do not
+            correspond one to one (then the tables do not hold the same categories).
+        """
+        where = (
+            f"item tables of {self.behavior_policy}/{self.campaign} and "
+            f"{reference.behavior_policy}/{reference.campaign}"
+        )
+        if sorted(self.item_ids.tolist()) != sorted(reference.item_ids.tolist()):
+            only_here = sorted(set(self.item_ids.tolist()) - set(reference.item_ids.tolist()))
+            only_there = sorted(set(reference.item_ids.tolist()) - set(self.item_ids.tolist()))
+            raise DatasetFileError(
+                f"{where}: list different items ({self.n_actions} and {reference.n_actions}; "
+                f"only in the first {only_here[:5]}, only in the second {only_there[:5]})"
+            )
+        rows = {i: r for r, i in enumerate(self.item_ids.tolist())}
+        mine = self.item_features[[rows[i] for i in reference.item_ids.tolist()]]  # reference's item order
+        columns, theirs = _item_columns(self.item_feature_names), _item_columns(reference.item_feature_names)
+        if list(columns) != list(theirs):
+            raise DatasetFileError(
+                f"{where}: have other item feature columns ({list(columns)} and {list(theirs)})"
+            )
+        out = {}
+        for name, (here, numeric) in columns.items():
+            there, ref_numeric = theirs[name]
+            if numeric != ref_numeric:
+                raise DatasetFileError(f"{where}: column {name!r} is numeric in one table only")
+            if numeric:
+                if not np.allclose(mine[:, here[0]], reference.item_features[:, there[0]], rtol=1e-9, atol=0):
+                    raise DatasetFileError(f"{where}: numeric column {name!r} differs for the same items")
+                continue
+            labels = [self.item_feature_names[j].split("=", 1)[1] for j in here]
+            ref_labels = [reference.item_feature_names[j].split("=", 1)[1] for j in there]
+            codes = mine[:, here].argmax(axis=1)
+            ref_codes = reference.item_features[:, there].argmax(axis=1)
+            forward: dict[str, str] = {}
+            backward: dict[str, str] = {}
+            for item, a, b in zip(reference.item_ids.tolist(), codes, ref_codes, strict=True):
+                label, ref_label = labels[a], ref_labels[b]
+                if forward.setdefault(label, ref_label) != ref_label:
+                    raise DatasetFileError(
+                        f"{where}: column {name!r} does not map one to one: {label!r} of the first "
+                        f"is {forward[label]!r} and {ref_label!r} (item {item}) in the second"
+                    )
+                if backward.setdefault(ref_label, label) != label:
+                    raise DatasetFileError(
+                        f"{where}: column {name!r} does not map one to one: {ref_label!r} of the second "
+                        f"is {backward[ref_label]!r} and {label!r} (item {item}) in the first"
+                    )
+            out[name] = forward
+        return out
+
+    def align_items(self, reference: OpenBanditData) -> OpenBanditData:
+        """This log in ``reference``'s item table, each category matched (module docstring, Item tables).
+
+        Returns a copy with ``reference``'s ``item_ids``, ``item_features`` and
+        ``item_feature_names``, and ``action`` re-indexed into that table, so an item id
+        has the same features and action index in both logs. The map is checked first
+        (:meth:`item_category_map`, which raises :class:`DatasetFileError` if there is none).
+        """
+        self.item_category_map(reference)
+        rows = {i: r for r, i in enumerate(reference.item_ids.tolist())}
+        return dataclasses.replace(
+            self,
+            action=np.array([rows[i] for i in self.item_id.tolist()], dtype=self.action.dtype),
+            item_ids=reference.item_ids,
+            item_features=reference.item_features,
+            item_feature_names=reference.item_feature_names,
+        )
+
     def to_bandit_feedback(self, *, affinity: bool = True) -> dict[str, Any]:
         """Open Bandit Pipeline's bandit-feedback dict, ``position`` 0-based (SPEC 1 keys).
 
@@ -266,6 +355,19 @@ def _item_table(
     if not blocks:
         return item_ids, item_rows, np.eye(len(item_ids)), tuple(f"item_id={i}" for i in item_ids.tolist())
     return item_ids, item_rows, np.concatenate(blocks, axis=1), tuple(names)
+
+
+def _item_columns(names: tuple[str, ...]) -> dict[str, tuple[list[int], bool]]:
+    """``{column: (indices into the item features, numeric?)}`` from the feature names.
+
+    A numeric ``item_feature_k`` keeps its name; a categorical one became
+    ``item_feature_k=<label>`` columns (as did ``item_id=<id>`` for a table without features).
+    """
+    out: dict[str, tuple[list[int], bool]] = {}
+    for j, name in enumerate(names):
+        column, sep, _ = name.partition("=")
+        out.setdefault(column, ([], not sep))[0].append(j)
+    return out
 
 
 def _slot_click_propensity(

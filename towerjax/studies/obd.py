@@ -5,23 +5,36 @@ trains a two-tower softmax policy on the OBD small sample's Bernoulli-Thompson-s
 (``bts``) log of one campaign, ``seeds`` times (one compiled call over the seed keys,
 sharded over the devices, the logs shared: :func:`towerjax.train.train_seeds` with
 ``data=``). The context is the user features (one-hot) and the user-item
-affinities; the item tower reads the item features. Each learned policy is then
+affinities (with ``"feature"`` positions, the default, a one-hot of the slot too); the
+item tower reads the item features. Each learned policy is then
 evaluated off-policy on the ``random`` log of the same campaign (the uniform logging
 policy, propensity ``1/A`` per slot: 1/80 for ``all``) with IPS and SNIPS, and compared with the random
 policy's own click rate (the uniform policy's on-policy value) and with the ``bts``
 policy's click rate on its own log.
 
-Positions. An OBD impression fills 3 slots; each row is one (impression, slot) pair
-and its propensity is the logging policy's probability of that item *in that slot*.
-The study reads every slot as its own single-slot bandit and reports the plain mean
-of the per-slot values (each slot counts 1/3, whatever its number of rows):
+Positions. An OBD impression fills ``K = 3`` slots; each row is one (impression, slot)
+pair and its propensity is the logging policy's probability of that item *in that slot*,
+``pi_0(a | x, k)``. Both logs are read with :meth:`towerjax.data.LoggedData.from_obp`,
+which keeps each row's slot (``position``), and every slot's rows are used. The study
+makes OBP's independence assumption (as OBP's own estimators do): the click in slot ``k``
+depends only on the context, the slot and the item shown there, not on the items in the
+other two slots, so each slot is its own single-slot bandit with exact propensities (the
+logging policy's choice of three distinct items is not modelled as a slate). Every policy
+is evaluated slot by slot on the ``random`` rows shown there, and the study reports the
+plain mean of the per-slot values (each slot counts 1/3, whatever its number of rows;
+IPS over the pooled rows would weigh the slots by their row counts instead). How the
+``bts`` rows of the three slots train the policies (``position_handling``):
 
-- ``position_handling="pooled"`` (default): one policy ``pi(a | x, k)`` per seed,
-  trained on all ``bts`` rows with a one-hot of the slot ``k`` appended to the context;
-  for slot ``k`` it is evaluated on the ``random`` rows shown in slot ``k`` (their
-  context carries the same one-hot).
-- ``position_handling="separate"``: one policy per slot and seed, trained only on the
-  ``bts`` rows of that slot (no slot feature) and evaluated on that slot's ``random`` rows.
+- ``"feature"`` (default): ``from_obp(position_handling="feature")``: one position-aware
+  policy ``pi(a | x, k)`` per seed, trained on all ``bts`` rows with a one-hot of the slot
+  ``k`` appended to the context; for slot ``k`` it is evaluated on the ``random`` rows of
+  slot ``k``, whose context carries the same one-hot.
+- ``"pooled"``: ``from_obp(position_handling="pooled")``: one policy ``pi(a | x)`` per
+  seed, trained on all ``bts`` rows with the context unchanged (it never sees the slot),
+  and evaluated as it is on each slot's ``random`` rows.
+- ``"separate"``: the pooled reading split by slot (``data.take_rows(data.position == k)``):
+  one policy per slot and seed, trained only on the ``bts`` rows of that slot and
+  evaluated on that slot's ``random`` rows.
 
 The uniform and ``bts`` click rates are slot averages over the same rows. Per-slot
 numbers are reported too.
@@ -60,10 +73,16 @@ permutation test shuffling each slot's clicks over both logs' rows.
 
 Data alignment. The two logs' files encode categorical values by hashes. The user
 features agree by name between the files (a category missing from ``bts`` is dropped
-from the ``random`` context, and counted); the two ``item_context.csv`` files list the
-same items but hash their categorical item features differently, so the study uses the
-``bts`` item table for both training and evaluation (it checks that the item ids agree
-and reports whether the ``random`` table is the same up to relabelled categories).
+from the ``random`` context, and counted). The two ``item_context.csv`` files list the
+same items in the same order with the same numeric feature, but every categorical item
+feature has other hash labels in each file (no label is shared), so each file's one-hot
+columns differ in name and order and item ``a``'s raw feature rows differ between the
+logs. The study aligns them by category value:
+:meth:`towerjax.datasets.OpenBanditData.align_items` maps each ``random`` label to the
+``bts`` label of the same items (checked one to one per column) and re-expresses the
+``random`` log in the ``bts`` item table, so an item id has the same features and the same
+action index in training and evaluation. The result reports the number of categories
+matched per column.
 
 Hyperparameters (chosen a priori for 10,000 rows and 80 items, not tuned on the
 evaluation logs): towers with one hidden layer of 32 units, embedding size 16, elu,
@@ -115,14 +134,14 @@ __all__ = [
 ]
 
 OBD_LEARNERS = ("ips", "dr", "snips", "regression", "naive")
-POSITION_HANDLINGS = ("pooled", "separate")
+POSITION_HANDLINGS = ("feature", "pooled", "separate")
 
 
 def learner_objective(name: str, cap: float | None) -> Objective:
     """The objective of an OBD learner; ``cap`` bounds the importance weights of ips, dr and snips."""
     weighted = {"ips": IPS, "dr": DR, "snips": SNIPS}
     if name in weighted:
-        return weighted[name](cap=cap)
+        return weighted[name](cap=cap, entropy=0.0)  # the study's protocol: no entropy bonus
     return {"regression": Regression, "naive": Naive}[name]()
 
 
@@ -134,12 +153,15 @@ def learner_config(name: str, cap: float | None, **training) -> TrainConfig:
         embedding_size=16,
         activation="elu",
         temperature=1.0,
+        optimizer="adam",
         learning_rate=1e-3,
         weight_decay=1e-6,
         batch_size=100,
         epochs=10,
         reward_model=RewardModelConfig(hidden_sizes=(32, 32), batch_size=100, epochs=10),
         evaluate_train=False,
+        validation_fraction=0.0,
+        select=None,
     )
     return TrainConfig(objective=learner_objective(name, cap), **{**fields, **training})
 
@@ -151,7 +173,7 @@ def run_obd_study(
     seed: int = 0,
     epochs: int = 10,
     learners: Sequence[str] = OBD_LEARNERS,
-    position_handling: str = "pooled",
+    position_handling: str = "feature",
     batch_size: int = 100,
     learning_rate: float = 1e-3,
     hidden_sizes: Sequence[int] = (32,),
@@ -171,7 +193,7 @@ def run_obd_study(
       seed: the root key's seed.
       epochs, batch_size, learning_rate, hidden_sizes, embedding_size: training settings.
       learners: a non-empty subset of :data:`OBD_LEARNERS`.
-      position_handling: ``"pooled"`` or ``"separate"`` (module docstring).
+      position_handling: ``"feature"``, ``"pooled"`` or ``"separate"`` (module docstring).
       cap: the importance-weight cap of ``ips``, ``dr`` and ``snips``; ``None`` for none.
       permutations: draws of the permutation tests (0 skips them; their p-values are NaN).
       devices: local devices to shard the seeds over (default: all).
@@ -189,6 +211,9 @@ def run_obd_study(
       add ``"significant"`` (the normal interval excludes 0) and ``"p_permutation"``.
       ``ess`` is the mixture policy's effective sample size ``(sum w)^2 / sum w^2`` summed
       over slots, ``max_prob`` its mean largest action probability on the random rows.
+      ``alignment`` is ``{"random_rows_with_unseen_user_categories", "item_categories_matched":
+      {column: number of categories}, "item_labels_equal_before"}`` (module docstring, Data
+      alignment; on the sample no item label is equal before alignment).
 
     Raises:
       InputError: naming the argument, for an unknown campaign, learner or position
@@ -211,8 +236,8 @@ def run_obd_study(
     train_log, eval_log = data.train_log, data.eval_log
     log(
         f"OBD {campaign}: bts {train_log.n_rounds} rows ({int(train_log.click.sum())} clicks), "
-        f"random {eval_log.n_rounds} rows ({int(eval_log.click.sum())} clicks), {data.n_slots} slots, "
-        f"{train_log.n_actions} items; uniform CTR {uniform['value']:.4%}, bts CTR {bts['value']:.4%}"
+        f"random {eval_log.n_rounds} rows ({int(eval_log.click.sum())} clicks), {data.n_slots} slots "
+        f"(positions {position_handling!r}), {train_log.n_actions} items; uniform CTR {uniform['value']:.4%}, bts CTR {bts['value']:.4%}"
     )
     study = ObdStudy(data, configs, seeds=seeds, seed=seed, permutations=permutations, devices=devices)
     rows = run_study(study, progress=False, log=log)
@@ -252,39 +277,70 @@ def _check_options(campaign, seeds, seed, learners, permutations, position_handl
 
 @dataclasses.dataclass(frozen=True)
 class ObdData:
-    """The two logs of one campaign, laid out for training and per-slot evaluation.
+    """The two logs of one campaign, read with :meth:`LoggedData.from_obp` and aligned.
 
     Attributes:
-      train_log, eval_log: the ``bts`` and ``random`` logs.
+      train_log: the ``bts`` log as read.
+      eval_log: the ``random`` log in the ``bts`` item table (:meth:`OpenBanditData.align_items`).
       n_slots: number of slots ``K``.
-      pooled: one policy for every slot (slot one-hot in the context), or one per slot.
-      train_sets: the training data: one :class:`LoggedData` (pooled) or one per slot.
-      items: ``[A, F]`` the ``bts`` item features (both logs' items).
-      eval_context: per slot, ``[n_k, D]`` the random rows' contexts in the training layout.
-      actions, rewards, pscores: per slot, ``[n_k]`` the random rows' logs.
+      position_handling: ``"feature"``, ``"pooled"`` or ``"separate"`` (module docstring).
+      train: the ``bts`` log from ``from_obp`` (``position`` carried; a slot one-hot in the
+        context with ``"feature"``).
+      evaluation: the ``random`` log the same way, its context in ``train``'s column layout.
+      train_sets: the training data: ``[train]`` (one policy for every slot) or, with
+        ``"separate"``, one per slot.
+      eval_sets: per slot ``k``, the ``random`` rows shown in slot ``k``.
+      item_categories: per categorical item feature, ``{random label: bts label}``.
       unseen: random rows with a user category the ``bts`` log never saw.
     """
 
     train_log: OpenBanditData
     eval_log: OpenBanditData
     n_slots: int
-    pooled: bool
+    position_handling: str
+    train: LoggedData
+    evaluation: LoggedData
     train_sets: list[LoggedData]
-    items: jax.Array
-    eval_context: list[jax.Array]
-    actions: list[np.ndarray]
-    rewards: list[np.ndarray]
-    pscores: list[np.ndarray]
+    eval_sets: list[LoggedData]
+    item_categories: dict[str, dict[str, str]]
     unseen: int
 
+    @property
+    def one_policy(self) -> bool:
+        """Whether one policy (per seed) serves every slot."""
+        return self.position_handling != "separate"
+
+    @property
+    def items(self) -> jax.Array:
+        """``[A, F]`` the (``bts``) item features of both logs."""
+        return self.train.action_context
+
+    @property
+    def eval_context(self) -> list[jax.Array]:
+        """Per slot, ``[n_k, D]`` the random rows' contexts in the training layout."""
+        return [e.context for e in self.eval_sets]
+
+    @property
+    def actions(self) -> list[np.ndarray]:
+        return [np.asarray(e.action) for e in self.eval_sets]
+
+    @property
+    def rewards(self) -> list[np.ndarray]:
+        return [np.asarray(e.reward, np.float64) for e in self.eval_sets]
+
+    @property
+    def pscores(self) -> list[np.ndarray]:
+        return [np.asarray(e.pscore, np.float64) for e in self.eval_sets]
+
     def train_clicks(self, slot: int) -> np.ndarray:
-        return self.train_log.click[self.train_log.position == slot]
+        """The ``bts`` rows' clicks in ``slot``."""
+        return np.asarray(self.train.reward, np.float64)[np.asarray(self.train.position) == slot]
 
     def summary(self) -> dict:
         """``{"n_slots", "n_actions", "rows", "clicks", "alignment"}`` of the study's result."""
         return {
             "n_slots": self.n_slots,
-            "n_actions": self.train_log.n_actions,
+            "n_actions": self.train.n_actions,
             "rows": {
                 "bts": [int(self.train_clicks(k).size) for k in range(self.n_slots)],
                 "random": [int(r.size) for r in self.rewards],
@@ -295,8 +351,9 @@ class ObdData:
             },
             "alignment": {
                 "random_rows_with_unseen_user_categories": int(self.unseen),
-                "random_item_table_matches_up_to_relabelling": _same_up_to_relabelling(
-                    self.train_log.item_features, self.eval_log.item_features
+                "item_categories_matched": {name: len(m) for name, m in self.item_categories.items()},
+                "item_labels_equal_before": sum(
+                    a == b for m in self.item_categories.values() for a, b in m.items()
                 ),
             },
         }
@@ -304,48 +361,53 @@ class ObdData:
 
 def prepare_obd(
     campaign: str,
-    position_handling: str,
+    position_handling: str = "feature",
     *,
     wheel: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> ObdData:
-    """Loads a campaign's ``bts`` and ``random`` logs and aligns them (module docstring, Data alignment)."""
+    """Loads a campaign's ``bts`` and ``random`` logs, aligns them and reads them with
+    :meth:`LoggedData.from_obp` (module docstring, Positions and Data alignment).
+
+    Raises:
+      InputError: for an unknown ``campaign`` or ``position_handling``, or a log without
+        rows in some slot.
+      DatasetFileError: when the two item tables cannot be aligned (and as :func:`load_obd`).
+    """
+    check_choice("campaign", campaign, CAMPAIGNS)
+    check_choice("position_handling", position_handling, POSITION_HANDLINGS)
     train_log = load_obd("bts", campaign, wheel=wheel, cache_dir=cache_dir)
-    eval_log = load_obd("random", campaign, wheel=wheel, cache_dir=cache_dir)
-    if not np.array_equal(train_log.item_ids, eval_log.item_ids):
-        raise InputError(
-            "campaign",
-            f"the bts and random item tables of {campaign!r} list different items "
-            f"({train_log.n_actions} and {eval_log.n_actions})",
-        )
+    raw_eval_log = load_obd("random", campaign, wheel=wheel, cache_dir=cache_dir)
+    item_categories = raw_eval_log.item_category_map(train_log)
+    eval_log = raw_eval_log.align_items(train_log)
     n_slots = max(train_log.n_positions, eval_log.n_positions)
     for name, logs in (("bts", train_log), ("random", eval_log)):
         missing = [k for k in range(n_slots) if not np.any(logs.position == k)]
         if missing:
             raise InputError("campaign", f"the {name} log of {campaign!r} has no rows in slot(s) {missing}")
-    pooled = position_handling == "pooled"
-    if pooled:
-        train_sets = [train_log.to_logged_data(None, position_feature=True)]
+    eval_context, unseen = _aligned_context(eval_log, train_log)
+    # "separate" splits the pooled reading by slot; "feature" appends the K-wide slot one-hot.
+    reading = "pooled" if position_handling == "separate" else position_handling
+    options = {"n_positions": n_slots} if reading == "feature" else {}
+    train = LoggedData.from_obp(train_log.to_bandit_feedback(), position_handling=reading, **options)
+    evaluation = LoggedData.from_obp(
+        {**eval_log.to_bandit_feedback(), "context": eval_context}, position_handling=reading, **options
+    )
+    slots = range(n_slots)
+    if position_handling == "separate":
+        train_sets = [train.take_rows(np.asarray(train.position) == k) for k in slots]
     else:
-        train_sets = [train_log.to_logged_data(k) for k in range(n_slots)]
-    eval_rows = [np.flatnonzero(eval_log.position == k) for k in range(n_slots)]
-    eval_context, unseen = [], 0
-    for k, rows in enumerate(eval_rows):
-        layout = None if pooled else k  # the pooled layout carries the slot one-hot
-        context, dropped = _aligned_context(eval_log, train_log, layout, rows, n_slots)
-        eval_context.append(jnp.asarray(context, jnp.float32))
-        unseen += dropped
+        train_sets = [train]
     return ObdData(
         train_log=train_log,
         eval_log=eval_log,
         n_slots=n_slots,
-        pooled=pooled,
+        position_handling=position_handling,
+        train=train,
+        evaluation=evaluation,
         train_sets=train_sets,
-        items=jnp.asarray(train_log.item_features, jnp.float32),
-        eval_context=eval_context,
-        actions=[eval_log.action[rows] for rows in eval_rows],
-        rewards=[eval_log.click[rows].astype(np.float64) for rows in eval_rows],
-        pscores=[eval_log.propensity_score[rows] for rows in eval_rows],
+        eval_sets=[evaluation.take_rows(np.asarray(evaluation.position) == k) for k in slots],
+        item_categories=item_categories,
         unseen=unseen,
     )
 
@@ -423,7 +485,7 @@ class ObdStudy(Study):
         data = self.data
         prob_logged, max_prob, losses = [], [], []
         for k in range(data.n_slots):
-            if k == 0 or not data.pooled:  # pooled: one training run serves every slot
+            if k == 0 or not data.one_policy:  # feature, pooled: one training run serves every slot
                 trained = self.train(cell, k)
                 losses.append(np.asarray(trained.loss, np.float64))
             pi = np.asarray(
@@ -440,14 +502,15 @@ class ObdStudy(Study):
         return [{"learner": cell, **estimates}]
 
     def train(self, learner: str, slot: int):
-        """``seeds`` runs of ``learner`` on the slot's ``bts`` rows (pooled: on all), one compiled call."""
-        pooled = self.data.pooled
+        """``seeds`` runs of ``learner`` on the slot's ``bts`` rows (one policy for all slots: on all),
+        one compiled call."""
+        shared = self.data.one_policy
         result, _ = train_seeds(
             self.configs[learner],
             seeds=self.seeds,
-            seed=self.seed if pooled else self.data.n_slots * self.seed + slot,
+            seed=self.seed if shared else self.data.n_slots * self.seed + slot,
             devices=self.devices,
-            data=self.data.train_sets[0 if pooled else slot],
+            data=self.data.train_sets[0 if shared else slot],
         )
         return result
 
@@ -678,40 +741,25 @@ def _slot_average(slots: Sequence[dict], significance: bool = False) -> dict:
     return _with_ci(entry, significance)
 
 
-def _aligned_context(
-    source: OpenBanditData, target: OpenBanditData, slot: int | None, rows: np.ndarray, n_slots: int
-) -> tuple[np.ndarray, int]:
-    """``source``'s context for ``rows`` in the column layout ``target.to_logged_data(slot)`` trains on.
+def _aligned_context(source: OpenBanditData, target: OpenBanditData) -> tuple[np.ndarray, int]:
+    """``source``'s context (user one-hot and affinities) in ``target``'s column layout.
 
-    ``slot=None`` is the pooled layout (slot one-hot appended). Columns are matched by
-    name; a ``target`` column absent from ``source`` is 0, and a ``source`` category
-    the training log never saw is dropped. Returns the context and the number of rows
-    that had such an unseen category.
+    Columns are matched by name; a ``target`` column absent from ``source`` is 0, and a
+    ``source`` category the training log never saw is dropped. Returns the context and
+    the number of rows that had such an unseen category. The slot is not part of it:
+    :meth:`LoggedData.from_obp` appends it (``"feature"``) to both logs alike.
     """
-    names = list(source.user_feature_names) + [
-        f"user-item_affinity_{j}" for j in range(source.user_item_affinity.shape[1])
-    ]
-    values = source.context()[rows]
-    if slot is None:
-        names += [f"position={k}" for k in range(n_slots)]
-        values = np.concatenate([values, np.eye(n_slots)[source.position[rows]]], axis=1)
+    names = source.context_feature_names(position_feature=False)
+    values = source.context()
     column = {name: j for j, name in enumerate(names)}
-    wanted = target.context_feature_names(slot)
-    out = np.zeros((rows.size, len(wanted)))
+    wanted = target.context_feature_names(position_feature=False)
+    out = np.zeros((values.shape[0], len(wanted)))
     for j, name in enumerate(wanted):
         if name in column:
             out[:, j] = values[:, column[name]]
     extra = [column[name] for name in names if name not in set(wanted)]
     dropped = int(np.sum(np.any(values[:, extra] != 0, axis=1))) if extra else 0
     return out, dropped
-
-
-def _same_up_to_relabelling(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two item tables have the same columns as vectors over the items, in any order."""
-    if a.shape != b.shape:
-        return False
-    key = lambda m: sorted(tuple(np.round(col, 9)) for col in m.T)  # noqa: E731
-    return key(a) == key(b)
 
 
 # --------------------------------------------------------------------------- command line
@@ -734,8 +782,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--positions",
         choices=POSITION_HANDLINGS,
-        default="pooled",
-        help="one policy with a slot feature, or one per slot",
+        default="feature",
+        help="all slots' rows train one policy with a slot one-hot in the context (feature), one "
+        "policy blind to the slot (pooled), or one policy per slot (separate); OBP's independence "
+        "assumption across slots",
     )
     parser.add_argument(
         "--cap", type=positive_float, default=10.0, help="importance-weight cap of ips, dr, snips"

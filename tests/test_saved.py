@@ -1,0 +1,401 @@
+"""Saved models: a trained policy saved, loaded and served gives the trained policy's numbers."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from towerjax import jsonio, saved
+from towerjax.adapter import logged_data_from_frame
+from towerjax.checks import InputError
+from towerjax.objectives import DR, IPS, SNIPS, TwoStage, WeightedRegression
+from towerjax.reward_model import RewardModelConfig
+from towerjax.saved import SavedPolicy, load_model, save_model
+from towerjax.train import TrainConfig, make_train
+
+ITEM_IDS = ["i0", "i1", "i2", "i3", "i4"]
+CONFIG = TrainConfig(
+    n_actions=5,
+    hidden_sizes=(8,),
+    embedding_size=4,
+    batch_size=16,
+    epochs=1,
+    reward_model=RewardModelConfig(hidden_sizes=(4,), epochs=1, batch_size=16),
+)
+
+
+def _frame(seed: int, n: int = 80) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "age": rng.normal(size=n),
+        "city": rng.choice(["Lima", "Oslo", "Rome"], n),
+        "item": rng.choice(ITEM_IDS, n),
+        "click": rng.integers(0, 2, n).astype(float),
+        "p": np.full(n, 0.2),
+    }
+
+
+ITEM_TABLE = {
+    "item_id": np.array(ITEM_IDS),
+    "price": np.array([1.0, 2.5, 0.5, 3.0, 1.5]),
+    "genre": np.array(["a", "b", "a", "c", "b"]),
+}
+COLUMNS = dict(
+    context_columns=["age", "city"],
+    action_column="item",
+    reward_column="click",
+    pscore_column="p",
+    item_table=ITEM_TABLE,
+    item_id_column="item_id",
+)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Your own logs, end to end: a table, its encoding, one epoch of training."""
+    data, encoding = logged_data_from_frame(_frame(0), **COLUMNS)
+    result = jax.jit(make_train(CONFIG))(jax.random.key(0), data)
+    return result.params, data, encoding
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained, tmp_path_factory):
+    params, data, encoding = trained
+    directory = tmp_path_factory.mktemp("models") / "model"
+    save_model(
+        directory,
+        params=params,
+        config=CONFIG,
+        item_features=data.action_context,
+        encoding=encoding,
+        metadata={"source": "test", "value": float("nan")},
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def policy(model_dir):
+    return load_model(model_dir)
+
+
+def _contexts(policy, n=9, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, policy.context_dim)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_a_loaded_model_scores_exactly_as_the_trained_one(trained, model_dir, policy):
+    params, data, _ = trained
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "config.json",
+        "encoding.json",
+        "items.npz",
+        "model.json",
+        "params.msgpack",
+    ]
+    jax.tree.map(np.testing.assert_array_equal, policy.params, params)
+    np.testing.assert_array_equal(policy.item_features, data.action_context)
+    np.testing.assert_array_equal(
+        policy.scores(data.context), CONFIG.model.scores(params, data.context, data.action_context)
+    )
+    assert policy.config == CONFIG
+    assert policy.item_ids.tolist() == ITEM_IDS
+    assert policy.metadata == {"source": "test", "value": None}  # strict JSON: NaN is null
+
+
+def test_the_saved_encoding_encodes_a_new_table_as_training_did(trained, policy):
+    _, _, encoding = trained
+    assert policy.encoding == encoding
+    frame = _frame(5, n=12)
+    expected, _ = logged_data_from_frame(frame, **COLUMNS, encoding=encoding)
+    again, _ = logged_data_from_frame(frame, **COLUMNS, encoding=policy.encoding)
+    np.testing.assert_array_equal(again.context, expected.context)
+    np.testing.assert_array_equal(policy.scores(again.context), policy.scores(expected.context))
+
+
+def test_scores_in_context_chunks_equal_scores_at_once(policy):
+    context = _contexts(policy, n=23)
+    whole = policy.scores(context)
+    assert whole.shape == (23, 5)
+    np.testing.assert_allclose(policy.scores(context, context_chunk_size=5), whole, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        policy.embed_contexts(context, context_chunk_size=4),
+        policy.embed_contexts(context),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        CONFIG,
+        dataclasses.replace(CONFIG, objective=IPS(cap=10.0, baseline="optimal", variance_penalty=0.1)),
+        dataclasses.replace(CONFIG, objective=IPS(clip=(0.1, 5.0), entropy=0.0, kl=0.2)),
+        dataclasses.replace(CONFIG, objective=SNIPS()),
+        dataclasses.replace(CONFIG, objective=DR(cap=5.0), reward_model=RewardModelConfig((4, 4), folds=1)),
+        dataclasses.replace(CONFIG, objective=TwoStage(candidates=3, num_samples=4, unbiased=True)),
+        dataclasses.replace(CONFIG, objective=WeightedRegression(clip=(0.1, 10.0), self_normalize=True)),
+        dataclasses.replace(CONFIG, select=None, hidden_sizes=(), estimate_propensities=True),
+        TrainConfig.seed_study(objective="dr"),
+    ],
+    ids=[
+        "default",
+        "ips-options",
+        "ips-clip",
+        "snips",
+        "dr",
+        "two-stage",
+        "ips-regression",
+        "no-select",
+        "seed",
+    ],
+)
+def test_a_config_comes_back_from_its_dict_and_its_json(config):
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict(json.loads(jsonio.dumps(config.to_dict()))) == config
+
+
+def test_from_dict_names_an_unknown_field():
+    payload = {**CONFIG.to_dict(), "learning_rte": 0.1}
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_dict(payload)
+    assert err.value.argument == "learning_rte"
+    payload = CONFIG.to_dict()
+    payload["reward_model"]["fold"] = 2
+    with pytest.raises(InputError) as err:
+        TrainConfig.from_dict(payload)
+    assert err.value.argument == "reward_model.fold"
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_action_dist_is_the_softmax_of_the_scores_over_the_temperature(trained):
+    params, data, _ = trained
+    config = dataclasses.replace(CONFIG, temperature=0.5)
+    policy = SavedPolicy(config=config, params=params, item_features=data.action_context)
+    context = np.asarray(data.context[:11])
+    dist = policy.action_dist(context)
+    assert dist.shape == (11, 5, 1) and dist.dtype == np.float64
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    logits = np.asarray(policy.scores(context), np.float64) / 0.5
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(dist[:, :, 0], softmax / softmax.sum(axis=1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(np.exp(policy.log_probs(context)), dist[:, :, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_top_k_is_the_k_highest_scores_and_their_ids(policy, chunk_size):
+    context = _contexts(policy, n=13)
+    scores = np.asarray(policy.scores(context))
+    index, ids, top = policy.top_k(context, 3, chunk_size=chunk_size)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_array_equal(ids, np.asarray(ITEM_IDS)[expected])
+    np.testing.assert_allclose(top, np.take_along_axis(scores, expected, axis=1), rtol=1e-6)
+
+
+def test_an_inner_product_index_over_the_item_embeddings_reproduces_the_scores(policy):
+    context = _contexts(policy)
+    items, contexts = policy.embed_items(), policy.embed_contexts(context)
+    assert items.shape == (5, 4) and contexts.shape == (9, 4)
+    np.testing.assert_allclose(contexts @ items.T, policy.scores(context), rtol=1e-6, atol=1e-7)
+
+
+def test_explore_draws_distinct_items_after_the_deterministic_top(policy):
+    context = _contexts(policy, n=6)
+    index, ids = policy.explore(jax.random.key(3), context, 3, k_deterministic=1)
+    assert index.shape == ids.shape == (6, 3)
+    assert all(len(set(row)) == 3 for row in np.asarray(index).tolist())
+    np.testing.assert_array_equal(index[:, 0], policy.top_k(context, 1)[0][:, 0])
+    np.testing.assert_array_equal(ids, np.asarray(ITEM_IDS)[np.asarray(index)])
+
+
+def test_one_hot_items_need_no_feature_matrix(tmp_path):
+    params = CONFIG.model.init(jax.random.key(1), 3, 4)
+    save_model(tmp_path / "m", params=params, config=CONFIG, item_ids=[10, 20, 30, 40])
+    policy = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(policy.item_features, np.eye(4))
+    assert policy.item_ids.tolist() == [10, 20, 30, 40] and policy.item_ids.dtype == np.int64
+    with pytest.raises(InputError) as err:
+        save_model(tmp_path / "n", params=params, config=CONFIG, item_ids=[1, 2, 3])
+    assert err.value.argument == "item_features"
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _numpy_context_tower(directory, x):
+    spec = json.loads((directory / "export.json").read_text())
+    tower = np.load(directory / "context_tower.npz")
+    h = x.astype(np.float32)
+    for layer in spec["context_tower"]["layers"]:
+        h = h @ tower[layer["name"] + "/kernel"] + tower[layer["name"] + "/bias"]
+        if layer["activation"] == "elu":
+            h = np.where(h > 0, h, np.expm1(h))
+    return h
+
+
+def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
+    directory = policy.export(tmp_path / "export")
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "README.txt",
+        "context_tower.msgpack",
+        "context_tower.npz",
+        "export.json",
+        "item_embeddings.npy",
+        "item_ids.json",
+    ]
+    spec = json.loads((directory / "export.json").read_text())
+    assert (spec["n_items"], spec["context_dim"], spec["embedding_size"]) == (5, policy.context_dim, 4)
+    assert spec["temperature"] == 1.0 and "softmax" in spec["policy"]
+    context = _contexts(policy)
+    items = np.load(directory / "item_embeddings.npy")
+    assert items.shape == (5, 4) and items.dtype == np.float32
+    scores = _numpy_context_tower(directory, context) @ items.T
+    np.testing.assert_allclose(scores, policy.scores(context), rtol=1e-5, atol=1e-6)
+    assert json.loads((directory / "item_ids.json").read_text()) == ITEM_IDS
+    restored = serialization.msgpack_restore((directory / "context_tower.msgpack").read_bytes())
+    jax.tree.map(np.testing.assert_array_equal, restored, policy.params["context"])
+    assert "Dense_0" in (directory / "README.txt").read_text()
+
+
+def test_an_export_of_integer_ids_writes_them_as_npy_and_drops_the_old_json(trained, policy, tmp_path):
+    params, data, _ = trained
+    policy.export(tmp_path / "export")
+    numbered = SavedPolicy(
+        config=CONFIG, params=params, item_features=data.action_context, item_ids=[7, 3, 9, 1, 5]
+    )
+    directory = numbered.export(tmp_path / "export")
+    np.testing.assert_array_equal(np.load(directory / "item_ids.npy"), [7, 3, 9, 1, 5])
+    assert not (directory / "item_ids.json").exists()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _copy(model_dir, target):
+    target.mkdir()
+    for path in model_dir.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def _load_error(directory) -> str:
+    with pytest.raises(InputError) as err:
+        load_model(directory)
+    assert err.value.argument == "model"
+    return str(err.value)
+
+
+def test_loading_names_the_model_and_what_is_missing_or_wrong(model_dir, tmp_path):
+    assert "no such directory" in _load_error(tmp_path / "nowhere")
+    assert "model.json is missing" in _load_error(tmp_path)
+
+    missing = _copy(model_dir, tmp_path / "missing")
+    (missing / "params.msgpack").unlink()
+    assert "params.msgpack is missing" in _load_error(missing)
+
+    newer = _copy(model_dir, tmp_path / "newer")
+    manifest = json.loads((newer / "model.json").read_text())
+    (newer / "model.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    assert "upgrade towerjax" in _load_error(newer)
+
+    foreign = _copy(model_dir, tmp_path / "foreign")
+    (foreign / "model.json").write_text(json.dumps({**manifest, "format": "other"}))
+    assert "not a towerjax model" in _load_error(foreign)
+
+    changed = _copy(model_dir, tmp_path / "changed")
+    raw = bytearray((changed / "params.msgpack").read_bytes())
+    raw[-1] ^= 1
+    (changed / "params.msgpack").write_bytes(bytes(raw))
+    assert "params.msgpack does not match" in _load_error(changed)
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 2), (2, 5, 1)])
+def test_a_context_of_the_wrong_shape_names_context(policy, shape):
+    with pytest.raises(InputError) as err:
+        policy.scores(np.zeros(shape))
+    assert err.value.argument == "context"
+
+
+def test_a_non_finite_context_names_context(policy):
+    context = _contexts(policy, n=3)
+    context[1, 0] = np.nan
+    for method in (policy.scores, policy.action_dist, policy.embed_contexts):
+        with pytest.raises(InputError, match="row 1") as err:
+            method(context)
+        assert err.value.argument == "context"
+
+
+def test_saving_refuses_a_folder_that_holds_something_else(trained, tmp_path):
+    params, data, _ = trained
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError) as err:
+        save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context)
+    assert err.value.argument == "directory" and "notes.txt" in str(err.value)
+    save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert load_model(tmp_path).n_items == 5
+    save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context)  # a model: replaced
+
+
+def test_saving_names_bad_arguments(trained, tmp_path):
+    params, data, _ = trained
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    cases = [
+        ("params", dict(params=stacked, item_features=data.action_context)),
+        ("params", dict(params=params, item_features=data.action_context[:, :2])),
+        ("item_ids", dict(params=params, item_features=data.action_context, item_ids=["a", "b"])),
+        (
+            "item_ids",
+            dict(params=params, item_features=data.action_context, item_ids=["a", "b", "c", "d", "a"]),
+        ),
+        ("item_ids", dict(params=params, item_features=data.action_context, item_ids=["a", 1, 2, 3, 4])),
+        ("metadata", dict(params=params, item_features=data.action_context, metadata={"f": object()})),
+    ]
+    for argument, kwargs in cases:
+        with pytest.raises(InputError) as err:
+            save_model(tmp_path / "m", config=CONFIG, **kwargs)
+        assert err.value.argument == argument, kwargs
+    with pytest.raises(InputError, match="leading seed axis"):
+        save_model(tmp_path / "m", config=CONFIG, params=stacked, item_features=data.action_context)
+
+
+# --------------------------------------------------------------------------- interrupted saves
+
+
+def _interrupt_at(monkeypatch, target_name):
+    original = saved._rename
+
+    def rename(source, target):
+        if target.name == target_name:
+            raise KeyboardInterrupt("interrupted")
+        original(source, target)
+
+    monkeypatch.setattr(saved, "_rename", rename)
+
+
+@pytest.mark.parametrize("at", ["model.json", "params.msgpack", "items.npz"])
+def test_an_interrupted_save_leaves_no_model_that_loads(trained, tmp_path, monkeypatch, at):
+    params, data, _ = trained
+    directory = tmp_path / "m"
+    other = jax.tree.map(lambda a: a + 1.0, params)
+    save_model(directory, params=other, config=CONFIG, item_features=data.action_context)
+    _interrupt_at(monkeypatch, at)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(directory, params=params, config=CONFIG, item_features=data.action_context)
+    monkeypatch.undo()
+    _load_error(directory)  # neither the old model nor a mix of old and new files
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".partial")]
+    save_model(directory, params=params, config=CONFIG, item_features=data.action_context)  # a retry
+    np.testing.assert_array_equal(
+        load_model(directory).scores(data.context),
+        CONFIG.model.scores(params, data.context, data.action_context),
+    )
