@@ -250,9 +250,14 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(se)
 
 
-def run_cell(task: str, learner: str, data, config: TrainConfig, seeds: int) -> dict:
+def run_cell(
+    task: str, learner: str, data, config: TrainConfig, seeds: int, preset: str = "defaults"
+) -> dict:
     train, test = data
-    config = dataclasses.replace(config, objective=LEARNERS[learner])
+    objective = LEARNERS[learner]
+    if preset == "seed-study":  # the seed's learners had no entropy bonus (TrainConfig.seed_study)
+        objective = dataclasses.replace(objective, entropy=0.0)
+    config = dataclasses.replace(config, objective=objective)
     start = time.perf_counter()
     result, _ = train_seeds(config, seeds=seeds, data=train, test_data=test, per_seed_data=True, finite=False)
     seconds = time.perf_counter() - start
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if data is None:
                 data = TASKS[task](args.seeds, args.seed)
-            row = run_cell(task, learner, data, config, args.seeds)
+            row = run_cell(task, learner, data, config, args.seeds, args.preset)
             rows.append(row)
             with out.open("a") as handle:
                 handle.write(jsonio.dumps(row) + "\n")

@@ -32,7 +32,7 @@ def test_train_json_has_the_documented_schema(tmp_path):
     for key in ("config", "seconds_compile", "seconds_train", "seed_steps", "devices"):
         assert key in payload
     assert payload["config"]["objective"]["name"] == "dr" and payload["config"]["batch_size"] == 7
-    assert payload["seed_steps"] == 2 * 2 * 9  # seeds * epochs * ceil(60 / 7)
+    assert payload["seed_steps"] == 2 * 2 * 7  # seeds * epochs * ceil(48 / 7): 12 of 60 rows validate
     for key in ("initial_value", "test_value", "behavior_value", "optimal_value"):
         assert len(payload[key]) == 2 and all(0 < v < 1 for v in payload[key])
     assert payload["seconds_compile"] > 0 and payload["seconds_train"] > 0
@@ -80,7 +80,7 @@ def test_bare_command_prints_usage_and_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 0.005)" in text and "--unbiased" in text and "0.01,10]" in text
+    assert "seed-study: 0.005]" in text and "--unbiased" in text and "0.01,10]" in text
 
 
 def test_study_chen_writes_learned_and_expected_policies(tmp_path):
@@ -116,7 +116,7 @@ def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["table"].count("\n") == 7 and len(payload["cells"]) == 6
     rows = (tmp_path / "results.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 6 * 2 and rows[0].startswith("behavior,learner,seed,test_value")
+    assert len(rows) == 1 + 6 * 2 and rows[0].startswith("settings,behavior,learner,seed,test_value")
     assert (tmp_path / "results.png").stat().st_size > 10_000
     np.testing.assert_allclose(cells[0]["test_value"], payload["cells"][0]["test_value"])
     again = []  # the same job in the same folder: every cell is already there

@@ -1,6 +1,7 @@
-"""Command line: ``towerjax run`` (the main job), ``train``, ``study NAME`` and ``data``.
+"""Command line: ``towerjax run`` (the main job), ``train``, ``evaluate``, ``recommend``, ``export``,
+``study NAME`` and ``data``.
 
-This module only parses flags and calls the library. The objectives' flags come from their
+This module only parses flags and calls the library (your own logs: :mod:`towerjax.own_logs`). The objectives' flags come from their
 fields (:mod:`towerjax.objectives`); each study declares its own subcommand
 (:mod:`towerjax.studies`). Bad flags or values exit with status 2 and one line naming the
 flag, never a traceback: the library raises :class:`towerjax.checks.InputError` naming the
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import types
 import typing
 from pathlib import Path
 
 from towerjax import arguments, jsonio
+from towerjax.adapter import NUMERIC_STRINGS
 from towerjax.arguments import Parser, add_seed_arguments, check_out_dir, subcommand
 from towerjax.checks import InputError
 from towerjax.objectives import OBJECTIVES
 from towerjax.studies import STUDIES, headline
-from towerjax.train import OPTIMIZERS, NonFiniteError, TrainConfig, expose_cpu_cores
+from towerjax.train import OPTIMIZERS, SELECTIONS, NonFiniteError, TrainConfig, expose_cpu_cores
 
 # TrainConfig fields that ``towerjax train`` exposes, with their argument types.
 _TRAIN_FIELDS = {
@@ -36,7 +39,38 @@ _TRAIN_FIELDS = {
     "learning_rate": dict(type=arguments.positive_float, help="optimiser step size"),
     "weight_decay": dict(type=arguments.nonnegative_float, help="L2 / decoupled weight decay"),
     "temperature": dict(type=arguments.positive_float, help="softmax temperature tau of the policy"),
+    "validation_fraction": dict(
+        type=arguments.fraction,
+        help="share of the logs held out to validate each epoch by off-policy evaluation",
+    ),
+    "select": dict(
+        choices=(*SELECTIONS, "none"),
+        help="return the epoch with the best validation estimate (or its lower 95%% bound); none: the last",
+    ),
+    "patience": dict(type=arguments.positive_int, help="stop after this many epochs without improvement"),
+    "hidden_sizes": dict(
+        type=arguments.positive_int_list, help="hidden layer sizes of each tower, comma-separated"
+    ),
+    "embedding_size": dict(type=arguments.positive_int, help="embedding size D of both towers"),
 }
+PRESETS = ("defaults", "seed-study")
+# TrainConfig fields of the synthetic problem: not used with --logs.
+_SYNTHETIC_FIELDS = ("behavior", "epsilon", "n_rounds", "n_test_rounds", "n_actions")
+# ``towerjax train`` flags for your own logs, with their defaults (None: unset).
+_OWN_LOG_DEFAULTS = {
+    "items": None,
+    "out": None,
+    "item_column": "item_id",
+    "reward_column": "reward",
+    "pscore_column": "pscore",
+    "context_columns": None,
+    "position_column": None,
+    "validation": None,
+    "numeric_strings": "error",
+    "standardize": False,
+    "overwrite": False,
+}
+_say = functools.partial(print, flush=True)
 
 
 def _objective_options() -> dict[str, dataclasses.Field]:
@@ -66,7 +100,10 @@ def _option_type(field: dataclasses.Field) -> dict:
 
 
 def _default_text(field: dataclasses.Field) -> str:
-    value = field.default
+    return _default_text_value(field.default)
+
+
+def _default_text_value(value) -> str:
     if isinstance(value, tuple):
         return ",".join(f"{v:g}" for v in value)
     return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
@@ -74,18 +111,32 @@ def _default_text(field: dataclasses.Field) -> str:
 
 def _add_train(commands) -> None:
     train = subcommand(commands, "train", _train, help="train one configuration over several seeds")
-    defaults = TrainConfig()
+    defaults, seed = TrainConfig(), TrainConfig.seed_study()
+    train.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="defaults",
+        help="the library's defaults (chosen by benchmarks/learning.py) or the seed study's settings; "
+        "flags below override it",
+    )
     train.add_argument(
         "--objective", choices=tuple(OBJECTIVES), default=defaults.objective.name, help="learning objective"
     )
     for name, kwargs in _TRAIN_FIELDS.items():
-        train.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name), **kwargs)
+        shown = (_default_text_value(getattr(defaults, name)), _default_text_value(getattr(seed, name)))
+        text = shown[0] if shown[0] == shown[1] else f"{shown[0]}; seed-study: {shown[1]}"
+        train.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            **{**kwargs, "help": f"{kwargs['help']} [default {text}]%(default).0s"},
+        )
     train.add_argument(
         "--reward-folds",
         type=arguments.positive_int,
-        default=defaults.reward_model.folds,
+        default=None,
         help="cross-fitting folds of the reward model (dr, sndr, switch-dr, dr-os, two-stage); "
-        "1 fits and predicts on the same rows (in-sample: biased toward DM)",
+        f"1 fits and predicts on the same rows (in-sample: biased toward DM) [default {defaults.reward_model.folds}; "
+        f"seed-study: {seed.reward_model.folds}]%(default).0s",
     )
     train.add_argument(
         "--estimate-propensities",
@@ -107,6 +158,7 @@ def _add_train(commands) -> None:
             **_option_type(field),
         )
     train.add_argument("--json", type=Path, default=None, help="write the results here")
+    _add_own_log_arguments(train)
     add_seed_arguments(train, seeds=1)
     train.set_defaults(flags={"reward_model.folds": "--reward-folds"})
 
@@ -123,13 +175,81 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         if name not in own:
             raise InputError(name, f"not an option of the {args.objective} objective")
         options[name] = None if value == "none" else value
-    fields = {name: getattr(args, name) for name in _TRAIN_FIELDS}
-    reward_model = dataclasses.replace(TrainConfig().reward_model, folds=args.reward_folds)
-    return TrainConfig(
-        objective=cls(**options),
+    fields = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
+    if fields.get("select") == "none":
+        fields["select"] = None
+    base = TrainConfig.seed_study(objective=args.objective) if args.preset == "seed-study" else TrainConfig()
+    objective = (
+        dataclasses.replace(base.objective, **options)
+        if base.objective.name == args.objective
+        else cls(**options)
+    )
+    reward_model = base.reward_model
+    if args.reward_folds is not None:
+        reward_model = dataclasses.replace(reward_model, folds=args.reward_folds)
+    return dataclasses.replace(
+        base,
+        objective=objective,
         estimate_propensities=args.estimate_propensities,
         reward_model=reward_model,
         **fields,
+    )
+
+
+def _add_own_log_arguments(train: argparse.ArgumentParser) -> None:
+    own = train.add_argument_group(
+        "your own logs (--logs trains on a file instead of the synthetic problem; towerjax.own_logs.fit)"
+    )
+    own.add_argument(
+        "--logs", type=Path, default=None, help="events, .csv or .parquet: one row per logged event"
+    )
+    own.add_argument(
+        "--items",
+        type=Path,
+        default=None,
+        help="item table, .csv or .parquet: the id column and feature columns [default: the logged ids, one-hot]",
+    )
+    own.add_argument(
+        "--out", type=Path, default=None, help="directory for the model, report.json and curves.png"
+    )
+    for name, text in (
+        ("item_column", "the logged item's id (also the item table's id column)"),
+        ("reward_column", "the observed reward"),
+        ("pscore_column", "the logging propensity pi_0(a|x) in (0, 1]"),
+    ):
+        own.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help=f"{text} [default {_OWN_LOG_DEFAULTS[name]}]%(default).0s",
+        )
+    own.add_argument(
+        "--context-columns",
+        type=arguments.name_list,
+        default=None,
+        help="comma-separated context columns [default: every other column of --logs]%(default).0s",
+    )
+    own.add_argument(
+        "--position-column", default=None, help="slot of each row: left out of the contexts (rows pooled)"
+    )
+    own.add_argument(
+        "--validation",
+        type=Path,
+        default=None,
+        help="validation logs (same columns) instead of holding out --validation-fraction of --logs",
+    )
+    own.add_argument(
+        "--numeric-strings",
+        choices=NUMERIC_STRINGS,
+        default=None,
+        help="a text column that looks numeric: error, parse it as numbers, or one-hot it [default error]"
+        "%(default).0s",
+    )
+    own.add_argument("--standardize", action="store_true", default=None, help="standardise numeric features")
+    own.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="write into a non-empty --out that holds no model",
     )
 
 
@@ -137,6 +257,11 @@ def _train(args: argparse.Namespace) -> int:
     from towerjax.evaluation import mean_se
     from towerjax.train import train_seeds
 
+    if args.logs is not None:
+        return _train_own_logs(args)
+    for name in _OWN_LOG_DEFAULTS:
+        if getattr(args, name) is not None:
+            raise InputError(name, "is for your own logs: pass --logs too")
     config = _train_config(args)
     if args.json is not None:
         check_out_dir(args.subparser, "--json", args.json.parent)
@@ -154,8 +279,15 @@ def _train(args: argparse.Namespace) -> int:
         "optimal_value": result.optimal_value.tolist(),
         "test_curve": result.test_value.tolist(),
         "loss_curve": result.loss.tolist(),
+        "selected_value": result.selected_value.tolist(),
+        "selected_epoch": result.selected_epoch.tolist(),
+        "top_share": result.top_share[:, -1].tolist(),
+        "validation_curves": {k: v.tolist() for k, v in result.validation.items()},
     }
-    for name in ("initial_value", "behavior_value", "test_value", "optimal_value"):
+    names = ["initial_value", "behavior_value", "test_value", "optimal_value"]
+    if config.select is not None:
+        names.insert(3, "selected_value")
+    for name in names:
         mean, se = mean_se(payload[name])
         print(
             f"  {name:>15}: {mean:.4f}" + (f" ± {se:.4f}" if se == se else " (one seed: no standard error)")
@@ -167,6 +299,161 @@ def _train(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(jsonio.dumps(payload, indent=2))
         print(f"  wrote {args.json}")
+    return 0
+
+
+def _train_own_logs(args: argparse.Namespace) -> int:
+    from towerjax import own_logs
+
+    for name in _SYNTHETIC_FIELDS:
+        if getattr(args, name) is not None:
+            raise InputError(name, "describes the synthetic problem, not used with --logs")
+    if args.out is None:
+        raise InputError("out", "expected a directory to save the model into (required with --logs)")
+    if args.validation is not None and args.validation_fraction is not None:
+        raise InputError("validation_fraction", "not used with --validation (the validation logs)")
+    if args.json is not None:
+        check_out_dir(args.subparser, "--json", args.json.parent)
+    options = {
+        name: default if getattr(args, name) is None else getattr(args, name)
+        for name, default in _OWN_LOG_DEFAULTS.items()
+    }
+    result = own_logs.fit(
+        args.logs,
+        options.pop("items"),
+        config=_train_config(args),
+        seeds=args.seeds,
+        seed=args.seed,
+        devices=args.devices,
+        progress=_say,
+        **options,
+    )
+    if args.json is not None:
+        args.json.write_text(jsonio.dumps(result.report, indent=2))
+        _say(f"wrote {args.json}")
+    return 0
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = subcommand(
+        commands, "evaluate", _evaluate, help="off-policy estimates of saved models on logs, side by side"
+    )
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        help="a model directory (towerjax train --out); repeat it to compare models (each minus the first)",
+    )
+    evaluate.add_argument("--logs", type=Path, required=True, help="evaluation logs, .csv or .parquet")
+    evaluate.add_argument(
+        "--items",
+        type=Path,
+        default=None,
+        help="item table to evaluate over [default: the model's catalogue]",
+    )
+    _add_log_columns(evaluate)
+    evaluate.add_argument(
+        "--randomized",
+        action="store_true",
+        help="the logs come from a uniform logging policy: add the unbiased value (pscore 1/A if no column)",
+    )
+    evaluate.add_argument("--json", type=Path, default=None, help="write the estimates here")
+    evaluate.add_argument(
+        "--plot", type=Path, default=None, help="plot each estimator with its interval (.png, .pdf, .svg)"
+    )
+    evaluate.add_argument(
+        "--seed", type=arguments.integer, default=0, help="key of the reward models and the bootstrap"
+    )
+    evaluate.add_argument(
+        "--n-bootstrap", type=arguments.positive_int, default=1000, help="bootstrap resamples"
+    )
+
+
+def _add_log_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--item-column", default="item_id", help="the logged item's id (and the item table's)"
+    )
+    parser.add_argument("--reward-column", default="reward", help="the observed reward")
+    parser.add_argument("--pscore-column", default="pscore", help="the logging propensity")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from towerjax import own_logs
+
+    for name, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            check_out_dir(args.subparser, name, path.parent)
+    if args.plot is not None:
+        own_logs.check_image_path(args.plot, argument="plot")
+    evaluation = own_logs.evaluate(
+        args.model,
+        args.logs,
+        items=args.items,
+        item_column=args.item_column,
+        reward_column=args.reward_column,
+        pscore_column=args.pscore_column,
+        randomized=args.randomized,
+        seed=args.seed,
+        n_bootstrap=args.n_bootstrap,
+        progress=_say,
+    )
+    _say(evaluation.table())
+    if args.json is not None:
+        args.json.write_text(jsonio.dumps(evaluation.to_dict(), indent=2))
+        _say(f"wrote {args.json}")
+    if args.plot is not None:
+        evaluation.plot(args.plot)
+        _say(f"wrote {args.plot}")
+    return 0
+
+
+def _add_recommend(commands) -> None:
+    recommend = subcommand(
+        commands, "recommend", _recommend, help="top-k items of a saved model for each context"
+    )
+    recommend.add_argument(
+        "--model", type=Path, required=True, help="a model directory (towerjax train --out)"
+    )
+    recommend.add_argument("--contexts", type=Path, required=True, help="contexts, .csv or .parquet")
+    recommend.add_argument("--k", type=arguments.positive_int, required=True, help="items per context")
+    recommend.add_argument("--out", type=Path, required=True, help="output table, .csv or .parquet")
+    recommend.add_argument("--explore", action="store_true", help="Boltzmann slates drawn from the policy")
+    recommend.add_argument("--seed", type=arguments.integer, default=0, help="key of the --explore draws")
+    recommend.add_argument(
+        "--keep-columns", type=arguments.name_list, default=(), help="context columns to copy into --out"
+    )
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from towerjax import own_logs
+
+    check_out_dir(args.subparser, "--out", args.out.parent)
+    own_logs.recommend(
+        args.model,
+        args.contexts,
+        k=args.k,
+        explore=args.explore,
+        seed=args.seed,
+        keep_columns=args.keep_columns,
+        out=args.out,
+        progress=_say,
+    )
+    return 0
+
+
+def _add_export(commands) -> None:
+    export = subcommand(commands, "export", _export, help="write a saved model's serving files")
+    export.add_argument("--model", type=Path, required=True, help="a model directory (towerjax train --out)")
+    export.add_argument("--out", type=Path, required=True, help="directory for the serving files")
+    export.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from towerjax import own_logs
+
+    path = own_logs.export(args.model, args.out, overwrite=args.overwrite)
+    _say(f"wrote {path}")
     return 0
 
 
@@ -210,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     headline.add_parser(commands)
     _add_train(commands)
+    _add_evaluate(commands)
+    _add_recommend(commands)
+    _add_export(commands)
     study = commands.add_parser("study", help="reproduce a published study")
     studies = study.add_subparsers(dest="study", parser_class=Parser, required=True, metavar="STUDY")
     for module in STUDIES:

@@ -22,6 +22,7 @@ from towerjax import jsonio
 from towerjax.arguments import add_seed_arguments, check_out_dir, positive_int, subcommand
 from towerjax.checks import check_positive_int
 from towerjax.evaluation import mean_se
+from towerjax.objectives import objective_from_name
 from towerjax.studies.runner import ROWS_FILE, Study, interrupted, run_study
 from towerjax.train import TrainConfig, train_seeds
 
@@ -103,7 +104,10 @@ class HeadlineStudy(Study):
 
     def run_cell(self, cell: tuple[str, str, str]) -> list[dict]:
         name, behavior, learner = cell
-        config = dataclasses.replace(self.settings[name], behavior=behavior, objective=learner)
+        objective = objective_from_name(learner)
+        if name == "seed-study":  # the seed's learners had no entropy bonus (TrainConfig.seed_study)
+            objective = dataclasses.replace(objective, entropy=0.0)
+        config = dataclasses.replace(self.settings[name], behavior=behavior, objective=objective)
         progress = sys.stderr.isatty()  # a bar of seed-epochs inside the cell, on a terminal
         result, timing = train_seeds(
             config, seeds=self.seeds, seed=self.seed, devices=self.devices, progress=progress
