@@ -65,7 +65,7 @@ def test_train_json_uses_every_local_device_by_default(tmp_path):
     path = tmp_path / "run.json"
     proc = _four_devices(
         sys.executable, "-m", "towerjax.cli", "train", "--n-rounds", "40", "--n-test-rounds", "20",
-        "--n-actions", "3", "--epochs", "1", "--seeds", "4", "--json", str(path),
+        "--n-actions", "3", "--batch-size", "8", "--epochs", "1", "--seeds", "4", "--json", str(path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(path.read_text())["devices"] == 4

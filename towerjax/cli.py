@@ -266,7 +266,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_out_dir(args.subparser, "--json", args.json.parent)
     print(f"training {config.objective.name} on {config.behavior} logs, {args.seeds} seed(s) ...", flush=True)
-    result, timing = train_seeds(config, seeds=args.seeds, seed=args.seed, devices=args.devices)
+    result, timing = train_seeds(
+        config, seeds=args.seeds, seed=args.seed, devices=args.devices, progress=sys.stderr.isatty()
+    )
     payload = {
         "config": config.to_dict(),
         "seeds": args.seeds,
@@ -467,6 +469,14 @@ def _add_data(commands) -> None:
     data.add_argument(
         "--cache-dir", type=Path, default=None, help="default: $TOWERJAX_CACHE or ~/.cache/towerjax"
     )
+    data.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="obd: also write bts.csv, random.csv, items.csv and README.txt here, "
+        "for towerjax train / evaluate --logs",
+    )
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -475,13 +485,21 @@ def _data(args: argparse.Namespace) -> int:
     try:
         if args.name == "obd":
             path = datasets.fetch_obd(args.cache_dir)
+            loaded = {}
             for policy in datasets.BEHAVIOR_POLICIES:
-                logs = datasets.load_obd(policy, "all", wheel=path)
+                logs = loaded[policy] = datasets.load_obd(policy, "all", wheel=path)
                 print(
                     f"obd {policy}/all: {logs.n_rounds} rows, {logs.n_actions} items, "
                     f"{logs.n_positions} positions, click rate {logs.click.mean():.4f}"
                 )
+            if args.export is not None:
+                from towerjax.datasets.obd_files import write_obd_files
+
+                files = write_obd_files(args.export, loaded["bts"], loaded["random"])
+                print(f"wrote {', '.join(str(p) for p in files.values())}")
         else:
+            if args.export is not None:
+                raise InputError("export", "is for obd only")
             path = datasets.fetch_movielens(args.cache_dir)
             ml = datasets.load_movielens_100k(wheel=path)
             print(f"movielens-100k: {ml.n_users} users, {ml.n_items} items, {ml.n_ratings} ratings")

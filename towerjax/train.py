@@ -82,7 +82,8 @@ class TrainConfig:
     ``Adam(weight_decay)``) or ``"adamw"`` (decoupled decay, ``optax.adamw``).
     ``estimate_propensities=True`` ignores the logged ``pscore`` and trains a behaviour head
     (:mod:`towerjax.behavior`) alongside, whose ``sg(beta_hat(a_i|x_i))`` replaces it.
-    A ``batch_size`` larger than the (training) logs uses all of them in one batch.
+    ``batch_size`` may not exceed ``n_rounds``; with logs of your own a batch larger than
+    the (training) logs uses all of them in one batch.
     ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
     """
@@ -133,6 +134,10 @@ class TrainConfig:
             object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         if self.n_actions < 2:
             raise InputError("n_actions", f"expected at least 2, got {self.n_actions}")
+        if self.batch_size > self.n_rounds:  # the built-in problem's logs; own logs use min(B, n)
+            raise InputError(
+                "batch_size", f"expected at most n_rounds={self.n_rounds}, got {self.batch_size}"
+            )
         check_activation(self.activation)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("temperature", "learning_rate"):
@@ -460,6 +465,12 @@ def make_train(
             test_data = sample_logged_data(key_test, problem, config.n_test_rounds)
         elif test_data is None:
             test_data = data
+        if objective.needs_pi_b and data.pi_b is None and not config.estimate_propensities:
+            raise InputError(
+                "kl",
+                "the KL penalty needs the logging policy's distribution: logs with pi_b, "
+                "or estimate_propensities=True (the behaviour head)",
+            )
         if validation is None and config.validation_fraction > 0:
             n_validation = round(config.validation_fraction * data.n_rounds)
             if not 2 <= n_validation <= data.n_rounds - 1:
@@ -471,12 +482,6 @@ def make_train(
             if q_hat is not None and not objective.needs_q_hat:
                 q_hat = None
             data, q_hat, validation = _split_rows(key_split, data, q_hat, n_validation)
-        if objective.needs_pi_b and data.pi_b is None and not config.estimate_propensities:
-            raise InputError(
-                "kl",
-                "the KL penalty needs the logging policy's distribution: logs with pi_b, "
-                "or estimate_propensities=True (the behaviour head)",
-            )
         n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
 
         params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])

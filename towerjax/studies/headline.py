@@ -56,8 +56,8 @@ CSV_FIELDS = (
 def headline_settings(*, n_rounds: int = 15000, epochs: int | None = None) -> dict[str, TrainConfig]:
     """The two settings ``towerjax run`` compares: the library's defaults, and the seed
     study's (``TrainConfig.seed_study``, 10 epochs unless ``epochs`` is given)."""
-    defaults = TrainConfig(n_rounds=n_rounds)
-    seed = TrainConfig.seed_study(n_rounds=n_rounds, epochs=10)
+    defaults = TrainConfig(n_rounds=n_rounds, batch_size=min(TrainConfig().batch_size, n_rounds))
+    seed = TrainConfig.seed_study(n_rounds=n_rounds, epochs=10, batch_size=min(10, n_rounds))
     if epochs is not None:
         defaults, seed = (dataclasses.replace(c, epochs=epochs) for c in (defaults, seed))
     return {"defaults": defaults, "seed-study": seed}
