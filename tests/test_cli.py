@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from towerjax.reward_model import RewardModelConfig
 from towerjax.studies.headline import run_headline
 from towerjax.train import TrainConfig
 
@@ -105,7 +106,7 @@ def test_unwritable_output_is_reported_before_any_work(tmp_path):
 def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     tiny = TrainConfig(
         n_rounds=40, n_test_rounds=30, n_actions=3, dim=4, hidden_sizes=(8,), embedding_size=4,
-        batch_size=8, epochs=2,
+        batch_size=8, epochs=2, reward_model=RewardModelConfig(hidden_sizes=(8,), epochs=1),
     )  # fmt: skip
     lines = []
     cells = run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=lines.append)

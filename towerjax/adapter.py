@@ -826,18 +826,7 @@ def _identity_features(table: _Table, encoding: FrameEncoding, unknown: str, pro
     if ids is None:
         raise problems.error()
     _require_rows(table, len(ids), "item")
-    position = {v: j for j, v in enumerate(encoding.item_ids)}
-    block = np.zeros((len(ids), len(encoding.item_ids)))
-    unseen: list[int] = []
-    for i, v in enumerate(ids):
-        try:
-            j = position.get(v)
-        except TypeError:
-            j = None
-        if j is None:
-            unseen.append(i)
-        else:
-            block[i, j] = 1.0
+    block, unseen = _one_hot_rows(ids, encoding.item_ids)
     found: list = []
     if unseen:
         first = f"{table.row(unseen[0])} is {_show(ids[unseen[0]])}"
@@ -1388,6 +1377,24 @@ def _categories(
         return None
 
 
+def _one_hot_rows(values, categories) -> tuple[np.ndarray, list[int]]:
+    """``[n, len(categories)]`` one-hot rows of ``values`` and the rows whose value is not a
+    category (or not hashable): those rows stay all zeros."""
+    position = {c: j for j, c in enumerate(categories)}
+    block = np.zeros((len(values), len(categories)))
+    unseen: list[int] = []
+    for i, v in enumerate(values):
+        try:
+            j = position.get(v)
+        except TypeError:
+            j = None
+        if j is None:
+            unseen.append(i)
+        else:
+            block[i, j] = 1.0
+    return block, unseen
+
+
 def _one_hot(
     table: _Table,
     column: Any,
@@ -1403,18 +1410,7 @@ def _one_hot(
     A value outside ``categories`` is reported, except against an encoding with
     ``unknown`` ``"ignore"`` or ``"warn"``, where its row stays all zeros.
     """
-    position = {c: j for j, c in enumerate(categories)}
-    block = np.zeros((len(values), len(categories)))
-    unseen: list[int] = []
-    for i, v in enumerate(values.tolist()):
-        try:
-            j = position.get(v)
-        except TypeError:
-            j = None
-        if j is None:
-            unseen.append(i)
-        else:
-            block[i, j] = 1.0
+    block, unseen = _one_hot_rows(values.tolist(), categories)
     if unseen and (not against_encoding or unknown == "error"):
         source = "the encoding" if against_encoding else "the column's categories"
         hint = (
