@@ -413,6 +413,13 @@ def dr_os_loss(
     return _direct_surrogate(log_pi, q_hat, mask) + score_surrogate(c, residual, log_pi_a, mask=mask)
 
 
+def _ips_parts(log_pi, action, reward, pscore):
+    """Checked IPS inputs: ``log_pi_a [B]``, raw weights ``w [B]`` (no gradient), rewards ``[B]``."""
+    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
+    log_pi_a = take_logged(log_pi, action)
+    return log_pi_a, importance_weight(log_pi_a, pscore), reward
+
+
 def subgaussian_ips_loss(
     log_pi: ArrayLike,
     action: ArrayLike,
@@ -435,9 +442,7 @@ def subgaussian_ips_loss(
       Off-Policy Evaluation and Learning*, NeurIPS 2021.
     """
     check_unit_interval("lam", lam)
-    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
-    log_pi_a = take_logged(log_pi, action)
-    w = importance_weight(log_pi_a, pscore)
+    log_pi_a, w, reward = _ips_parts(log_pi, action, reward, pscore)
     c = (1.0 - lam) * w / jnp.square(1.0 - lam + lam * w)
     return score_surrogate(c, reward, log_pi_a, mask=mask)
 
@@ -462,9 +467,7 @@ def log_smoothing_ips_loss(
       Evaluation, Selection and Learning*, NeurIPS 2024.
     """
     check_positive("lam", lam)
-    log_pi, action, reward, pscore = check_batch(log_pi, action, reward, pscore=pscore)
-    log_pi_a = take_logged(log_pi, action)
-    w = importance_weight(log_pi_a, pscore)
+    log_pi_a, w, reward = _ips_parts(log_pi, action, reward, pscore)
     c = w / (1.0 + lam * w * reward)
     return score_surrogate(c, reward, log_pi_a, mask=mask)
 
