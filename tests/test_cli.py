@@ -61,6 +61,12 @@ def test_train_json_has_the_documented_schema(tmp_path):
         (["--objective", "snips", "--no-self-normalize"], "--self-normalize"),
         (["--variance-penalty", "-0.5"], "--variance-penalty"),
         (["--optimizer", "sgd"], "--optimizer"),
+        (["--categorical", "user_id"], "--categorical"),  # own-log flags without --logs
+        (["--hash", "user_id=1000"], "--hash"),
+        (["--min-count", "3"], "--min-count"),
+        (["--embedding-dim", "user_id"], "--embedding-dim"),
+        (["--embedding-dim", "user_id=0"], "--embedding-dim"),
+        (["--no-item-id-embedding"], "--no-item-id-embedding"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_naming_the_flag(args, flag, capsys):

@@ -439,3 +439,44 @@ def test_bad_arguments_name_the_argument():
         boltzmann_slate(key, ctx, items, m=5, k=3, k_deterministic=-1)
     with pytest.raises(ValueError, match="temperature"):
         boltzmann_slate(key, ctx, items, m=5, k=3, k_deterministic=1, temperature=-1.0)
+
+
+def test_sampled_softmax_training_gradient_approaches_the_exact_one_as_m_grows():
+    """The trainer's sampled objective (IPS and its sampled entropy bonus): averaged over
+    draws, its gradient nears the exact-softmax objective's as M grows (bias O(1/M))."""
+    import dataclasses
+
+    from towerjax.objectives import IPS
+    from towerjax.synthetic import blog_problem, sample_logged_data
+    from towerjax.train import Batch, TrainConfig, objective_loss
+
+    problem = blog_problem(jax.random.key(0), n_actions=12, dim=4)
+    data = sample_logged_data(jax.random.key(1), problem, 32)
+    data = dataclasses.replace(data, pi_b=None, expected_reward=None)
+    base = TrainConfig(objective=IPS(entropy=0.05), hidden_sizes=(8,), embedding_size=4)
+    params = base.model.init(jax.random.key(2), 4, 4)
+    proposal = item_proposal(popularity_log_q(jnp.arange(12.0)))
+    batch = Batch(data, jnp.ones(32), proposal=proposal)
+    exact = jax.grad(objective_loss, argnums=1)(base, params, batch)
+
+    def error(m):
+        config = dataclasses.replace(base, sampled_softmax=m)
+        grad = jax.vmap(lambda k: jax.grad(objective_loss, argnums=1)(config, params, batch, k))
+        mean = jax.tree.map(lambda g: jnp.mean(g, 0), grad(jax.random.split(jax.random.key(3), 400)))
+        diff = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), mean, exact))
+        return float(jnp.sqrt(sum(diff)))
+
+    scale = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(exact))))
+    small, large = error(4), error(256)
+    assert large < 0.5 * small
+    assert large < 0.1 * scale
+
+
+def test_sampled_softmax_refuses_objectives_that_need_whole_rows():
+    from towerjax.checks import InputError
+    from towerjax.train import TrainConfig
+
+    with pytest.raises(InputError, match="sampled_softmax"):
+        TrainConfig(objective="dr", sampled_softmax=64)
+    with pytest.raises(InputError, match="proposal"):
+        TrainConfig(sampled_softmax=64, proposal="zipf")

@@ -1,7 +1,10 @@
 """Your own logs end to end: train from CSV and Parquet, evaluate, recommend, export, bad inputs.
 
-The two trainings share one compiled program (same config and shapes; ``own_logs`` reuses
-it), so the file compiles one training run, one reward model and one OPE table.
+The logs carry an integer ``user_id`` column (``--categorical user_id``: an embedded id with a
+vocabulary) and string item ids (the item tower embeds each item's id next to its price and
+genre). The trainings share one compiled program (same config and shapes: every user is in
+the first 480 rows, so each fit builds the same vocabularies; ``own_logs`` reuses it), so the
+file compiles one training run, one reward model and one OPE table.
 """
 
 import json
@@ -19,13 +22,16 @@ from towerjax.evaluation import ESTIMATORS
 from towerjax.saved import load_model
 from towerjax.train import TrainConfig
 
-N_ITEMS, N_ROWS = 6, 600
-TINY = ["--hidden-sizes", "8", "--embedding-size", "4", "--epochs", "3", "--batch-size", "32", "--seeds", "2"]
-TINY_CONFIG = TrainConfig(hidden_sizes=(8,), embedding_size=4, epochs=3, batch_size=32)
+N_ITEMS, N_ROWS, N_USERS = 6, 600, 40
+TINY = ["--hidden-sizes", "8", "--embedding-size", "4", "--epochs", "2", "--batch-size", "32", "--seeds", "2"]
+TINY_CONFIG = TrainConfig(hidden_sizes=(8,), embedding_size=4, epochs=2, batch_size=32)
+IDS = ["--categorical", "user_id", "--embedding-dim", "user_id=4"]
+IDS_KWARGS = dict(categorical=["user_id"], embedding_dims={"user_id": 4})
 
 
 def _logs(rng, n):
-    """Uniform logging over the items; the click probability depends on age, device and price."""
+    """Uniform logging over the items; the click probability depends on the user, age, device
+    and price. Row ``i`` is user ``1000 + i % 40``: every user is in the first 480 rows."""
     items = pd.DataFrame(
         {
             "item_id": [f"i{j}" for j in range(N_ITEMS)],
@@ -33,13 +39,17 @@ def _logs(rng, n):
             "genre": ["x", "y"] * (N_ITEMS // 2),
         }
     )
+    user = np.arange(n) % N_USERS
+    taste = rng.normal(size=N_USERS)
     age = rng.normal(size=n).round(3)
     device = rng.choice(["ios", "web", "android"], n)
     action = rng.integers(0, N_ITEMS, n)
-    logit = 2 * age * items.price.to_numpy()[action] + (device == "ios") * (action % 2) - 0.5
+    price = items.price.to_numpy()[action]
+    logit = 2 * age * price + (device == "ios") * (action % 2) + taste[user] * price - 0.5
     reward = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     logs = pd.DataFrame(
         {
+            "user_id": 1000 + user,
             "age": age,
             "device": device,
             "item_id": items.item_id.to_numpy()[action],
@@ -61,8 +71,9 @@ def files(tmp_path_factory):
             path = root / f"{name}.{suffix}"
             frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
             paths[f"{name}_{suffix}"] = path
-    contexts = logs[["age", "device"]].head(20).assign(user=[f"u{i}" for i in range(20)])
+    contexts = logs[["user_id", "age", "device"]].head(20).assign(user=[f"u{i}" for i in range(20)])
     contexts.loc[3, "device"] = "smart-tv"  # a category not seen in training
+    contexts.loc[[5, 6], "user_id"] = [99_001, 99_002]  # new users
     paths["contexts"] = root / "contexts.csv"
     contexts.to_csv(paths["contexts"], index=False)
     return paths
@@ -72,7 +83,7 @@ def files(tmp_path_factory):
 def models(files):
     """Two models, from the CSV and from the Parquet files (another root seed)."""
     root = files["root"]
-    common = ["--position-column", "position", *TINY]
+    common = ["--position-column", "position", *IDS, *TINY]
     csv, parquet = root / "model_csv", root / "model_parquet"
     assert main(["train", "--logs", str(files["logs_csv"]), "--items", str(files["items_csv"]), "--out", str(csv), *common]) == 0  # fmt: skip
     assert main(["train", "--logs", str(files["logs_parquet"]), "--items", str(files["items_parquet"]), "--out", str(parquet), "--seed", "1", *common]) == 0  # fmt: skip
@@ -106,12 +117,22 @@ def test_train_writes_the_model_report_and_curves(files, models):
         assert data["positions"] == {
             str(k): int(v) for k, v in logs.position.value_counts().sort_index().items()
         }
-        assert report["columns"]["context"] == ["age", "device"]  # position left out
-        assert report["epochs"] == [1, 2, 3]
+        assert report["columns"]["context"] == ["user_id", "age", "device"]  # position left out
+        assert data["context_features"] == [
+            "age: dense",
+            "user_id: 40 values + OOV (min count 2), dim 4 (0 training rows out of vocabulary)",
+            "device: 3 values + OOV (min count 2), dim 8 (0 training rows out of vocabulary)",
+        ]
+        assert data["item_features"] == [
+            "item id: 6 items + unknown, dim 10",
+            "price: dense",
+            "genre: 2 values + OOV (min count 1), dim 8",
+        ]
+        assert report["epochs"] == [1, 2]
         for name in ("snips", "dr"):
             curve = report["validation"][name]["per_seed"]
             value, low, high = (np.array(curve[k]) for k in ("value", "low", "high"))
-            assert value.shape == (2, 3) and np.all(low < value) and np.all(value < high)
+            assert value.shape == (2, 2) and np.all(low < value) and np.all(value < high)
             np.testing.assert_allclose(report["validation"][name]["mean"]["value"], value.mean(axis=0))
 
 
@@ -142,11 +163,13 @@ def test_python_fit_reloads_to_the_same_scores_and_obp_action_dist(files, tmp_pa
         seeds=2,
         out=tmp_path / "model",
         progress=lines.append,
+        **IDS_KWARGS,
     )
     assert any("validation: 120 rows" in line for line in lines)
+    assert any(line.startswith("  context features: age: dense; user_id: 40 values") for line in lines)
     assert result.report["data"]["validation_unseen_categories"] == {"rows": 1, "columns": {"device": 1}}
     loaded = load_model(tmp_path / "model")
-    context = np.asarray(result.data.context)
+    context = result.data.context
     np.testing.assert_array_equal(
         np.asarray(loaded.scores(context)), np.asarray(result.policy.scores(context))
     )
@@ -167,21 +190,28 @@ def test_numbers_stored_as_text_train_when_parsed_and_stay_parsed(files):
         numeric_strings="parse",
         config=TINY_CONFIG,
         seeds=2,
+        **IDS_KWARGS,
     )
     assert result.encoding.context_parsed_columns == ("age",)
     recs = own_logs.recommend(result.policy, logs.head(5), k=2)  # text ages are parsed again
     assert recs.item_ids.shape == (5, 2) and recs.unseen_rows == 0
 
 
-def test_without_an_item_table_or_validation_each_logged_item_is_one_hot_and_seed_0_is_kept(files):
+def test_without_an_item_table_or_validation_each_logged_item_is_its_id_and_seed_0_is_kept(files):
     config = TrainConfig(
-        hidden_sizes=(8,), embedding_size=4, epochs=2, batch_size=64, validation_fraction=0.0
+        hidden_sizes=(8,), embedding_size=4, epochs=1, batch_size=64, validation_fraction=0.0
     )
-    result = own_logs.fit(files["frame"], config=config, seeds=1)
+    lines = []
+    result = own_logs.fit(files["frame"], config=config, seeds=1, progress=lines.append)
     assert result.policy.item_ids.tolist() == sorted(files["frame"].item_id.unique())
-    np.testing.assert_array_equal(np.asarray(result.policy.item_features), np.eye(N_ITEMS))
+    items = result.policy.item_features  # the embedded item id alone: no [A, A] matrix
+    assert items.dense.shape == (N_ITEMS, 0) and [t.name for t in items.tables] == ["item_id"]
+    np.testing.assert_array_equal(items.ids["item_id"], np.arange(1, N_ITEMS + 1))
+    # An integer column named like an id is a number unless named categorical: a note says so.
+    assert any("'user_id' holds integers and is used as a number" in line for line in lines)
+    assert "--categorical user_id" in result.report["notes"][0]
     assert result.validation is None and result.chosen_seed == 0 and result.policy.config.select is None
-    assert result.report["data"]["validation_rows"] == 0 and "no validation rows" in result.report["notes"][0]
+    assert result.report["data"]["validation_rows"] == 0 and "no validation rows" in result.report["notes"][1]
     assert np.isnan(np.asarray(result.report["validation"]["snips"]["per_seed"]["value"], float)).all()
     assert own_logs.plot_curves(result.report).axes[0].texts[0].get_text() == "no validation estimates"
 
@@ -236,7 +266,9 @@ def test_recommend_lists_sorted_top_k_and_reports_unseen_categories(files, model
     out = tmp_path / "recs.csv"
     assert main(["recommend", "--model", str(models[0]), "--contexts", str(files["contexts"]), "--k", "3",
                  "--out", str(out), "--keep-columns", "user"]) == 0  # fmt: skip
-    assert "1 row(s) had a category not seen in training" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 row(s) had a value not in the training vocabulary" in printed
+    assert "user_id 2, device 1" in printed
     table = pd.read_csv(out)
     assert list(table.columns) == [
         "row",
@@ -256,6 +288,9 @@ def test_recommend_lists_sorted_top_k_and_reports_unseen_categories(files, model
     best = np.argsort(-np.asarray(policy.scores(context)), axis=1, kind="stable")[:, :3]
     assert table[["item_1", "item_2", "item_3"]].to_numpy().tolist() == policy.item_ids[best].tolist()
 
+    recs = own_logs.recommend(models[0], files["contexts"], k=2)
+    assert recs.unseen_rows == 3 and recs.unseen_columns == {"user_id": 2, "device": 1}
+
     slates = tmp_path / "slates.parquet"
     assert main(["recommend", "--model", str(models[0]), "--contexts", str(files["contexts"]), "--k", "4",
                  "--out", str(slates), "--explore", "--seed", "3"]) == 0  # fmt: skip
@@ -271,8 +306,12 @@ def test_export_writes_files_numpy_reproduces_the_scores(files, models, tmp_path
     policy = load_model(models[0])
     x = policy.encoding.encode_contexts(files["frame"].head(50))
     tower = np.load(out / "context_tower.npz")
-    layers = len(tower.files) // 2
-    h = x.astype(np.float32)
+    tables = json.loads((out / "export.json").read_text())["context_tower"]["tables"]
+    assert [t["name"] for t in tables] == ["user_id", "device"]
+    layers = len([name for name in tower.files if name.startswith("Dense_")]) // 2
+    h = np.concatenate(
+        [np.asarray(x.dense)] + [tower[t["embedding"]][np.asarray(x.ids[t["name"]])] for t in tables], axis=1
+    )
     for i in range(layers):
         h = h @ tower[f"Dense_{i}/kernel"] + tower[f"Dense_{i}/bias"]
         if i < layers - 1:
@@ -310,6 +349,16 @@ def bad_files(files):
          "--reward-column", ["'click'"]),
         (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--context-columns", "age,city"],
          "--context-columns", ["'city'"]),
+        (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--hash", "user_id"],
+         "--hash", ["COL=N"]),
+        (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--hash", "nosuch=10"],
+         "--hash", ["'nosuch'"]),
+        (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--embedding-dim", "age=4"],
+         "--embedding-dim", ["'age'", "numeric"]),
+        (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--categorical", "city"],
+         "--categorical", ["'city'"]),
+        (["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}", "--min-count", "0"],
+         "--min-count", ["positive"]),
         (["train", "--logs", "{strings}", "--items", "{items_csv}", "--out", "{out}"], "--logs", ["'age'", "numbers stored as text"]),
         (["train", "--logs", "{empty}", "--out", "{out}"], "--logs", ["empty"]),
         (["train", "--logs", "{header}", "--out", "{out}"], "--logs", ["no rows"]),

@@ -10,8 +10,9 @@ import pytest
 from flax import serialization
 
 from towerjax import jsonio, saved
-from towerjax.adapter import logged_data_from_frame
+from towerjax.adapter import ITEM_ID_FEATURE, logged_data_from_frame
 from towerjax.checks import InputError
+from towerjax.features import Features
 from towerjax.objectives import DR, IPS, SNIPS, TwoStage, WeightedRegression
 from towerjax.reward_model import RewardModelConfig
 from towerjax.saved import SavedPolicy, load_model, save_model
@@ -56,10 +57,18 @@ COLUMNS = dict(
 
 @pytest.fixture(scope="module")
 def trained():
-    """Your own logs, end to end: a table, its encoding, one epoch of training."""
+    """Your own logs, end to end: a table, its encoding (city and genre embedded ids, the
+    item id embedded), one epoch of training."""
     data, encoding = logged_data_from_frame(_frame(0), **COLUMNS)
+    assert isinstance(data.context, Features) and isinstance(data.action_context, Features)
     result = jax.jit(make_train(CONFIG))(jax.random.key(0), data)
     return result.params, data, encoding
+
+
+def assert_same_input(a, b):
+    if isinstance(a, Features):
+        assert a.tables == b.tables
+    jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +92,8 @@ def policy(model_dir):
 
 
 def _contexts(policy, n=9, seed=1):
-    return np.random.default_rng(seed).normal(size=(n, policy.context_dim)).astype(np.float32)
+    """Contexts of a new table, encoded with the policy's encoding (Features with a city id)."""
+    return policy.encoding.encode_contexts(_frame(seed, n))
 
 
 # --------------------------------------------------------------------------- round trip
@@ -99,7 +109,11 @@ def test_a_loaded_model_scores_exactly_as_the_trained_one(trained, model_dir, po
         "params.msgpack",
     ]
     jax.tree.map(np.testing.assert_array_equal, policy.params, params)
-    np.testing.assert_array_equal(policy.item_features, data.action_context)
+    assert_same_input(policy.item_features, data.action_context)
+    assert policy.context_spec == data.context.spec and policy.item_spec == data.action_context.spec
+    manifest = json.loads((model_dir / "model.json").read_text())
+    assert manifest["format_version"] == saved.FORMAT_VERSION == 2
+    assert manifest["shapes"]["context_spec"]["tables"] == [{"name": "city", "size": 4, "dim": 8}]
     np.testing.assert_array_equal(
         policy.scores(data.context), CONFIG.model.scores(params, data.context, data.action_context)
     )
@@ -114,7 +128,7 @@ def test_the_saved_encoding_encodes_a_new_table_as_training_did(trained, policy)
     frame = _frame(5, n=12)
     expected, _ = logged_data_from_frame(frame, **COLUMNS, encoding=encoding)
     again, _ = logged_data_from_frame(frame, **COLUMNS, encoding=policy.encoding)
-    np.testing.assert_array_equal(again.context, expected.context)
+    assert_same_input(again.context, expected.context)
     np.testing.assert_array_equal(policy.scores(again.context), policy.scores(expected.context))
 
 
@@ -179,8 +193,10 @@ def test_from_dict_names_an_unknown_field():
 def test_action_dist_is_the_softmax_of_the_scores_over_the_temperature(trained):
     params, data, _ = trained
     config = dataclasses.replace(CONFIG, temperature=0.5)
-    policy = SavedPolicy(config=config, params=params, item_features=data.action_context)
-    context = np.asarray(data.context[:11])
+    policy = SavedPolicy(
+        config=config, params=params, item_features=data.action_context, context_spec=data.context.spec
+    )
+    context = jax.tree.map(lambda a: a[:11], data.context)
     dist = policy.action_dist(context)
     assert dist.shape == (11, 5, 1) and dist.dtype == np.float64
     np.testing.assert_allclose(dist.sum(axis=1), 1.0, rtol=0, atol=1e-12)
@@ -217,24 +233,60 @@ def test_explore_draws_distinct_items_after_the_deterministic_top(policy):
     np.testing.assert_array_equal(ids, np.asarray(ITEM_IDS)[np.asarray(index)])
 
 
-def test_one_hot_items_need_no_feature_matrix(tmp_path):
-    params = CONFIG.model.init(jax.random.key(1), 3, 4)
-    save_model(tmp_path / "m", params=params, config=CONFIG, item_ids=[10, 20, 30, 40])
+def test_items_known_by_their_id_alone_need_no_feature_arrays(tmp_path):
+    data, encoding = logged_data_from_frame(_frame(0, n=20), **COLUMNS, item_feature_columns=[])
+    params = CONFIG.model.init(jax.random.key(1), encoding.context_spec, encoding.item_spec)
+    save_model(tmp_path / "m", params=params, config=CONFIG, encoding=encoding)
     policy = load_model(tmp_path / "m")
-    np.testing.assert_array_equal(policy.item_features, np.eye(4))
-    assert policy.item_ids.tolist() == [10, 20, 30, 40] and policy.item_ids.dtype == np.int64
+    assert_same_input(policy.item_features, data.action_context)
+    np.testing.assert_array_equal(policy.item_features.ids[ITEM_ID_FEATURE], [1, 2, 3, 4, 5])
+    assert policy.item_ids.tolist() == ITEM_IDS
     with pytest.raises(InputError) as err:
-        save_model(tmp_path / "n", params=params, config=CONFIG, item_ids=[1, 2, 3])
+        save_model(tmp_path / "n", params=params, config=CONFIG, item_ids=ITEM_IDS)
     assert err.value.argument == "item_features"
+
+
+def test_a_dense_model_saves_and_loads_and_so_does_a_format_1_one(tmp_path):
+    params = CONFIG.model.init(jax.random.key(1), 3, 2)
+    items = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    save_model(tmp_path / "m", params=params, config=CONFIG, item_features=items, item_ids=[10, 20, 30, 40])
+    policy = load_model(tmp_path / "m")
+    assert policy.context_spec == 3 and policy.item_spec == 2 and policy.context_dim == 3
+    assert policy.item_ids.tolist() == [10, 20, 30, 40] and policy.item_ids.dtype == np.int64
+    context = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(policy.scores(context), CONFIG.model.scores(params, context, items))
+    with pytest.raises(InputError, match="embed no ids") as err:
+        policy.scores(Features(dense=jnp.ones((2, 3)), ids={}, tables=()))
+    assert err.value.argument == "context"
+    # A model saved by the previous format (dense widths in model.json, no specs) loads.
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    for key in ("context_spec", "item_spec"):
+        del manifest["shapes"][key]
+    (tmp_path / "m" / "model.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    np.testing.assert_array_equal(load_model(tmp_path / "m").scores(context), policy.scores(context))
+
+
+def test_towers_with_ids_need_their_context_spec(trained):
+    params, data, _ = trained
+    with pytest.raises(InputError, match="embeds ids") as err:
+        SavedPolicy(config=CONFIG, params=params, item_features=data.action_context)
+    assert err.value.argument == "context_spec"
+    with pytest.raises(InputError) as err:
+        SavedPolicy(config=CONFIG, params=params, item_features=data.action_context, context_spec=7)
+    assert err.value.argument == "params"
 
 
 # --------------------------------------------------------------------------- export
 
 
 def _numpy_context_tower(directory, x):
+    """The README's recipe: the dense columns and each table's rows of the ids, then the layers."""
     spec = json.loads((directory / "export.json").read_text())
     tower = np.load(directory / "context_tower.npz")
-    h = x.astype(np.float32)
+    parts = [np.asarray(x.dense, np.float32)]
+    for table in spec["context_tower"]["tables"]:
+        parts.append(tower[table["embedding"]][np.asarray(x.ids[table["name"]])])
+    h = np.concatenate(parts, axis=1)
     for layer in spec["context_tower"]["layers"]:
         h = h @ tower[layer["name"] + "/kernel"] + tower[layer["name"] + "/bias"]
         if layer["activation"] == "elu":
@@ -254,6 +306,7 @@ def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
     ]
     spec = json.loads((directory / "export.json").read_text())
     assert (spec["n_items"], spec["context_dim"], spec["embedding_size"]) == (5, policy.context_dim, 4)
+    assert [t["name"] for t in spec["context_tower"]["tables"]] == ["city"]
     assert spec["temperature"] == 1.0 and "softmax" in spec["policy"]
     context = _contexts(policy)
     items = np.load(directory / "item_embeddings.npy")
@@ -263,14 +316,19 @@ def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
     assert json.loads((directory / "item_ids.json").read_text()) == ITEM_IDS
     restored = serialization.msgpack_restore((directory / "context_tower.msgpack").read_bytes())
     jax.tree.map(np.testing.assert_array_equal, restored, policy.params["context"])
-    assert "Dense_0" in (directory / "README.txt").read_text()
+    readme = (directory / "README.txt").read_text()
+    assert "Dense_0" in readme and "embed_<name>/embedding" in readme and "out-of-vocabulary" in readme
 
 
 def test_an_export_of_integer_ids_writes_them_as_npy_and_drops_the_old_json(trained, policy, tmp_path):
     params, data, _ = trained
     policy.export(tmp_path / "export")
     numbered = SavedPolicy(
-        config=CONFIG, params=params, item_features=data.action_context, item_ids=[7, 3, 9, 1, 5]
+        config=CONFIG,
+        params=params,
+        item_features=data.action_context,
+        item_ids=[7, 3, 9, 1, 5],
+        context_spec=data.context.spec,
     )
     directory = numbered.export(tmp_path / "export")
     np.testing.assert_array_equal(np.load(directory / "item_ids.npy"), [7, 3, 9, 1, 5])
@@ -304,7 +362,7 @@ def test_loading_names_the_model_and_what_is_missing_or_wrong(model_dir, tmp_pat
 
     newer = _copy(model_dir, tmp_path / "newer")
     manifest = json.loads((newer / "model.json").read_text())
-    (newer / "model.json").write_text(json.dumps({**manifest, "format_version": 2}))
+    (newer / "model.json").write_text(json.dumps({**manifest, "format_version": saved.FORMAT_VERSION + 1}))
     assert "upgrade towerjax" in _load_error(newer)
 
     foreign = _copy(model_dir, tmp_path / "foreign")
@@ -319,53 +377,77 @@ def test_loading_names_the_model_and_what_is_missing_or_wrong(model_dir, tmp_pat
 
 
 @pytest.mark.parametrize("shape", [(4,), (3, 2), (2, 5, 1)])
-def test_a_context_of_the_wrong_shape_names_context(policy, shape):
-    with pytest.raises(InputError) as err:
+def test_a_plain_array_for_a_model_with_ids_names_context(policy, shape):
+    with pytest.raises(InputError, match="encode_contexts") as err:
         policy.scores(np.zeros(shape))
     assert err.value.argument == "context"
 
 
-def test_a_non_finite_context_names_context(policy):
+def test_a_non_finite_context_or_an_id_out_of_range_names_context(policy):
     context = _contexts(policy, n=3)
-    context[1, 0] = np.nan
+    bad = dataclasses.replace(context, dense=context.dense.at[1, 0].set(jnp.nan))
     for method in (policy.scores, policy.action_dist, policy.embed_contexts):
         with pytest.raises(InputError, match="row 1") as err:
-            method(context)
+            method(bad)
         assert err.value.argument == "context"
+    out_of_range = dataclasses.replace(context, ids={"city": context.ids["city"].at[2].set(4)})
+    with pytest.raises(InputError, match=r"ids\['city'\]: row 2 is 4, expected an id in \[0, 4\)") as err:
+        policy.scores(out_of_range)
+    assert err.value.argument == "context"
 
 
 def test_saving_refuses_a_folder_that_holds_something_else(trained, tmp_path):
-    params, data, _ = trained
+    params, data, encoding = trained
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(InputError) as err:
-        save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context)
+        save_model(
+            tmp_path, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+        )
     assert err.value.argument == "directory" and "notes.txt" in str(err.value)
-    save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context, overwrite=True)
+    save_model(
+        tmp_path,
+        params=params,
+        config=CONFIG,
+        item_features=data.action_context,
+        encoding=encoding,
+        overwrite=True,
+    )
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert load_model(tmp_path).n_items == 5
-    save_model(tmp_path, params=params, config=CONFIG, item_features=data.action_context)  # a model: replaced
+    save_model(
+        tmp_path, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+    )  # a model: replaced
 
 
 def test_saving_names_bad_arguments(trained, tmp_path):
-    params, data, _ = trained
+    params, data, encoding = trained
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    items, spec = data.action_context, data.context.spec
+    narrower = dataclasses.replace(items, dense=items.dense[:, :0])
     cases = [
-        ("params", dict(params=stacked, item_features=data.action_context)),
-        ("params", dict(params=params, item_features=data.action_context[:, :2])),
-        ("item_ids", dict(params=params, item_features=data.action_context, item_ids=["a", "b"])),
+        ("params", dict(params=stacked, item_features=items, encoding=encoding)),
+        ("params", dict(params=params, item_features=narrower, context_spec=spec)),
+        ("item_ids", dict(params=params, item_features=items, item_ids=["a", "b"], context_spec=spec)),
         (
             "item_ids",
-            dict(params=params, item_features=data.action_context, item_ids=["a", "b", "c", "d", "a"]),
+            dict(params=params, item_features=items, item_ids=["a", "b", "c", "d", "a"], context_spec=spec),
         ),
-        ("item_ids", dict(params=params, item_features=data.action_context, item_ids=["a", 1, 2, 3, 4])),
-        ("metadata", dict(params=params, item_features=data.action_context, metadata={"f": object()})),
+        ("item_ids", dict(params=params, item_features=items, item_ids=["a", 1, 2, 3, 4], context_spec=spec)),
+        ("metadata", dict(params=params, item_features=items, metadata={"f": object()}, context_spec=spec)),
+        ("context_spec", dict(params=params, item_features=items, encoding=encoding, context_spec=3)),
     ]
     for argument, kwargs in cases:
         with pytest.raises(InputError) as err:
             save_model(tmp_path / "m", config=CONFIG, **kwargs)
         assert err.value.argument == argument, kwargs
     with pytest.raises(InputError, match="leading seed axis"):
-        save_model(tmp_path / "m", config=CONFIG, params=stacked, item_features=data.action_context)
+        save_model(
+            tmp_path / "m",
+            config=CONFIG,
+            params=stacked,
+            item_features=data.action_context,
+            encoding=encoding,
+        )
 
 
 # --------------------------------------------------------------------------- interrupted saves
@@ -384,17 +466,21 @@ def _interrupt_at(monkeypatch, target_name):
 
 @pytest.mark.parametrize("at", ["model.json", "params.msgpack", "items.npz"])
 def test_an_interrupted_save_leaves_no_model_that_loads(trained, tmp_path, monkeypatch, at):
-    params, data, _ = trained
+    params, data, encoding = trained
     directory = tmp_path / "m"
     other = jax.tree.map(lambda a: a + 1.0, params)
-    save_model(directory, params=other, config=CONFIG, item_features=data.action_context)
+    save_model(directory, params=other, config=CONFIG, item_features=data.action_context, encoding=encoding)
     _interrupt_at(monkeypatch, at)
     with pytest.raises(KeyboardInterrupt):
-        save_model(directory, params=params, config=CONFIG, item_features=data.action_context)
+        save_model(
+            directory, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+        )
     monkeypatch.undo()
     _load_error(directory)  # neither the old model nor a mix of old and new files
     assert not [p.name for p in directory.iterdir() if p.name.endswith(".partial")]
-    save_model(directory, params=params, config=CONFIG, item_features=data.action_context)  # a retry
+    save_model(
+        directory, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+    )  # a retry
     np.testing.assert_array_equal(
         load_model(directory).scores(data.context),
         CONFIG.model.scores(params, data.context, data.action_context),

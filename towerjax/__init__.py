@@ -14,6 +14,7 @@ from towerjax.adapter import (
 from towerjax.checks import InputError
 from towerjax.data import LoggedData, rating_logging_policy, rating_pscore
 from towerjax.evaluation import Estimate, WeightDiagnostics, mean_se, off_policy_estimates, weight_diagnostics
+from towerjax.features import Features, FeatureSpec, Table
 from towerjax.large_softmax import (
     chunked_log_prob,
     chunked_log_softmax,
@@ -98,6 +99,8 @@ __all__ = [
     "SNIPS",
     "Batch",
     "Estimate",
+    "FeatureSpec",
+    "Features",
     "FrameEncoding",
     "FrameValidationError",
     "InputError",
@@ -113,6 +116,7 @@ __all__ = [
     "SeedRunner",
     "SubGaussianIPS",
     "SwitchDR",
+    "Table",
     "TopK",
     "TrainConfig",
     "TrainResult",

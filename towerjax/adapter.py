@@ -5,23 +5,49 @@ logged item's id, the reward and the propensity) plus an item table (one row per
 its id and features) into a validated :class:`~towerjax.data.LoggedData`, and returns
 the :class:`FrameEncoding` that built its features.
 
-Features. Numeric columns are used as they are, or standardised (``standardize=``:
-``(value - mean) / std`` with the training table's statistics). Categorical columns
-(object, string or pandas category dtype) are one-hot encoded, one feature per
-category. A text column that looks numeric (numbers stored as strings, perhaps with a
-marker such as ``"n/a"``) is never one-hot encoded silently: it is an error naming the
-column unless ``numeric_strings=`` says to parse it or to treat it as categorical.
+Features. Numeric columns are dense features, used as they are or standardised
+(``standardize=``: ``(value - mean) / std`` with the training table's statistics).
+Categorical columns (object, string or pandas category dtype, and any column named in
+``categorical=``, such as an integer ``user_id``) become one ``[n]`` int32 id array each,
+which the tower looks up in its own embedding table (:class:`~towerjax.features.Features`):
+a column of a million distinct values costs ``n`` integers, never an ``[n, 10^6]`` one-hot
+matrix. A text column that looks numeric (numbers stored as strings, perhaps with a marker
+such as ``"n/a"``) is never made categorical silently: it is an error naming the column
+unless ``numeric_strings=`` says to parse it or to treat it as categorical.
 
-Reuse and serving. The :class:`FrameEncoding` records the columns, the categories, the
-standardisation statistics and which columns were parsed from text. Pass it back as
-``encoding=`` to build a test log the same way; save it with
-:meth:`FrameEncoding.to_dict` (JSON-ready) and load it with :meth:`FrameEncoding.from_dict`;
-encode new contexts or items for serving with :meth:`FrameEncoding.encode_contexts` and
-:meth:`FrameEncoding.encode_items`, where a category not seen in training becomes an
-all-zero one-hot (counted in an :class:`UnseenCategoryWarning`).
+Ids. A categorical column's vocabulary is built from the training table: the values seen
+at least ``min_count`` times, sorted (a pandas category column keeps its declared order),
+get ids ``1..V``; id ``0`` is the out-of-vocabulary (OOV) bucket, shared by values unseen
+in training, values rarer than ``min_count`` and missing values. The default ``min_count``
+of a context column is 2: the values seen once in training then train the OOV row, so a
+context whose value was never seen (a new user at serving time) gets the embedding of a
+rarely seen value, not an untrained random vector. (With ``min_count=1`` every training
+value has its own row and row 0 is never trained.) Item-table columns keep every value
+(each item is one row). For unbounded ids, ``hash_buckets={column: B}`` maps a value to
+``1 + h(value) mod B`` instead, no vocabulary stored, with ``h`` SipHash-2-4 of the value's
+text (:func:`pandas.util.hash_array`, fixed key): the same id in every process and on every
+machine; a missing value is id 0. Encoding is vectorised (``pandas.factorize`` and
+``Index.get_indexer`` over the distinct values): a million rows take about a second per
+column.
 
-pandas is optional: it is never imported, and a plain ``dict`` of numpy arrays works the
-same.
+Items. The item id is itself an embedded feature of the item tower (table ``item_id``:
+row ``a`` of the item table has id ``a + 1``; id 0 is an item not in the training
+catalogue, at serving time), next to the item table's feature columns, numeric ones dense
+and categorical ones ids as for contexts. ``item_id_embedding=False`` leaves it out (the
+items then need feature columns).
+
+Reuse and serving. The :class:`FrameEncoding` records the columns, vocabularies, hashing
+settings, embedding widths, standardisation statistics and which columns were parsed from
+text; its :attr:`~FrameEncoding.context_spec` and :attr:`~FrameEncoding.item_spec` are what
+:meth:`towerjax.towers.TwoTower.init` needs. Pass it back as ``encoding=`` to build a test log
+the same way; save it with :meth:`FrameEncoding.to_dict` (JSON-ready) and load it with
+:meth:`FrameEncoding.from_dict`; encode new contexts or items for serving with
+:meth:`FrameEncoding.encode_contexts` and :meth:`FrameEncoding.encode_items`, where a value
+not in the vocabulary becomes id 0 (counted in an :class:`UnseenCategoryWarning`), never
+an error unless asked.
+
+pandas (a dependency) does the hashing and lookups; a plain ``dict`` of numpy arrays works
+as well as a DataFrame.
 
 Every problem in the input is reported with its column and row (0-based position in the
 table): all problems found are collected into one :class:`FrameValidationError` (an
@@ -30,10 +56,11 @@ table): all problems found are collected into one :class:`FrameValidationError` 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import functools
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -42,20 +69,29 @@ import numpy as np
 
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
+from towerjax.features import Features, FeatureSpec, Table, default_embedding_dim
 
 __all__ = [
+    "CONTEXT_MIN_COUNT",
+    "ITEM_ID_FEATURE",
     "NUMERIC_STRINGS",
+    "CategoricalColumn",
     "FrameEncoding",
     "FrameValidationError",
     "UnseenCategoryWarning",
     "logged_data_from_frame",
+    "stable_hash_ids",
 ]
 
 NUMERIC_STRINGS = ("error", "parse", "categorical")
+CONTEXT_MIN_COUNT = 2
+"""Default ``min_count`` of a categorical context column (item-table columns: 1)."""
+ITEM_ID_FEATURE = "item_id"
+"""The name of the item tower's item-id table (ids ``1..A``, 0 for an unknown item)."""
 
 _MAX_LISTED = 5
 _FORMAT = "towerjax.FrameEncoding"
-_VERSION = 1
+_VERSION = 2
 # Text read as a missing value when a numeric-looking text column is parsed (case-insensitive).
 _MISSING_MARKERS = frozenset({"", "n/a", "na", "nan", "null", "none", "-", "?", "#n/a", "missing"})
 
@@ -89,11 +125,15 @@ class FrameValidationError(InputError):
 
 
 class UnseenCategoryWarning(UserWarning):
-    """Rows whose category was not in the encoding were encoded as all-zero one-hots.
+    """Rows whose categorical value was not in the encoding's vocabulary got id 0 (OOV).
+
+    A value is out of vocabulary when it was not seen in training, was rarer than the
+    column's ``min_count``, or is missing (for a hashed column: only when missing); for
+    items, an item id not in the training catalogue.
 
     Attributes:
-      counts: for each column with unseen categories, how many rows had one.
-      n_rows: how many rows had at least one unseen category.
+      counts: for each column with such values, how many rows had one.
+      n_rows: how many rows had at least one.
     """
 
     def __init__(self, message: str, counts: Mapping[Hashable, int], n_rows: int):
@@ -103,24 +143,134 @@ class UnseenCategoryWarning(UserWarning):
 
 
 @dataclasses.dataclass(frozen=True)
+class CategoricalColumn:
+    """One categorical column as embedded ids: a vocabulary or hash buckets, and a width.
+
+    Attributes:
+      column: the table's column.
+      name: its table in :class:`~towerjax.features.Features` (the ``ids`` key; the
+        tower's parameters ``embed_<name>``).
+      dim: the embedding width.
+      vocabulary: the values of ids ``1..V`` in order (``None`` for a hashed column).
+      hash_buckets: ``B`` of a hashed column (ids ``1 + h(value) mod B``), else ``None``.
+      min_count: the fewest training rows a value needed to get its own id (``None``
+        for a hashed column).
+    """
+
+    column: Hashable
+    name: str
+    dim: int
+    vocabulary: tuple[Any, ...] | None = None
+    hash_buckets: int | None = None
+    min_count: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Ids in the table: ``V + 1`` or ``B + 1`` (id 0 is the OOV bucket)."""
+        return 1 + (len(self.vocabulary) if self.vocabulary is not None else int(self.hash_buckets))
+
+    @property
+    def table(self) -> Table:
+        return Table(self.name, self.size, self.dim)
+
+    def describe(self) -> str:
+        """``"user_id: 15400 values + OOV, dim 32"`` or ``"url: hashed into 1000 buckets, dim 32"``."""
+        if self.vocabulary is None:
+            what = f"hashed into {self.hash_buckets} buckets"
+        else:
+            what = f"{len(self.vocabulary)} values + OOV (min count {self.min_count})"
+        return f"{_category_name(self.column)}: {what}, dim {self.dim}"
+
+    def ids(self, codes: np.ndarray, uniques: np.ndarray) -> np.ndarray:
+        """``[n]`` int32 ids of factorized values (``codes`` ``-1`` for missing: id 0)."""
+        if len(uniques) == 0:
+            return np.zeros(codes.shape, np.int32)
+        if self.vocabulary is None:
+            unique_ids = 1 + (stable_hash(uniques) % np.uint64(self.hash_buckets)).astype(np.int64)
+        else:
+            unique_ids = self._index.get_indexer(_object_array(uniques)) + 1  # -1 (not found) -> 0
+        return np.where(codes >= 0, unique_ids[codes], 0).astype(np.int32)
+
+    @functools.cached_property
+    def _index(self):
+        import pandas as pd
+
+        return pd.Index(_object_array(self.vocabulary), dtype=object, tupleize_cols=False)
+
+    def to_dict(self, where: str) -> dict[str, Any]:
+        return {
+            "column": _to_json(self.column, where),
+            "name": self.name,
+            "dim": self.dim,
+            "vocabulary": None
+            if self.vocabulary is None
+            else _json_list(self.vocabulary, f"{where}[{self.column!r}].vocabulary"),
+            "hash_buckets": self.hash_buckets,
+            "min_count": self.min_count,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> CategoricalColumn:
+        vocabulary = saved["vocabulary"]
+        return cls(
+            column=_from_json(saved["column"]),
+            name=str(saved["name"]),
+            dim=int(saved["dim"]),
+            vocabulary=None if vocabulary is None else _from_json_list(vocabulary),
+            hash_buckets=None if saved["hash_buckets"] is None else int(saved["hash_buckets"]),
+            min_count=None if saved["min_count"] is None else int(saved["min_count"]),
+        )
+
+
+def stable_hash(values: Any) -> np.ndarray:
+    """``[m]`` uint64 SipHash-2-4 (:func:`pandas.util.hash_array`, fixed key) of each value's text.
+
+    Integers (and whole floats) are hashed as their decimal text, so ``7``, ``7.0`` and
+    ``"7"`` share a hash; bytes as their bytes. The same in every process and machine
+    (Python's own ``hash`` of a string is salted per process).
+    """
+    import pandas as pd
+
+    values = np.asarray(values) if not isinstance(values, np.ndarray) else values
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (np.mod(values, 1) == 0)
+        if whole.all():
+            values = values.astype(np.int64)
+    if values.dtype.kind in "biuf":
+        values = values.astype(str)
+    return pd.util.hash_array(values.astype(object), categorize=False)
+
+
+def stable_hash_ids(values: Any, buckets: int) -> np.ndarray:
+    """``[m]`` int32 ids ``1 + stable_hash(value) mod buckets``: a hashed column's ids
+    (missing values are id 0 there; here every value is hashed)."""
+    return (1 + (stable_hash(values) % np.uint64(buckets)).astype(np.int64)).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
 class FrameEncoding:
-    """How a frame's columns became feature matrices: reuse it, save it, serve with it.
+    """How a frame's columns became tower inputs: reuse it, save it, serve with it.
 
     Pass it back to :func:`logged_data_from_frame` as ``encoding=``, save it with
-    :meth:`to_dict` / :meth:`from_dict`, and encode new rows with :meth:`encode_contexts`
-    and :meth:`encode_items`.
+    :meth:`to_dict` / :meth:`from_dict`, encode new rows with :meth:`encode_contexts` and
+    :meth:`encode_items`, and initialise towers for it with :attr:`context_spec` and
+    :attr:`item_spec`.
 
     Attributes:
       context_columns: the context columns, in order.
-      item_feature_columns: the item-table feature columns, in order (empty: each item is
-        its own one-hot feature).
-      context_categories: for each categorical context column, its categories in
-        one-hot order.
-      item_categories: the same for categorical item-table columns.
-      context_feature_names: the name of each column of ``LoggedData.context``
-        (``"age"``, ``"city=Oslo"``, ``"emb[3]"`` for column 3 of a 2-d array).
-      item_feature_names: the name of each column of ``LoggedData.action_context``.
-      item_ids: the item id of each action index (row of ``action_context``).
+      item_feature_columns: the item-table feature columns, in order (may be empty).
+      context_feature_names: the name of each dense context feature, the columns of
+        ``Features.dense`` (``"age"``, ``"emb[3]"`` for column 3 of a 2-d array).
+      item_feature_names: the same for the items.
+      item_ids: the item id of each action index (row of the item features).
+      context_categorical: each categorical context column (:class:`CategoricalColumn`:
+        vocabulary or hash buckets, table name, width), in column order.
+      item_categorical: the same for the item table's feature columns.
+      item_id_dim: the width of the item-id embedding (table :data:`ITEM_ID_FEATURE`,
+        ``A + 1`` ids); ``None`` without one.
+      item_id_vocabulary: the item ids of the item-id table's ids ``1..V`` when they are not
+        ``item_ids`` (an encoding applied to an item table listing other items than the
+        training catalogue); ``None``: ``item_ids``.
       context_standardization: for each standardised numeric context column,
         ``(mean, std)``, each a tuple with one float per feature of the column; the
         feature is ``(value - mean) / std``, with the training frame's mean and population
@@ -135,11 +285,13 @@ class FrameEncoding:
 
     context_columns: tuple[Hashable, ...]
     item_feature_columns: tuple[Hashable, ...]
-    context_categories: dict[Hashable, tuple[Any, ...]]
-    item_categories: dict[Hashable, tuple[Any, ...]]
     context_feature_names: tuple[str, ...]
     item_feature_names: tuple[str, ...]
     item_ids: tuple[Any, ...]
+    context_categorical: tuple[CategoricalColumn, ...] = ()
+    item_categorical: tuple[CategoricalColumn, ...] = ()
+    item_id_dim: int | None = None
+    item_id_vocabulary: tuple[Any, ...] | None = None
     context_standardization: dict[Hashable, tuple[tuple[float, ...], tuple[float, ...]]] = dataclasses.field(
         default_factory=dict
     )
@@ -155,32 +307,82 @@ class FrameEncoding:
         """Number of items in the item table the encoding was built from."""
         return len(self.item_ids)
 
+    @property
+    def item_catalogue(self) -> tuple[Any, ...]:
+        """The item ids of the item-id table's ids ``1..V`` (the training catalogue)."""
+        return self.item_ids if self.item_id_vocabulary is None else self.item_id_vocabulary
+
+    @property
+    def context_vocabularies(self) -> dict[Hashable, tuple[Any, ...]]:
+        """``{column: vocabulary}`` of the context columns with one (ids ``1..V`` in order)."""
+        return {c.column: c.vocabulary for c in self.context_categorical if c.vocabulary is not None}
+
+    @property
+    def item_vocabularies(self) -> dict[Hashable, tuple[Any, ...]]:
+        """The same for the item-table columns (the item id's vocabulary is :attr:`item_ids`)."""
+        return {c.column: c.vocabulary for c in self.item_categorical if c.vocabulary is not None}
+
+    @property
+    def context_spec(self) -> int | FeatureSpec:
+        """The context tower's input: the dense width (an int) when no column is
+        categorical, else a :class:`~towerjax.features.FeatureSpec`."""
+        if not self.context_categorical:
+            return len(self.context_feature_names)
+        return FeatureSpec(len(self.context_feature_names), tuple(c.table for c in self.context_categorical))
+
+    @property
+    def item_spec(self) -> int | FeatureSpec:
+        """The item tower's input, as :attr:`context_spec` (the item id's table first)."""
+        tables = tuple(c.table for c in self.item_categorical)
+        if self.item_id_dim is not None:
+            tables = (Table(ITEM_ID_FEATURE, len(self.item_catalogue) + 1, self.item_id_dim), *tables)
+        if not tables:
+            return len(self.item_feature_names)
+        return FeatureSpec(len(self.item_feature_names), tables)
+
+    def describe(self) -> dict[str, list[str]]:
+        """``{"context": [...], "items": [...]}``: one line per feature (dense or embedded)."""
+        out = {}
+        for role in ("context", "item"):
+            lines = [f"{name}: dense" for name in self._dense_names(role)]
+            if role == "item" and self.item_id_dim is not None:
+                lines.insert(
+                    0, f"item id: {len(self.item_catalogue)} items + unknown, dim {self.item_id_dim}"
+                )
+            lines += [c.describe() for c in self._categorical(role)]
+            out["context" if role == "context" else "items"] = lines
+        return out
+
     def encode_contexts(
         self, frame: Any, *, numeric_strings: str | Mapping[Hashable, str] = "error", unknown: str = "warn"
-    ) -> np.ndarray:
-        """``[n, d_x]`` float32 context features of a new frame, built as in training.
+    ) -> np.ndarray | Features:
+        """The context tower's input for a new frame, built as in training.
 
-        The same rows give exactly the training ``LoggedData.context``: the same one-hot
-        order, the stored standardisation statistics (never refitted), the stored parsed
-        columns parsed again. Only ``context_columns`` are read; other columns are ignored.
+        ``[n, d_x]`` float32 when no context column is categorical, else
+        :class:`~towerjax.features.Features` (dense ``[n, d]`` and one ``[n]`` id array per
+        categorical column). The same rows give exactly the training ``LoggedData.context``:
+        the same vocabularies and hash buckets, the stored standardisation statistics (never
+        refitted), the stored parsed columns parsed again. Only ``context_columns`` are
+        read; other columns are ignored.
 
         Args:
           frame: a pandas ``DataFrame`` or a mapping from column name to array, with at
             least one row.
           numeric_strings: for a column that was numeric in training but holds text here
             (and is not in ``context_parsed_columns``), as in :func:`logged_data_from_frame`.
-          unknown: what a category not seen in training becomes: ``"warn"`` (an all-zero
-            one-hot, and an :class:`UnseenCategoryWarning` with the count of such rows),
-            ``"ignore"`` (all zeros, silently) or ``"error"``.
+          unknown: what a value not in a column's vocabulary becomes (unseen in training,
+            rarer than ``min_count``, or missing): ``"warn"`` (id 0, the OOV bucket, and an
+            :class:`UnseenCategoryWarning` with the count of such rows), ``"ignore"`` (id 0,
+            silently) or ``"error"``.
 
         Raises:
           FrameValidationError: naming each column with a problem (missing, non-finite,
-            text in a numeric column, an unseen category under ``unknown="error"``) and
-            an empty frame.
+            text in a numeric column, an unseen value under ``unknown="error"``) and an
+            empty frame.
         """
         rules = _Rules.make(numeric_strings, False, unknown, self.context_columns + self.item_feature_columns)
         table = _Table(frame, "frame", "frame")
-        return _encode_new(table, self.context_columns, "context", self._known("context"), rules, self)
+        return _encode_new(table, "context", rules, self)
 
     def encode_items(
         self,
@@ -188,23 +390,24 @@ class FrameEncoding:
         *,
         numeric_strings: str | Mapping[Hashable, str] = "error",
         unknown: str = "warn",
-    ) -> np.ndarray:
-        """``[m, d_a]`` float32 item features of an item table, built as in training.
+    ) -> np.ndarray | Features:
+        """The item tower's input for an item table, built as in training.
 
-        The training item table gives exactly ``LoggedData.action_context``. With item
-        feature columns, only those are read. Without (each item its own one-hot), the
-        ids (``item_id_column``) are looked up in ``item_ids``; an id not seen in training
-        is an unseen category. Arguments as in :meth:`encode_contexts`.
+        The training item table gives exactly ``LoggedData.action_context``. The ids
+        (``item_id_column``, or the index) are looked up in ``item_ids`` for the item-id
+        embedding, an id not in training getting id 0 (counted like an unseen value), and
+        the feature columns are encoded as for contexts. Arguments as in
+        :meth:`encode_contexts`.
         """
         rules = _Rules.make(numeric_strings, False, unknown, self.context_columns + self.item_feature_columns)
         table = _Table(item_table, "item table", "item_table")
-        return _encode_new(table, self.item_feature_columns, "item", self._known("item"), rules, self)
+        return _encode_new(table, "item", rules, self)
 
     def to_dict(self) -> dict[str, Any]:
         """The encoding as JSON-ready Python (dicts, lists, str, int, float, bool, None).
 
-        Column names, categories and item ids may be str, int, float, bool, bytes or tuples
-        of these (numpy scalars are written as Python numbers); tuples and bytes are
+        Column names, vocabulary values and item ids may be str, int, float, bool, bytes or
+        tuples of these (numpy scalars are written as Python numbers); tuples and bytes are
         tagged (``{"tuple": [...]}``, ``{"bytes": "..."}``) so :meth:`from_dict` restores
         them exactly. Floats are written in full (``json`` round-trips them exactly).
 
@@ -216,11 +419,15 @@ class FrameEncoding:
             "version": _VERSION,
             "context_columns": _json_list(self.context_columns, "context_columns"),
             "item_feature_columns": _json_list(self.item_feature_columns, "item_feature_columns"),
-            "context_categories": _json_categories(self.context_categories, "context_categories"),
-            "item_categories": _json_categories(self.item_categories, "item_categories"),
             "context_feature_names": list(self.context_feature_names),
             "item_feature_names": list(self.item_feature_names),
             "item_ids": _json_list(self.item_ids, "item_ids"),
+            "context_categorical": [c.to_dict("context_categorical") for c in self.context_categorical],
+            "item_categorical": [c.to_dict("item_categorical") for c in self.item_categorical],
+            "item_id_dim": self.item_id_dim,
+            "item_id_vocabulary": None
+            if self.item_id_vocabulary is None
+            else _json_list(self.item_id_vocabulary, "item_id_vocabulary"),
             "context_standardization": _json_statistics(
                 self.context_standardization, "context_standardization"
             ),
@@ -236,26 +443,40 @@ class FrameEncoding:
 
         Raises:
           InputError: naming ``encoding``, for a dict that is not a saved FrameEncoding
-            (wrong ``format``, a newer ``version``, a missing key, a malformed entry).
+            (wrong ``format``, another ``version``, a missing key, a malformed entry).
         """
         if not isinstance(saved, Mapping) or saved.get("format") != _FORMAT:
             raise InputError(
                 "encoding", f"expected a dict written by FrameEncoding.to_dict (format {_FORMAT!r})"
             )
-        if saved.get("version") != _VERSION:
-            raise InputError("encoding", f"expected version {_VERSION}, got {saved.get('version')!r}")
+        version = saved.get("version")
+        if version != _VERSION:
+            hint = (
+                ": it was saved by an older towerjax, which one-hot encoded categorical columns; "
+                "train the model again to embed them as ids"
+                if isinstance(version, int) and version < _VERSION
+                else ": upgrade towerjax"
+            )
+            raise InputError("encoding", f"expected version {_VERSION}, got {version!r}{hint}")
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in saved]
         if missing:
             raise InputError("encoding", f"missing keys {missing}")
         try:
+            item_id_dim, item_id_vocabulary = saved["item_id_dim"], saved["item_id_vocabulary"]
             return cls(
                 context_columns=_from_json_list(saved["context_columns"]),
                 item_feature_columns=_from_json_list(saved["item_feature_columns"]),
-                context_categories=_from_json_categories(saved["context_categories"]),
-                item_categories=_from_json_categories(saved["item_categories"]),
                 context_feature_names=tuple(str(v) for v in saved["context_feature_names"]),
                 item_feature_names=tuple(str(v) for v in saved["item_feature_names"]),
                 item_ids=_from_json_list(saved["item_ids"]),
+                context_categorical=tuple(
+                    CategoricalColumn.from_dict(c) for c in saved["context_categorical"]
+                ),
+                item_categorical=tuple(CategoricalColumn.from_dict(c) for c in saved["item_categorical"]),
+                item_id_dim=None if item_id_dim is None else int(item_id_dim),
+                item_id_vocabulary=None
+                if item_id_vocabulary is None
+                else _from_json_list(item_id_vocabulary),
                 context_standardization=_from_json_statistics(saved["context_standardization"]),
                 item_standardization=_from_json_statistics(saved["item_standardization"]),
                 context_parsed_columns=_from_json_list(saved["context_parsed_columns"]),
@@ -265,10 +486,22 @@ class FrameEncoding:
         except (TypeError, ValueError, KeyError) as err:
             raise InputError("encoding", f"malformed saved encoding ({err})") from None
 
+    def _categorical(self, role: str) -> tuple[CategoricalColumn, ...]:
+        return self.context_categorical if role == "context" else self.item_categorical
+
+    def _dense_names(self, role: str) -> tuple[str, ...]:
+        return self.context_feature_names if role == "context" else self.item_feature_names
+
     def _known(self, role: str) -> _Known:
         if role == "context":
-            return _Known(self.context_categories, self.context_standardization, self.context_parsed_columns)
-        return _Known(self.item_categories, self.item_standardization, self.item_parsed_columns)
+            return _Known(
+                {c.column: c for c in self.context_categorical},
+                self.context_standardization,
+                self.context_parsed_columns,
+            )
+        return _Known(
+            {c.column: c for c in self.item_categorical}, self.item_standardization, self.item_parsed_columns
+        )
 
 
 def logged_data_from_frame(
@@ -281,20 +514,24 @@ def logged_data_from_frame(
     item_table: Any,
     item_id_column: Hashable | None = None,
     item_feature_columns: Sequence[Hashable] | None = None,
-    categorical: str = "onehot",
+    categorical: Sequence[Hashable] = (),
+    min_count: int | Mapping[Hashable, int] = CONTEXT_MIN_COUNT,
+    hash_buckets: Mapping[Hashable, int] | None = None,
+    embedding_dims: Mapping[Hashable, int] | None = None,
+    item_id_embedding: bool = True,
     numeric_strings: str | Mapping[Hashable, str] = "error",
     standardize: bool | Sequence[Hashable] = False,
     encoding: FrameEncoding | None = None,
-    unknown: str = "error",
+    unknown: str = "warn",
 ) -> tuple[LoggedData, FrameEncoding]:
     """Builds :class:`~towerjax.data.LoggedData` from a table of logged events.
 
     Args:
       frame: a pandas ``DataFrame`` or a mapping from column name to a 1-d array of
-        length ``n >= 1`` (a context column may also be a numeric ``[n, k]`` array: ``k``
+        length ``n >= 1`` (a numeric context column may also be an ``[n, k]`` array: ``k``
         features).
-      context_columns: columns forming the context ``x`` (numeric columns are used as
-        they are or standardised; categorical ones are one-hot encoded).
+      context_columns: columns forming the context ``x`` (numeric columns dense, used as
+        they are or standardised; categorical ones embedded ids).
       action_column: the logged item's id; mapped to the row of ``item_table`` with that
         id, which becomes the action index.
       reward_column: the observed reward (finite numbers).
@@ -302,44 +539,58 @@ def logged_data_from_frame(
       item_table: a ``DataFrame`` or mapping with one row per item (at least 2).
       item_id_column: the column of ``item_table`` holding item ids; ``None`` uses the
         DataFrame's index, or for a mapping the row positions ``0..A-1``.
-      item_feature_columns: the item-table columns forming ``e_a``; ``None`` means every
-        column except ``item_id_column``. If there are none, each item is its own one-hot
-        feature (``action_context = eye(A)``).
-      categorical: ``"onehot"`` one-hot encodes object/string/category columns;
-        ``"error"`` reports them as problems instead.
+      item_feature_columns: the item-table columns forming ``e_a`` besides the item id;
+        ``None`` means every column except ``item_id_column`` (possibly none).
+      categorical: feature columns to embed as ids even though they hold numbers (an
+        integer ``user_id``); object, string and category columns are categorical anyway.
+      min_count: the fewest training rows a value needs for its own id (rarer ones share
+        id 0 with unseen and missing values). An int applies to the context columns
+        (item-table columns keep every value); a mapping sets it per column.
+      hash_buckets: ``{column: B}``: hash these columns' values into ``B`` buckets (ids
+        ``1..B``; 0 for missing) instead of building a vocabulary, for unbounded ids.
+      embedding_dims: ``{column: width}`` of the embedding tables (a categorical feature
+        column, or ``item_id_column`` for the item id); default
+        :func:`towerjax.features.default_embedding_dim` of the table's size.
+      item_id_embedding: give the item tower the item id as an embedded feature (table
+        :data:`ITEM_ID_FEATURE`); without it the items need feature columns.
       numeric_strings: what a feature column of text that looks numeric becomes: one
         whose values are numbers, numbers stored as strings (``"3.5"``) or missing markers
         (``"n/a"``, ``""``, ``"NA"``, ...), with at least as many numbers as other text.
         ``"error"`` (default) reports it, naming the column; ``"parse"`` reads it as
         numbers (a marker or other text left in it is reported by row);
-        ``"categorical"`` one-hot encodes each distinct value. A mapping from column to
-        one of these sets it per column (``"error"`` for the others). A pandas category
-        column is always categorical.
+        ``"categorical"`` embeds its distinct values as ids. A mapping from column to one
+        of these sets it per column (``"error"`` for the others). A pandas category column
+        is always categorical.
       standardize: ``True`` standardises every numeric feature column (context columns
         over the frame's rows, item columns over the items) to ``(value - mean) / std``
         (population std; a constant column is only centred); a sequence of column names
         standardises those. The statistics are stored in the encoding.
-      encoding: a :class:`FrameEncoding` returned earlier; its columns, categories,
-        standardisation statistics and parsed columns are reused (``standardize`` is
-        then ignored), so a test frame's features line up with the training frame's.
-      unknown: with ``encoding``, what a category not seen before becomes: ``"error"`` (a
-        problem naming the column and row), ``"ignore"`` (all zeros) or ``"warn"`` (all
-        zeros and an :class:`UnseenCategoryWarning` with the count of such rows).
+      encoding: a :class:`FrameEncoding` returned earlier; its columns, vocabularies,
+        hashing, widths, standardisation statistics and parsed columns are reused
+        (``categorical``, ``min_count``, ``hash_buckets``, ``embedding_dims``,
+        ``item_id_embedding`` and ``standardize`` are then ignored), so a test frame's
+        features line up with the training frame's.
+      unknown: with ``encoding``, what a value not in a vocabulary (or an item id not in
+        the encoding's catalogue) becomes: ``"warn"`` (id 0, and an
+        :class:`UnseenCategoryWarning` with the count of such rows), ``"ignore"`` (id 0,
+        silently) or ``"error"`` (a problem naming the column and row).
 
     Returns:
       ``(data, encoding)``: the validated container and how its features were built.
+      ``data.context`` is a ``[n, d_x]`` float array when no context column is categorical,
+      else :class:`~towerjax.features.Features`; ``data.action_context`` likewise (Features
+      whenever the item id is embedded).
 
     Raises:
       FrameValidationError: (an :class:`~towerjax.checks.InputError`, so a ``ValueError``)
         listing every problem found, each naming its column and row: a missing column, an
         empty table, a missing or out-of-range propensity, an action whose id is not in
-        the item table, a non-finite number, numbers stored as text, a missing category,
-        duplicate item ids.
-      InputError: for a bad argument (``categorical``, ``numeric_strings``,
-        ``standardize``, ``unknown``, an ``encoding`` built for other columns).
+        the item table, a non-finite number, numbers stored as text, an unhashable
+        category, duplicate item ids.
+      InputError: for a bad argument (``categorical``, ``min_count``, ``hash_buckets``,
+        ``embedding_dims``, ``numeric_strings``, ``standardize``, ``unknown``, an
+        ``encoding`` built for other columns).
     """
-    if categorical not in ("onehot", "error"):
-        raise InputError("categorical", f"expected 'onehot' or 'error', got {categorical!r}")
     context_columns = _column_list("context_columns", context_columns)
     events, items = _Table(frame, "frame", "frame"), _Table(item_table, "item table", "item_table")
     if item_feature_columns is None:
@@ -358,23 +609,40 @@ def logged_data_from_frame(
         unknown,
         roles.context + roles.item_features,
         categorical=categorical,
+        min_count=min_count,
+        hash_buckets=hash_buckets,
+        embedding_dims=embedding_dims,
+        item_id_column=item_id_column,
     )
     if encoding is not None:
         _check_encoding_columns(encoding, roles)
+    elif not item_id_embedding and not roles.item_features:
+        raise InputError(
+            "item_id_embedding",
+            "the item table has no feature columns, so the item tower needs the item id (item_id_embedding=True)",
+        )
     _check_columns_present(events, items, roles)
 
     problems = _Problems()
     n, n_items = _table_lengths(events, items, roles, problems)
-    ids, id_to_index, id_role = _item_index(items, roles.item_id, n_items, problems)
-    action = _actions(events, roles.action, n, ids, id_to_index, id_role, problems)
+    ids, id_index, id_role = _item_index(items, roles.item_id, n_items, problems)
+    action = _actions(events, roles.action, n, ids, id_index, id_role, problems)
     reward = _rewards(events, roles.reward, n, problems)
     pscore = _propensities(events, roles.pscore, n, problems)
+    item_id_dim = None
+    if encoding is not None:
+        item_id_dim = encoding.item_id_dim
+    elif item_id_embedding:
+        item_id_dim = rules.embedding_dims.get(item_id_column) if item_id_column is not None else None
+        item_id_dim = item_id_dim or default_embedding_dim(n_items + 1)
     context, action_context, fitted, unseen = _encode_features(
-        events, items, roles, (n, n_items), ids or (), rules, encoding, problems
+        events, items, roles, (n, n_items), ids or (), item_id_dim, rules, encoding, problems
     )
     problems.raise_if_any()
     if encoding is not None:
         _check_encoding_features(encoding, fitted)
+    else:
+        _check_embedding_dims(rules, fitted)
     _warn_unseen(unseen, rules.unknown)
     data = LoggedData.from_arrays(
         context=context, action_context=action_context, action=action, reward=reward, pscore=pscore
@@ -416,14 +684,33 @@ class _Problems:
             raise self.error()
 
 
+def _column_mapping(argument: str, value: Any, columns: Sequence[Hashable], extra: Sequence[Hashable] = ()):
+    """``value`` as a dict ``{column: positive int}`` of feature ``columns``; InputError naming ``argument``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(
+            argument, f"expected a mapping from column name to a positive integer, got {value!r}"
+        )
+    for column, number in value.items():
+        if column not in columns and column not in extra:
+            raise InputError(argument, f"names {column!r}, which is not a feature column {list(columns)}")
+        if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number < 1:
+            raise InputError(argument, f"expected a positive integer for {column!r}, got {number!r}")
+    return {column: int(number) for column, number in value.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class _Rules:
     """The encoding options of one call, checked: how each feature column is read."""
 
-    categorical: str
     numeric_strings: str | Mapping[Hashable, str]
     standardize: bool | frozenset
     unknown: str
+    categorical: frozenset = frozenset()
+    min_count: int | Mapping[Hashable, int] = CONTEXT_MIN_COUNT
+    hash_buckets: Mapping[Hashable, int] = dataclasses.field(default_factory=dict)
+    embedding_dims: Mapping[Hashable, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def make(
@@ -433,7 +720,11 @@ class _Rules:
         unknown: Any,
         columns: Sequence[Hashable],
         *,
-        categorical: str = "onehot",
+        categorical: Any = (),
+        min_count: Any = CONTEXT_MIN_COUNT,
+        hash_buckets: Any = None,
+        embedding_dims: Any = None,
+        item_id_column: Hashable | None = None,
     ) -> _Rules:
         """Checks the options against the feature ``columns``; InputError naming the bad one."""
         if unknown not in ("error", "ignore", "warn"):
@@ -454,22 +745,22 @@ class _Rules:
                 "numeric_strings",
                 f"expected one of {NUMERIC_STRINGS} or a mapping from column to one, got {numeric_strings!r}",
             )
-        if isinstance(standardize, (bool, np.bool_)):
-            standardize = bool(standardize)
+        standardize = _named_columns("standardize", standardize, columns, allow_bool=True)
+        categorical = _named_columns("categorical", categorical, columns, allow_bool=False)
+        if isinstance(min_count, Mapping):
+            min_count = _column_mapping("min_count", min_count, columns)
+        elif isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
+            raise InputError(
+                "min_count", f"expected a positive integer or a mapping from column to one, got {min_count!r}"
+            )
         else:
-            if isinstance(standardize, (str, bytes)) or not isinstance(
-                standardize, Sequence | set | frozenset
-            ):
-                raise InputError(
-                    "standardize", f"expected True, False or a sequence of column names, got {standardize!r}"
-                )
-            for column in standardize:
-                if column not in columns:
-                    raise InputError(
-                        "standardize", f"names {column!r}, which is not a feature column {list(columns)}"
-                    )
-            standardize = frozenset(standardize)
-        return cls(categorical, numeric_strings, standardize, unknown)
+            min_count = int(min_count)
+        hash_buckets = _column_mapping("hash_buckets", hash_buckets, columns)
+        extra = () if item_id_column is None else (item_id_column,)
+        embedding_dims = _column_mapping("embedding_dims", embedding_dims, columns, extra)
+        return cls(
+            numeric_strings, standardize, unknown, categorical, min_count, hash_buckets, embedding_dims
+        )
 
     def numeric_mode(self, column: Hashable) -> str:
         if isinstance(self.numeric_strings, str):
@@ -481,30 +772,73 @@ class _Rules:
             return self.standardize
         return column in self.standardize
 
+    def is_categorical(self, column: Hashable) -> bool:
+        """Named by ``categorical`` or ``hash_buckets``: embedded ids whatever its dtype."""
+        return column in self.categorical or column in self.hash_buckets
+
+    def column_min_count(self, column: Hashable, role: str) -> int:
+        if isinstance(self.min_count, Mapping):
+            return self.min_count.get(column, CONTEXT_MIN_COUNT if role == "context" else 1)
+        return self.min_count if role == "context" else 1
+
+
+def _named_columns(argument: str, value: Any, columns: Sequence[Hashable], *, allow_bool: bool):
+    """``True``/``False`` (when allowed) or a frozenset of feature ``columns``; InputError naming ``argument``."""
+    if allow_bool and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | set | frozenset):
+        expected = "True, False or a sequence of column names" if allow_bool else "a sequence of column names"
+        raise InputError(argument, f"expected {expected}, got {value!r}")
+    for column in value:
+        if column not in columns:
+            raise InputError(argument, f"names {column!r}, which is not a feature column {list(columns)}")
+    return frozenset(value)
+
 
 @dataclasses.dataclass(frozen=True)
 class _Known:
     """What an encoding fixed for one table's feature columns."""
 
-    categories: Mapping[Hashable, tuple[Any, ...]]
+    categorical: Mapping[Hashable, CategoricalColumn]
     standardization: Mapping[Hashable, tuple[tuple[float, ...], tuple[float, ...]]]
     parsed: tuple[Hashable, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Unseen:
+    """Rows of one column whose value got id 0 against an encoding (for the warning)."""
+
+    table: str  # "frame" or "item"
+    n: int  # rows of that table
+    label: str
+    column: Hashable
+    rows: np.ndarray
+    first: str  # "row 1 is 'Paris'"
+
+
 @dataclasses.dataclass
 class _Encoded:
-    """One table's ``[n, d]`` features and how they were built.
+    """One table's dense ``[n, d]`` features, its ``[n]`` id arrays, and how they were built."""
 
-    ``unseen`` holds ``(role, column, rows, "row 1 is 'Paris'")`` for the rows whose
-    category was not in the encoding (all zeros), when unseen categories are not an error.
-    """
-
-    matrix: np.ndarray
+    dense: np.ndarray
     names: tuple[str, ...]
-    categories: dict[Hashable, tuple[Any, ...]]
+    categorical: tuple[CategoricalColumn, ...]
+    ids: dict[str, np.ndarray]
     standardization: dict[Hashable, tuple[tuple[float, ...], tuple[float, ...]]]
     parsed: tuple[Hashable, ...]
-    unseen: list[tuple[str, Hashable, list[int], Any]]
+    unseen: list[_Unseen]
+
+    def features(self, item_ids: tuple[np.ndarray, int, int] | None = None) -> np.ndarray | Features:
+        """``[n, d]`` float32, or :class:`Features` when there are ids (``item_ids``:
+        ``(ids, size, dim)`` of the item-id table, put first)."""
+        ids, sizes, dims = {}, {}, {}
+        if item_ids is not None:
+            ids[ITEM_ID_FEATURE], sizes[ITEM_ID_FEATURE], dims[ITEM_ID_FEATURE] = item_ids
+        for spec in self.categorical:
+            ids[spec.name], sizes[spec.name], dims[spec.name] = self.ids[spec.name], spec.size, spec.dim
+        if not ids:
+            return self.dense.astype(np.float32)
+        return Features.from_arrays(ids=ids, sizes=sizes, dense=self.dense, dims=dims)
 
 
 def _column_list(argument: str, columns: Sequence[Hashable]) -> tuple[Hashable, ...]:
@@ -576,40 +910,67 @@ def _table_lengths(events: _Table, items: _Table, roles: _Roles, problems: _Prob
     return n, n_items
 
 
+@dataclasses.dataclass(frozen=True)
+class _IdIndex:
+    """Lookup of item ids: the distinct ids (an object ``pandas.Index``) and each one's first row."""
+
+    index: Any
+    rows: np.ndarray
+
+    def rows_of(self, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """``[m]`` the item-table row of each value, ``-1`` for a missing or unknown id."""
+        codes, uniques = _factorize(values, missing)
+        if len(uniques) == 0:
+            return np.full(codes.shape, -1)
+        found = self.index.get_indexer(_object_array(uniques))
+        unique_rows = np.where(found >= 0, self.rows[found], -1)
+        return np.where(codes >= 0, unique_rows[codes], -1)
+
+
 def _item_index(
     items: _Table, item_id_column: Hashable | None, n_items: int, problems: _Problems
-) -> tuple[tuple[Any, ...] | None, dict[Any, int], str]:
-    """``(ids, id_to_index, id_role)``: each item-table row's id, each id's row, and how messages name them.
+) -> tuple[tuple[Any, ...] | None, _IdIndex | None, str]:
+    """``(ids, lookup, id_role)``: each item-table row's id, a lookup from id to row, and
+    how messages name them.
 
     Reports a missing or unhashable id and duplicate ids (a duplicate maps to its first
     row). ``ids`` is ``None`` when the id column cannot be read.
     """
+    import pandas as pd
+
     if item_id_column is None:
-        ids = items.index_values(n_items)
+        ids = _object_array(items.index_values(n_items))
         id_role, column = "item table index", items.argument
+        read = _id_values_of(ids)
     else:
-        ids = _object_values(items, item_id_column, n_items, problems, "item table id column")
         id_role, column = f"item table id column {item_id_column!r}", item_id_column
-    if ids is None:
-        return None, {}, id_role
-    first_seen: dict[Any, int] = {}
-    duplicates: list[tuple[Any, int, int]] = []
-    for i, v in enumerate(ids):
-        if _is_missing(v):
-            problems.add(column, f"{id_role}: {items.row(i)} is missing, expected an item id")
-            continue
-        try:
-            j = first_seen.setdefault(v, i)
-        except TypeError:
-            problems.add(column, f"{id_role}: {items.row(i)} is {v!r}, which is not hashable")
-            continue
-        if j != i:
-            duplicates.append((v, j, i))
-    for v, j, i in duplicates[:_MAX_LISTED]:
-        problems.add(column, f"{id_role}: item id {_show(v)} appears at {items.row(j)} and {items.row(i)}")
-    if len(duplicates) > _MAX_LISTED:
-        problems.add(column, f"{id_role}: {len(duplicates) - _MAX_LISTED} more duplicate item ids")
-    return tuple(ids), first_seen, id_role
+        read = _id_values(items, item_id_column, n_items, problems, "item table id column")
+    if read is None:
+        return None, None, id_role
+    values, missing = read
+    for i in np.flatnonzero(missing)[:_MAX_LISTED]:
+        problems.add(column, f"{id_role}: {items.row(int(i))} is missing, expected an item id")
+    try:
+        codes, uniques = _factorize(values, missing)
+    except TypeError:
+        bad = _first_unhashable(values)
+        problems.add(column, f"{id_role}: {items.row(bad)} is {values[bad]!r}, which is not hashable")
+        return None, None, id_role
+    first_rows = np.full(len(uniques), -1)
+    present = np.flatnonzero(codes >= 0)
+    seen, first = np.unique(codes[present], return_index=True)
+    first_rows[seen] = present[first]
+    duplicate_rows = present[first_rows[codes[present]] != present]
+    for i in duplicate_rows[:_MAX_LISTED]:
+        j = first_rows[codes[i]]
+        problems.add(
+            column,
+            f"{id_role}: item id {_show(values[i])} appears at {items.row(int(j))} and {items.row(int(i))}",
+        )
+    if len(duplicate_rows) > _MAX_LISTED:
+        problems.add(column, f"{id_role}: {len(duplicate_rows) - _MAX_LISTED} more duplicate item ids")
+    index = pd.Index(_object_array(uniques), dtype=object, tupleize_cols=False)
+    return tuple(_python_values(values)), _IdIndex(index, first_rows), id_role
 
 
 def _actions(
@@ -617,7 +978,7 @@ def _actions(
     column: Hashable,
     n: int,
     ids: tuple[Any, ...] | None,
-    id_to_index: Mapping[Any, int],
+    id_index: _IdIndex | None,
     id_role: str,
     problems: _Problems,
 ) -> np.ndarray:
@@ -627,31 +988,30 @@ def _actions(
     values and the item ids have different types).
     """
     action = np.zeros(n, np.int64)
-    raw = _object_values(events, column, n, problems, "action column")
-    if raw is None or ids is None:
+    read = _id_values(events, column, n, problems, "action column")
+    if read is None or id_index is None:
         return action
-    not_found: list[int] = []
-    missing_rows: list[int] = []
-    for i, v in enumerate(raw):
-        if _is_missing(v):
-            missing_rows.append(i)
-            continue
-        try:
-            j = id_to_index.get(v)
-        except TypeError:
-            j = None
-        if j is None:
-            not_found.append(i)
-        else:
-            action[i] = j
+    raw, missing = read
+    try:
+        rows = id_index.rows_of(raw, missing)
+    except TypeError:
+        bad = _first_unhashable(raw)
+        problems.add(
+            column, f"action column {column!r}: {events.row(bad)} is {raw[bad]!r}, which is not hashable"
+        )
+        return action
     prefix = f"action column {column!r}"
-    if missing_rows:
+    missing_rows = np.flatnonzero(missing)
+    if missing_rows.size:
         problems.add(
             column,
             _rows_message(prefix, events, missing_rows, "missing", "an item id from the item table"),
         )
-    if not_found:
+    not_found = np.flatnonzero((rows < 0) & ~missing)
+    if not_found.size:
         first = raw[not_found[0]]
+        if isinstance(first, float | np.floating) and float(first).is_integer():
+            first = int(first)  # an integer id read as a float (a column with missing values)
         problems.add(
             column,
             _rows_message(
@@ -659,7 +1019,7 @@ def _actions(
             )
             + _type_hint(first, ids),
         )
-    return action
+    return np.where(rows >= 0, rows, 0)
 
 
 def _report_missing(
@@ -707,50 +1067,95 @@ def _encode_features(
     roles: _Roles,
     sizes: tuple[int, int],
     item_ids: tuple[Any, ...],
+    item_id_dim: int | None,
     rules: _Rules,
     encoding: FrameEncoding | None,
     problems: _Problems,
-) -> tuple[np.ndarray, np.ndarray, FrameEncoding, list]:
-    """``[n, d_x]`` context and ``[A, d_a]`` item features, the encoding that built them, unseen rows.
+) -> tuple[np.ndarray | Features | None, np.ndarray | Features | None, FrameEncoding, list[_Unseen]]:
+    """The context and item tower inputs, the encoding that built them, and the unseen rows.
 
-    Categories, statistics and parsed columns come from ``encoding`` when given, else
-    are fitted here; with no item feature columns each item is its own one-hot feature.
+    Vocabularies, hashing, widths, statistics and parsed columns come from ``encoding``
+    when given, else are fitted here. The inputs are ``None`` when a problem was found.
     """
     n, n_items = sizes
     known = (None, None) if encoding is None else (encoding._known("context"), encoding._known("item"))
-    context = _features(events, roles.context, n, "context column", rules, known[0], problems)
-    if roles.item_features:
-        item = _features(items, roles.item_features, n_items, "item table column", rules, known[1], problems)
-    else:
-        if encoding is not None and tuple(encoding.item_ids) != item_ids:
-            problems.add(
-                items.argument,
-                "item table: the encoding has no item features (one-hot item identity), so the item "
-                "table must list the same item ids in the same order",
-            )
-        names = tuple(f"item={_show(v)}" for v in item_ids)
-        item = _Encoded(np.eye(n_items), names, {}, {}, (), [])
+    context = _features(events, roles.context, n, "context column", "context", rules, known[0], problems)
+    item = _features(
+        items, roles.item_features, n_items, "item table column", "item", rules, known[1], problems
+    )
+    unseen = context.unseen + item.unseen
+    item_id_table = None
+    if item_id_dim is not None:
+        if encoding is None:
+            item_id_table = (np.arange(1, n_items + 1, dtype=np.int32), n_items + 1, item_id_dim)
+        else:
+            label = "item table index" if roles.item_id is None else "item table id column"
+            column = items.argument if roles.item_id is None else roles.item_id
+            found = _catalogue_ids(encoding, _object_array(item_ids))
+            bad = np.flatnonzero(found == 0)
+            if bad.size:
+                first = _show(item_ids[bad[0]])
+                if rules.unknown == "error":
+                    problems.add(
+                        column,
+                        _rows_message(f"{label} {column!r}", items, bad, first, None)
+                        + ", an item id not in the encoding; pass unknown='ignore' or 'warn' to give it id 0",
+                    )
+                else:
+                    unseen.append(
+                        _Unseen("item", n_items, label, column, bad, f"{items.row(bad[0])} is {first}")
+                    )
+            item_id_table = (found, len(encoding.item_catalogue) + 1, item_id_dim)
+    catalogue = (
+        None if encoding is None or encoding.item_catalogue == tuple(item_ids) else encoding.item_catalogue
+    )
     fitted = FrameEncoding(
         context_columns=roles.context,
         item_feature_columns=roles.item_features,
-        context_categories=context.categories,
-        item_categories=item.categories,
         context_feature_names=context.names,
         item_feature_names=item.names,
         item_ids=item_ids,
+        context_categorical=context.categorical,
+        item_categorical=item.categorical,
+        item_id_dim=item_id_dim,
+        item_id_vocabulary=catalogue,
         context_standardization=context.standardization,
         item_standardization=item.standardization,
         context_parsed_columns=context.parsed,
         item_parsed_columns=item.parsed,
         item_id_column=roles.item_id,
     )
-    return context.matrix, item.matrix, fitted, context.unseen + item.unseen
+    if problems.messages:
+        return None, None, fitted, unseen
+    return context.features(), item.features(item_id_table), fitted, unseen
+
+
+def _catalogue_ids(encoding: FrameEncoding, ids: np.ndarray) -> np.ndarray:
+    """``[m]`` int32 item-id ids of ``ids`` in the encoding's catalogue: row + 1, 0 if absent."""
+    import pandas as pd
+
+    catalogue = pd.Index(_object_array(encoding.item_catalogue), dtype=object, tupleize_cols=False)
+    try:
+        return (catalogue.get_indexer(ids) + 1).astype(np.int32)
+    except TypeError:  # an unhashable id: not in the catalogue
+        return np.asarray([_catalogue_id(catalogue, v) for v in ids.tolist()], np.int32)
+
+
+def _catalogue_id(catalogue, value) -> int:
+    try:
+        return int(catalogue.get_indexer(_object_array([value]))[0]) + 1
+    except TypeError:
+        return 0
 
 
 def _check_encoding_features(encoding: FrameEncoding, fitted: FrameEncoding) -> None:
-    """InputError unless the features built with ``encoding`` have its feature names."""
-    _check_feature_names("context", fitted.context_feature_names, encoding.context_feature_names)
-    _check_feature_names("item", fitted.item_feature_names, encoding.item_feature_names)
+    """InputError unless the features built with ``encoding`` have its feature names and tables."""
+    for role in ("context", "item"):
+        _check_feature_names(role, fitted._dense_names(role), encoding._dense_names(role))
+        built = [c.table for c in fitted._categorical(role)]
+        expected = [c.table for c in encoding._categorical(role)]
+        if built != expected:
+            raise InputError("encoding", f"{role} tables {built} differ from the encoding's {expected}")
 
 
 def _check_feature_names(kind: str, names: Sequence[str], expected: Sequence[str]) -> None:
@@ -762,45 +1167,60 @@ def _check_feature_names(kind: str, names: Sequence[str], expected: Sequence[str
         )
 
 
-def _encode_new(
-    table: _Table,
-    columns: tuple[Hashable, ...],
-    role: str,
-    known: _Known,
-    rules: _Rules,
-    encoding: FrameEncoding,
-) -> np.ndarray:
-    """A new table's ``[n, d]`` float32 features under ``encoding`` (``role`` ``"context"`` or ``"item"``)."""
+def _check_embedding_dims(rules: _Rules, fitted: FrameEncoding) -> None:
+    """InputError naming ``embedding_dims`` for a column that turned out not to be embedded."""
+    embedded = {c.column for c in fitted.context_categorical + fitted.item_categorical}
+    if fitted.item_id_dim is not None and fitted.item_id_column is not None:
+        embedded.add(fitted.item_id_column)
+    for column in rules.embedding_dims:
+        if column not in embedded:
+            raise InputError(
+                "embedding_dims",
+                f"names {column!r}, which is a numeric (dense) feature, not an embedded one; name it in "
+                "categorical= to embed it as ids",
+            )
+
+
+def _encode_new(table: _Table, role: str, rules: _Rules, encoding: FrameEncoding) -> np.ndarray | Features:
+    """A new table's tower input under ``encoding`` (``role`` ``"context"`` or ``"item"``)."""
     label = "context column" if role == "context" else "item table column"
+    columns = encoding.context_columns if role == "context" else encoding.item_feature_columns
     problems = _Problems()
-    if role == "item" and not columns:
-        encoded = _identity_features(table, encoding, rules.unknown, problems)
-        expected = encoding.item_feature_names
-    else:
-        if not columns:
-            raise InputError("encoding", f"has no {role} columns to encode")
-        for c in columns:
-            if not table.has(c):
-                problems.add(
-                    c,
-                    f"{table.label}: missing column {c!r} (a {role} column of the encoding); "
-                    f"columns are {table.column_names()}",
-                )
-        problems.raise_if_any()
+    for c in columns:
+        if not table.has(c):
+            problems.add(
+                c,
+                f"{table.label}: missing column {c!r} (a {role} column of the encoding); "
+                f"columns are {table.column_names()}",
+            )
+    problems.raise_if_any()
+    unseen: list[_Unseen] = []
+    item_id_table = None
+    if role == "item" and encoding.item_id_dim is not None:
+        found, unseen = _new_item_ids(table, encoding, rules.unknown, problems)
+        item_id_table = (found, len(encoding.item_catalogue) + 1, encoding.item_id_dim)
+        n = len(found)
+        what = "item"
+    elif columns:
         n = table.length(columns[0], problems, label)
         if n is None:
             raise problems.error()
-        _require_rows(table, n, "row to encode")
-        encoded = _features(table, columns, n, label, rules, known, problems)
-        expected = encoding.context_feature_names if role == "context" else encoding.item_feature_names
+        what = "row to encode" if role == "context" else "item"
+    else:
+        raise InputError("encoding", f"has no {role} columns to encode")
+    _require_rows(table, n, what)
+    encoded = _features(table, columns, n, label, role, rules, encoding._known(role), problems)
     problems.raise_if_any()
-    _check_feature_names(role, encoded.names, expected)
-    _warn_unseen(encoded.unseen, rules.unknown, stacklevel=4)
-    return encoded.matrix.astype(np.float32)
+    _check_feature_names(role, encoded.names, encoding._dense_names(role))
+    _warn_unseen(unseen + encoded.unseen, rules.unknown, stacklevel=4)
+    return encoded.features(item_id_table)
 
 
-def _identity_features(table: _Table, encoding: FrameEncoding, unknown: str, problems: _Problems) -> _Encoded:
-    """``[m, A]`` one-hot item identities of a new item table; an id not in the encoding is all zeros."""
+def _new_item_ids(
+    table: _Table, encoding: FrameEncoding, unknown: str, problems: _Problems
+) -> tuple[np.ndarray, list[_Unseen]]:
+    """``([m] item-id ids, unseen)`` of a new item table: each row's id looked up in the
+    encoding's catalogue (row + 1; 0 for an id not in it)."""
     id_column = encoding.item_id_column
     if id_column is not None:
         if not table.has(id_column):
@@ -812,7 +1232,7 @@ def _identity_features(table: _Table, encoding: FrameEncoding, unknown: str, pro
                 [id_column],
             )
         m = table.length(id_column, problems, "item table id column")
-        ids = None if m is None else _object_values(table, id_column, m, problems, "item table id column")
+        read = None if m is None else _id_values(table, id_column, m, problems, "item table id column")
         label, column = "item table id column", id_column
     else:
         names = table.column_names()
@@ -821,24 +1241,27 @@ def _identity_features(table: _Table, encoding: FrameEncoding, unknown: str, pro
                 ["item table: has no columns, expected one row per item"], [table.argument]
             )
         m = table.index_length() if table.is_frame else table.length(names[0], problems, "item table column")
-        ids = None if m is None else table.index_values(m)
+        read = None if m is None else _id_values_of(_object_array(table.index_values(m)))
         label, column = "item table index", table.argument
-    if ids is None:
+    if read is None:
         raise problems.error()
-    _require_rows(table, len(ids), "item")
-    block, unseen = _one_hot_rows(ids, encoding.item_ids)
-    found: list = []
-    if unseen:
-        first = f"{table.row(unseen[0])} is {_show(ids[unseen[0]])}"
+    values, missing = read
+    _require_rows(table, len(values), "item")
+    found = np.where(missing, 0, _catalogue_ids(encoding, _object_array(_python_values(values))))
+    found = found.astype(np.int32)
+    bad = np.flatnonzero(found == 0)
+    unseen: list[_Unseen] = []
+    if bad.size:
+        shown = "missing" if missing[bad[0]] else _show(values[bad[0]])
         if unknown == "error":
             problems.add(
                 column,
-                _rows_message(f"{label} {column!r}", table, unseen, f"{_show(ids[unseen[0]])}", None)
-                + ", an item id not in the encoding; pass unknown='ignore' or 'warn' to encode it as zeros",
+                _rows_message(f"{label} {column!r}", table, bad, shown, None)
+                + ", an item id not in the encoding; pass unknown='ignore' or 'warn' to give it id 0",
             )
         else:
-            found.append((label, column, unseen, first))
-    return _Encoded(block, tuple(encoding.item_feature_names), {}, {}, (), found)
+            unseen.append(_Unseen("item", len(values), label, column, bad, f"{table.row(bad[0])} is {shown}"))
+    return found, unseen
 
 
 def _require_rows(table: _Table, n: int, what: str) -> None:
@@ -849,25 +1272,24 @@ def _require_rows(table: _Table, n: int, what: str) -> None:
         )
 
 
-def _warn_unseen(
-    unseen: Sequence[tuple[str, Hashable, list[int], str]], unknown: str, stacklevel: int = 3
-) -> None:
-    """An :class:`UnseenCategoryWarning` counting the rows encoded as zeros, under ``unknown="warn"``."""
+def _warn_unseen(unseen: Sequence[_Unseen], unknown: str, stacklevel: int = 3) -> None:
+    """An :class:`UnseenCategoryWarning` counting the rows given id 0, under ``unknown="warn"``."""
     if unknown != "warn" or not unseen:
         return
     counts: dict[Hashable, int] = {}
-    rows: set[tuple[str, int]] = set()
+    masks: dict[str, np.ndarray] = {}
     parts = []
-    for label, column, bad, first in unseen:
-        counts[column] = counts.get(column, 0) + len(bad)
-        table = "item" if label.startswith("item") else "frame"
-        rows.update((table, r) for r in bad)
-        parts.append(f"{label} {column!r}: {len(bad)} row{'s' if len(bad) > 1 else ''} ({first})")
+    for u in unseen:
+        counts[u.column] = counts.get(u.column, 0) + len(u.rows)
+        mask = masks.setdefault(u.table, np.zeros(u.n, bool))
+        mask[u.rows] = True
+        parts.append(f"{u.label} {u.column!r}: {len(u.rows)} row{'s' if len(u.rows) > 1 else ''} ({u.first})")
+    n_rows = int(sum(mask.sum() for mask in masks.values()))
     message = (
-        f"{len(rows)} row{'s' if len(rows) > 1 else ''} had a category not in the encoding, "
-        "encoded as all zeros: " + "; ".join(parts)
+        f"{n_rows} row{'s' if n_rows > 1 else ''} had a value not in the encoding (unseen in training, "
+        "rarer than its min_count, or missing), encoded as the out-of-vocabulary id 0: " + "; ".join(parts)
     )
-    warnings.warn(UnseenCategoryWarning(message, counts, len(rows)), stacklevel=stacklevel)
+    warnings.warn(UnseenCategoryWarning(message, counts, n_rows), stacklevel=stacklevel)
 
 
 # --------------------------------------------------------------------------- tables
@@ -975,14 +1397,15 @@ def _type_hint(value: Any, item_ids: Sequence[Any]) -> str:
 
 def _rows_message(prefix: str, table: _Table, rows: Sequence[int], first: str, expected: str | None) -> str:
     """``prefix: row 3 is <first>, expected <expected> (and 2 more: rows 5, 8)``."""
-    rows = [int(r) for r in rows]
-    message = f"{prefix}: {table.row(rows[0])} is {first}"
+    count = len(rows)
+    shown_rows = [int(r) for r in rows[: 1 + _MAX_LISTED]]
+    message = f"{prefix}: {table.row(shown_rows[0])} is {first}"
     if expected is not None:
         message += f", expected {expected}"
-    if len(rows) > 1:
-        shown = ", ".join(str(r) for r in rows[1 : 1 + _MAX_LISTED])
-        more = "" if len(rows) <= 1 + _MAX_LISTED else ", ..."
-        message += f" (and {len(rows) - 1} more: row{'s' if len(rows) > 2 else ''} {shown}{more})"
+    if count > 1:
+        shown = ", ".join(str(r) for r in shown_rows[1:])
+        more = "" if count <= 1 + _MAX_LISTED else ", ..."
+        message += f" (and {count - 1} more: row{'s' if count > 2 else ''} {shown}{more})"
     return message
 
 
@@ -1064,7 +1487,75 @@ def _to_float(values: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def _object_values(table: _Table, column: Any, n: int, problems: _Problems, role: str) -> list[Any] | None:
+def _object_array(values: Any) -> np.ndarray:
+    """``values`` as a 1-d object array (tuples stay single values)."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values if values.dtype == object else values.astype(object)
+    values = list(values)
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _python_values(values: np.ndarray) -> list[Any]:
+    return values.tolist()
+
+
+def _missing_mask(values: np.ndarray) -> np.ndarray:
+    """``[n]`` bool: the missing values (NaN, None, pandas' NA/NaT)."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind in "biu":
+        return np.zeros(values.shape[0], bool)
+    import pandas as pd
+
+    return np.asarray(pd.isna(values), bool)
+
+
+def _factorize(values: np.ndarray, missing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes [n], uniques)`` (:func:`pandas.factorize`): code ``-1`` for a missing value;
+    whole float values come back as integers. TypeError for an unhashable value."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)
+    codes = np.asarray(codes, np.int64)
+    if missing is not None and missing.any():
+        codes = np.where(missing, -1, codes)
+    uniques = np.asarray(uniques)
+    if (
+        uniques.dtype.kind == "f"
+        and uniques.size
+        and np.all(np.isfinite(uniques) & (np.mod(uniques, 1) == 0))
+    ):
+        uniques = uniques.astype(np.int64)
+    return codes, uniques
+
+
+def _first_unhashable(values: np.ndarray) -> int:
+    for i, v in enumerate(values.tolist()):
+        try:
+            hash(v)
+        except TypeError:
+            return i
+    return 0
+
+
+def _exact_numeric(raw: Any, values: np.ndarray) -> np.ndarray:
+    """An integer column's values as int64 (exact beyond 2**53), else ``values`` (float64)."""
+    if hasattr(raw, "to_numpy"):
+        if getattr(getattr(raw, "dtype", None), "kind", None) in ("i", "u"):
+            try:
+                return np.asarray(raw.to_numpy(dtype=np.int64))
+            except (TypeError, ValueError):  # a nullable integer column with missing values
+                return values
+        return values
+    array = np.asarray(raw)
+    return array.astype(np.int64) if array.dtype.kind in "iu" and array.ndim == 1 else values
+
+
+def _id_values(
+    table: _Table, column: Any, n: int, problems: _Problems, role: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(values [n], missing [n])`` of an id column: int64 for whole numbers, else float64
+    or object; reports an unreadable column, a 2-d one or a wrong length."""
     kind, values, _ = _column(table, column)
     if values is None:
         problems.add(column, f"{role} {column!r}: has {kind}, expected item ids")
@@ -1075,106 +1566,178 @@ def _object_values(table: _Table, column: Any, n: int, problems: _Problems, role
     if not _check_length(values, n, column, role, table, problems):
         return None
     if kind == "numeric":
-        # Whole floats (ints read with NaN present) compare equal to int ids anyway.
-        return [None if math.isnan(v) else (int(v) if float(v).is_integer() else v) for v in values.tolist()]
-    return values.tolist()
+        values = _exact_numeric(table.get(column), values)
+    return _id_values_of(values)
 
 
-def _sorted_categories(values: Sequence[Any]) -> tuple[Any, ...]:
-    unique = set(values)
+def _id_values_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    missing = _missing_mask(values)
+    if (
+        values.dtype.kind == "f"
+        and not missing.any()
+        and np.all(np.isfinite(values) & (np.mod(values, 1) == 0))
+    ):
+        values = values.astype(np.int64)  # whole floats (ints read as floats) are integer ids
+    return values, missing
+
+
+def _sorted_values(values: np.ndarray) -> tuple[Any, ...]:
+    """Distinct ``values`` sorted (mixed types: by type name, then text)."""
+    if values.dtype.kind in "biuf":
+        return tuple(np.sort(values).tolist())
+    listed = values.tolist()
     try:
-        return tuple(sorted(unique))
+        return tuple(sorted(listed))
     except TypeError:
-        return tuple(sorted(unique, key=lambda v: (type(v).__name__, str(v))))
+        return tuple(sorted(listed, key=lambda v: (type(v).__name__, str(v))))
+
+
+def _table_name(column: Hashable, taken: set[str]) -> str:
+    """A table name for ``column``: its text with other characters than ``[A-Za-z0-9_.-]``
+    replaced, made unique among ``taken`` (a suffix ``_2``, ``_3``, ...)."""
+    if isinstance(column, tuple):
+        text = "_".join(_category_name(part) for part in column)
+    else:
+        text = _category_name(column)
+    base = re.sub(r"[^0-9A-Za-z_.-]+", "_", text).strip("_") or "feature"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+def _fit_categorical(
+    column: Hashable,
+    codes: np.ndarray,
+    uniques: np.ndarray,
+    declared: tuple[Any, ...] | None,
+    rules: _Rules,
+    role: str,
+    taken: set[str],
+) -> CategoricalColumn:
+    """A column's :class:`CategoricalColumn` from its training values: hash buckets, or the
+    values seen at least ``min_count`` times (declared categories in their order, else sorted)."""
+    name = _table_name(column, taken)
+    buckets = rules.hash_buckets.get(column)
+    if buckets is not None:
+        dim = rules.embedding_dims.get(column) or default_embedding_dim(buckets + 1)
+        return CategoricalColumn(column, name, dim, hash_buckets=buckets)
+    min_count = rules.column_min_count(column, role)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    if declared is not None:
+        import pandas as pd
+
+        position = pd.Index(_object_array(declared), dtype=object, tupleize_cols=False).get_indexer(
+            _object_array(uniques)
+        )
+        declared_counts = np.zeros(len(declared), np.int64)
+        declared_counts[position[position >= 0]] = counts[position >= 0]
+        vocabulary = tuple(
+            v for v, c in zip(declared, declared_counts.tolist(), strict=True) if c >= min_count
+        )
+    else:
+        vocabulary = _sorted_values(uniques[counts >= min_count])
+    dim = rules.embedding_dims.get(column) or default_embedding_dim(len(vocabulary) + 1)
+    return CategoricalColumn(column, name, dim, vocabulary=vocabulary, min_count=min_count)
 
 
 def _features(
     table: _Table,
     columns: Sequence[Any],
     n: int,
+    label: str,
     role: str,
     rules: _Rules,
     known: _Known | None,
     problems: _Problems,
 ) -> _Encoded:
-    """The ``[n, d]`` feature matrix of ``columns`` and how it was built.
+    """The dense ``[n, d]`` features and ``[n]`` id arrays of ``columns`` and how they were built.
 
-    Numeric columns (1-d, or 2-d for several features) are used as they are or
-    standardised; categorical ones, and any column ``known`` (an encoding) has
-    categories for, are one-hot encoded; numeric-looking text follows
-    ``rules.numeric_strings`` (or ``known.parsed``). A column with a problem is reported
-    and left out.
+    Numeric columns (1-d, or 2-d for several features) are dense, used as they are or
+    standardised; categorical ones, those ``rules`` names, and any column ``known`` (an
+    encoding) embeds, become ids; numeric-looking text follows ``rules.numeric_strings``
+    (or ``known.parsed``). A column with a problem is reported and left out.
     """
     blocks: list[np.ndarray] = []
     names: list[str] = []
-    categories_out: dict[Any, tuple[Any, ...]] = {}
+    categorical: list[CategoricalColumn] = []
+    ids: dict[str, np.ndarray] = {}
     statistics_out: dict[Any, tuple[tuple[float, ...], tuple[float, ...]]] = {}
     parsed: list[Any] = []
-    unseen: list = []
+    unseen: list[_Unseen] = []
+    taken = {ITEM_ID_FEATURE} if role == "item" else set()
     for column in columns:
         kind, values, declared = _column(table, column)
         if values is None:
-            problems.add(column, f"{role} {column!r}: has {kind}, which cannot be a feature")
+            problems.add(column, f"{label} {column!r}: has {kind}, which cannot be a feature")
             continue
-        if not _check_length(values, n, column, role, table, problems):
+        if not _check_length(values, n, column, label, table, problems):
             continue
-        known_categorical = known is not None and column in known.categories
-        if kind == "categorical" and declared is None and not known_categorical and values.ndim == 1:
-            text = _numeric_text(values)
+        known_spec = None if known is None else known.categorical.get(column)
+        forced = known is None and rules.is_categorical(column)
+        factorized = None
+        if (
+            kind == "categorical"
+            and declared is None
+            and known_spec is None
+            and not forced
+            and values.ndim == 1
+        ):
+            try:
+                factorized = _factorize(values, _missing_mask(values))
+            except TypeError:  # an unhashable value: reported as a categorical column's problem
+                factorized = None
+            text = None if factorized is None else _numeric_text(*factorized)
             if text is not None:
                 mode = "parse" if known is not None and column in known.parsed else rules.numeric_mode(column)
                 if mode == "error":
-                    problems.add(column, _numeric_text_message(table, column, values, text, role))
+                    problems.add(column, _numeric_text_message(table, column, values, text, label))
                     continue
                 if mode == "parse":
-                    values = _parse_numeric_text(table, column, values, text, role, problems)
+                    values = _parse_numeric_text(table, column, values, text, label, problems)
                     if values is None:
                         continue
-                    kind = "numeric"
+                    kind, factorized = "numeric", None
                     parsed.append(column)
-        if kind == "categorical" and known is not None and not known_categorical:
+        if kind == "categorical" and known is not None and known_spec is None:
             problems.add(
                 column,
-                f"{role} {column!r}: is categorical here but numeric in the encoding; "
+                f"{label} {column!r}: is categorical here but numeric in the encoding; "
                 f"{table.row(0)} is {_show(values[0])}",
             )
             continue
-        if kind == "categorical" or known_categorical:
+        if kind == "categorical" or known_spec is not None or forced:
             if known is None and not isinstance(rules.standardize, bool) and column in rules.standardize:
                 problems.add(
                     column,
-                    f"{role} {column!r}: is categorical (one-hot encoded), so it cannot be standardised "
+                    f"{label} {column!r}: is categorical (embedded ids), so it cannot be standardised "
                     "(named by standardize)",
                 )
                 continue
-            values = _category_values(table, column, kind, values, role, rules.categorical, problems)
-            cats = (
-                None
-                if values is None
-                else _categories(
-                    table,
-                    column,
-                    values,
-                    declared,
-                    None if known is None else known.categories,
-                    role,
-                    problems,
-                )
+            encoded = _category_ids(
+                table,
+                column,
+                kind,
+                values,
+                declared,
+                label,
+                role,
+                rules,
+                known_spec,
+                taken,
+                problems,
+                factorized,
             )
-            if cats is None:
+            if encoded is None:
                 continue
-            block, unseen_rows = _one_hot(
-                table, column, values, cats, role, known is not None, rules.unknown, problems
-            )
-            if block is not None:
-                blocks.append(block)
-                names.extend(f"{column}={_category_name(c)}" for c in cats)
-                categories_out[column] = cats
-                if unseen_rows:
-                    first = f"{table.row(unseen_rows[0])} is {_show(values[unseen_rows[0]])}"
-                    unseen.append((role, column, unseen_rows, first))
+            spec, column_ids, column_unseen = encoded
+            categorical.append(spec)
+            ids[spec.name] = column_ids
+            unseen.extend(column_unseen)
         else:
-            numeric = _numeric_feature(table, column, values, n, role, problems)
+            numeric = _numeric_feature(table, column, values, n, label, problems)
             if numeric is None:
                 continue
             block, feature_names = numeric
@@ -1188,7 +1751,7 @@ def _features(
                 if len(statistics[0]) != block.shape[1]:
                     problems.add(
                         column,
-                        f"{role} {column!r}: has {block.shape[1]} features, the encoding standardises "
+                        f"{label} {column!r}: has {block.shape[1]} features, the encoding standardises "
                         f"{len(statistics[0])}",
                     )
                     continue
@@ -1196,10 +1759,69 @@ def _features(
                 statistics_out[column] = statistics
             blocks.append(block)
             names.extend(feature_names)
-    matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+    dense = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
     if known is not None:  # the encoding's parsed columns stay parsed, whatever this table held
         parsed = [*known.parsed, *(c for c in parsed if c not in known.parsed)]
-    return _Encoded(matrix, tuple(names), categories_out, statistics_out, tuple(parsed), unseen)
+    return _Encoded(dense, tuple(names), tuple(categorical), ids, statistics_out, tuple(parsed), unseen)
+
+
+def _category_ids(
+    table: _Table,
+    column: Any,
+    kind: str,
+    values: np.ndarray,
+    declared: tuple[Any, ...] | None,
+    label: str,
+    role: str,
+    rules: _Rules,
+    known: CategoricalColumn | None,
+    taken: set[str],
+    problems: _Problems,
+    factorized: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[CategoricalColumn, np.ndarray, list[_Unseen]] | None:
+    """A categorical column's ``(spec, [n] int32 ids, unseen rows)``: the spec ``known`` from
+    an encoding (then the values not in its vocabulary are unseen: id 0, or a problem under
+    ``unknown="error"``), else fitted on these values. Reports a 2-d column and an
+    unhashable value."""
+    if values.ndim != 1:
+        problems.add(
+            column, f"{label} {column!r}: a categorical column must be 1-d, got shape {values.shape}"
+        )
+        return None
+    if kind == "numeric":
+        values = _exact_numeric(table.get(column), values)
+    missing = _missing_mask(values)
+    try:
+        codes, uniques = _factorize(values, missing) if factorized is None else factorized
+    except TypeError:
+        bad = _first_unhashable(values)
+        problems.add(
+            column, f"{label} {column!r}: {table.row(bad)} is {_show(values[bad])}, which is not hashable"
+        )
+        return None
+    spec = (
+        known if known is not None else _fit_categorical(column, codes, uniques, declared, rules, role, taken)
+    )
+    column_ids = spec.ids(codes, uniques)
+    unseen: list[_Unseen] = []
+    if known is not None:
+        bad = np.flatnonzero(column_ids == 0)
+        if bad.size:
+            shown = "missing" if missing[bad[0]] else _show(values[bad[0]])
+            if rules.unknown == "error":
+                problems.add(
+                    column,
+                    _rows_message(
+                        f"{label} {column!r}", table, bad, f"{shown}, a value not in the encoding", None
+                    )
+                    + "; pass unknown='ignore' or 'warn' to give it the out-of-vocabulary id 0",
+                )
+                return None
+            unseen.append(
+                _Unseen("frame" if role == "context" else "item", len(values), label, column, bad,
+                        f"{table.row(bad[0])} is {shown}")
+            )  # fmt: skip
+    return spec, column_ids, unseen
 
 
 def _fit_standardization(block: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -1208,28 +1830,51 @@ def _fit_standardization(block: np.ndarray) -> tuple[tuple[float, ...], tuple[fl
     return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
 
 
-def _numeric_text(values: np.ndarray) -> tuple[np.ndarray, list[int], bool] | None:
+def _numeric_text(codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """A text column that looks numeric, parsed: ``(floats, rows that are not numbers, any text number)``.
 
-    A column looks numeric when at least one value is a number (a number, or text that
-    parses as one) and numbers are at least as many as other text; missing values and
-    markers (``"n/a"``, ``""``, ...) count as neither. ``None`` when it does not. Each
-    distinct value is parsed once.
+    ``codes`` and ``uniques`` are the column factorized (:func:`_factorize`). A column looks
+    numeric when at least one value is a number (a number, or text that parses as one) and
+    numbers are at least as many as other text; missing values and markers (``"n/a"``,
+    ``""``, ...) count as neither. ``None`` when it does not. Each distinct value is parsed
+    once, and text that cannot start a number or a marker (``"u123"``) is not parsed at all.
     """
-    rows = values.tolist()
-    try:
-        counts = collections.Counter(rows)
-    except TypeError:  # an unhashable value: not numbers (the one-hot path reports it)
+    if len(uniques) == 0:
         return None
-    parsed = {v: _parse_number(v) for v in counts}
-    n_numbers = sum(c for v, c in counts.items() if isinstance(parsed[v], float))
-    n_other = sum(c for v, c in counts.items() if parsed[v] is None)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    parsed = _parse_numbers(uniques)
+    is_number = np.fromiter((isinstance(p, float) for p in parsed), bool, len(parsed))
+    is_other = np.fromiter((p is None for p in parsed), bool, len(parsed))
+    n_numbers, n_other = int(counts[is_number].sum()), int(counts[is_other].sum())
     if n_numbers == 0 or n_other > n_numbers:
         return None
-    floats = np.array([p if isinstance(p, float) else np.nan for p in (parsed[v] for v in rows)])
-    not_numbers = [i for i, v in enumerate(rows) if not isinstance(parsed[v], float)]
-    text_number = any(isinstance(parsed[v], float) and isinstance(v, (str, bytes)) for v in counts)
+    unique_floats = np.array([p if isinstance(p, float) else np.nan for p in parsed])
+    valid = codes >= 0
+    safe = np.maximum(codes, 0)
+    floats = np.where(valid, unique_floats[safe], np.nan)
+    not_numbers = np.flatnonzero(~valid | ~is_number[safe])
+    text_number = any(
+        isinstance(p, float) and isinstance(v, (str, bytes))
+        for v, p in zip(uniques.tolist(), parsed, strict=True)
+    )
     return floats, not_numbers, text_number
+
+
+# The first character (after leading spaces) of text that float() or a missing marker may accept.
+_NUMBER_STARTS = ("", *"+-.0123456789iInN?#")
+
+
+def _parse_numbers(uniques: np.ndarray) -> list[float | str | None]:
+    """:func:`_parse_number` of each distinct value; text whose first character cannot
+    start a number or a marker is ``None`` without being parsed (a vectorised screen)."""
+    values = uniques.tolist()
+    if not values or not all(isinstance(v, str) for v in values):
+        return [_parse_number(v) for v in values]
+    first = np.char.lstrip(np.asarray(values, dtype=str)).astype("U1")  # "" for empty text
+    out: list[float | str | None] = [None] * len(values)
+    for i in np.flatnonzero(np.isin(first, _NUMBER_STARTS)).tolist():
+        out[i] = _parse_number(values[i])
+    return out
 
 
 def _parse_number(value: Any) -> float | str | None:
@@ -1252,19 +1897,21 @@ def _parse_number(value: Any) -> float | str | None:
 
 
 def _numeric_text_message(
-    table: _Table, column: Any, values: np.ndarray, text: tuple[np.ndarray, list[int], bool], role: str
+    table: _Table, column: Any, values: np.ndarray, text: tuple[np.ndarray, np.ndarray, bool], role: str
 ) -> str:
     """The problem of a numeric-looking text column under ``numeric_strings="error"``."""
     floats, not_numbers, text_number = text
     first = int(np.flatnonzero(~np.isnan(floats))[0])
     what = "numbers stored as text" if text_number else "numbers mixed with text"
     message = f"{role} {column!r}: holds {what} ({table.row(first)} is {_show(values[first])}"
-    if not_numbers:
-        message += f"; {table.row(not_numbers[0])} is {_show_value(values[not_numbers[0]])}, not a number"
+    if len(not_numbers):
+        message += (
+            f"; {table.row(int(not_numbers[0]))} is {_show_value(values[not_numbers[0]])}, not a number"
+        )
     return (
-        message + "), which one-hot encoding would turn into one feature per distinct value; pass "
-        "numeric_strings='parse' to read it as numbers, or numeric_strings='categorical' to one-hot "
-        f"encode it (a mapping such as {{{column!r}: 'parse'}} sets one column)"
+        message + "), which as a categorical column would be one id per distinct value; pass "
+        "numeric_strings='parse' to read it as numbers, or numeric_strings='categorical' to embed "
+        f"it as ids (a mapping such as {{{column!r}: 'parse'}} sets one column)"
     )
 
 
@@ -1272,13 +1919,13 @@ def _parse_numeric_text(
     table: _Table,
     column: Any,
     values: np.ndarray,
-    text: tuple[np.ndarray, list[int], bool],
+    text: tuple[np.ndarray, np.ndarray, bool],
     role: str,
     problems: _Problems,
 ) -> np.ndarray | None:
     """The parsed floats of a numeric-looking text column; reports the rows that are not numbers."""
     floats, not_numbers, _ = text
-    if not_numbers:
+    if len(not_numbers):
         problems.add(
             column,
             _rows_message(
@@ -1314,123 +1961,6 @@ def _numeric_feature(
         return values, [f"{column}[{j}]" for j in range(values.shape[1])]
     problems.add(column, f"{role} {column!r}: expected a 1-d or 2-d array, got shape {values.shape}")
     return None
-
-
-def _category_values(
-    table: _Table,
-    column: Any,
-    kind: str,
-    values: np.ndarray,
-    role: str,
-    categorical: str,
-    problems: _Problems,
-) -> np.ndarray | None:
-    """A categorical column's values as a 1-d object array (numbers too, against an encoding).
-
-    Reports the column itself under ``categorical="error"``, a 2-d column, a missing value.
-    """
-    if categorical == "error":
-        problems.add(
-            column,
-            f"{role} {column!r}: is categorical ({_show(values[0])} at {table.row(0)}); "
-            "pass categorical='onehot' to one-hot encode it",
-        )
-        return None
-    if values.ndim != 1:
-        problems.add(column, f"{role} {column!r}: a categorical column must be 1-d, got shape {values.shape}")
-        return None
-    if kind == "numeric":  # numeric values against an encoding's categories
-        values = np.asarray([None if math.isnan(v) else v for v in values.tolist()], dtype=object)
-    missing_rows = [i for i, v in enumerate(values) if _is_missing(v)]
-    if missing_rows:
-        problems.add(
-            column, _rows_message(f"{role} {column!r}", table, missing_rows, "missing", "a category")
-        )
-        return None
-    return values
-
-
-def _categories(
-    table: _Table,
-    column: Any,
-    values: np.ndarray,
-    declared: tuple[Any, ...] | None,
-    known: Mapping[Any, tuple[Any, ...]] | None,
-    role: str,
-    problems: _Problems,
-) -> tuple[Any, ...] | None:
-    """The column's categories in one-hot order: the encoding's, else pandas' declared ones, else sorted.
-
-    Reports an unhashable value.
-    """
-    try:
-        if known is not None:
-            return tuple(known[column])
-        if declared is not None:
-            return declared
-        return _sorted_categories(values.tolist())
-    except TypeError:
-        bad = next(i for i, v in enumerate(values) if not isinstance(v, Hashable))
-        problems.add(
-            column, f"{role} {column!r}: {table.row(bad)} is {_show(values[bad])}, which is not hashable"
-        )
-        return None
-
-
-def _one_hot_rows(values, categories) -> tuple[np.ndarray, list[int]]:
-    """``[n, len(categories)]`` one-hot rows of ``values`` and the rows whose value is not a
-    category (or not hashable): those rows stay all zeros."""
-    position = {c: j for j, c in enumerate(categories)}
-    block = np.zeros((len(values), len(categories)))
-    unseen: list[int] = []
-    for i, v in enumerate(values):
-        try:
-            j = position.get(v)
-        except TypeError:
-            j = None
-        if j is None:
-            unseen.append(i)
-        else:
-            block[i, j] = 1.0
-    return block, unseen
-
-
-def _one_hot(
-    table: _Table,
-    column: Any,
-    values: np.ndarray,
-    categories: tuple[Any, ...],
-    role: str,
-    against_encoding: bool,
-    unknown: str,
-    problems: _Problems,
-) -> tuple[np.ndarray | None, list[int]]:
-    """``([n, len(categories)]`` one-hot rows of ``values``, the rows with an unseen value).
-
-    A value outside ``categories`` is reported, except against an encoding with
-    ``unknown`` ``"ignore"`` or ``"warn"``, where its row stays all zeros.
-    """
-    block, unseen = _one_hot_rows(values.tolist(), categories)
-    if unseen and (not against_encoding or unknown == "error"):
-        source = "the encoding" if against_encoding else "the column's categories"
-        hint = (
-            "; pass unknown='ignore' or 'warn' to encode unseen categories as zeros"
-            if against_encoding
-            else ""
-        )
-        problems.add(
-            column,
-            _rows_message(
-                f"{role} {column!r}",
-                table,
-                unseen,
-                f"{_show(values[unseen[0]])}, a category not in {source}",
-                None,
-            )
-            + hint,
-        )
-        return None, []
-    return block, unseen
 
 
 def _category_name(value: Any) -> str:
@@ -1485,18 +2015,6 @@ def _json_list(values: Sequence[Any], where: str) -> list[Any]:
 
 def _from_json_list(values: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_from_json(v) for v in values)
-
-
-def _json_categories(categories: Mapping[Hashable, Sequence[Any]], where: str) -> list[list[Any]]:
-    """``{column: categories}`` as ``[[column, [category, ...]], ...]`` (JSON keys must be strings)."""
-    return [
-        [_to_json(column, where), _json_list(cats, f"{where}[{column!r}]")]
-        for column, cats in categories.items()
-    ]
-
-
-def _from_json_categories(saved: Sequence[Any]) -> dict[Hashable, tuple[Any, ...]]:
-    return {_from_json(column): _from_json_list(cats) for column, cats in saved}
 
 
 def _json_statistics(

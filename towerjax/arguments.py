@@ -14,8 +14,10 @@ __all__ = [
     "Parser",
     "add_seed_arguments",
     "check_out_dir",
+    "column_ints",
     "flag",
     "integer",
+    "merge_column_ints",
     "name_list",
     "nonnegative_float",
     "optional_pair",
@@ -87,6 +89,40 @@ def name_list(text: str) -> list[str]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
+
+
+def column_ints(text: str) -> dict[str, int]:
+    """``"COL=N[,COL=N]"`` as ``{COL: N}`` with positive integers ``N``."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        column, sep, number = part.rpartition("=")
+        column = column.strip()
+        try:
+            value = int(number)
+        except ValueError:
+            value = 0
+        if not sep or not column or value < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected COL=N (a column name and a positive integer), comma-separated, got {text!r}"
+            )
+        if column in out:
+            raise argparse.ArgumentTypeError(f"names column {column!r} twice in {text!r}")
+        out[column] = value
+    return out
+
+
+def merge_column_ints(field: str, parts: list[dict[str, int]]) -> dict[str, int]:
+    """The ``{COL: N}`` of a repeated :func:`column_ints` flag; InputError naming ``field``
+    for a column given twice."""
+    from towerjax.checks import InputError
+
+    merged: dict[str, int] = {}
+    for part in parts:
+        for column, value in part.items():
+            if column in merged:
+                raise InputError(field, f"names column {column!r} twice")
+            merged[column] = value
+    return merged
 
 
 def optional_pair(text: str) -> tuple[float, float] | str:

@@ -19,12 +19,13 @@ import typing
 from pathlib import Path
 
 from towerjax import arguments, jsonio
-from towerjax.adapter import NUMERIC_STRINGS
+from towerjax.adapter import CONTEXT_MIN_COUNT, NUMERIC_STRINGS
 from towerjax.arguments import Parser, add_seed_arguments, check_out_dir, subcommand
 from towerjax.checks import InputError
+from towerjax.distributed import initialize_from_environment
 from towerjax.objectives import OBJECTIVES
 from towerjax.studies import STUDIES, headline
-from towerjax.train import OPTIMIZERS, SELECTIONS, NonFiniteError, TrainConfig, expose_cpu_cores
+from towerjax.train import OPTIMIZERS, PROPOSALS, SELECTIONS, NonFiniteError, TrainConfig, expose_cpu_cores
 
 # TrainConfig fields that ``towerjax train`` exposes, with their argument types.
 _TRAIN_FIELDS = {
@@ -52,6 +53,21 @@ _TRAIN_FIELDS = {
         type=arguments.positive_int_list, help="hidden layer sizes of each tower, comma-separated"
     ),
     "embedding_size": dict(type=arguments.positive_int, help="embedding size D of both towers"),
+    "embedding_weight_decay": dict(
+        type=arguments.nonnegative_float,
+        help="L2 / decoupled decay of the id embedding tables (none: --weight-decay)",
+    ),
+    "sampled_softmax": dict(
+        type=arguments.positive_int,
+        help="train on a sampled softmax of this many items per step (log-Q corrected; large catalogues)",
+    ),
+    "proposal": dict(
+        choices=PROPOSALS, help="item proposal of --sampled-softmax: uniform, or logged-item popularity"
+    ),
+    "data_parallel": dict(
+        type=arguments.positive_int,
+        help="devices each run's minibatches are spread over (divides --batch-size)",
+    ),
 }
 PRESETS = ("defaults", "seed-study")
 # TrainConfig fields of the synthetic problem: not used with --logs.
@@ -66,6 +82,11 @@ _OWN_LOG_DEFAULTS = {
     "context_columns": None,
     "position_column": None,
     "validation": None,
+    "categorical": (),
+    "min_count": CONTEXT_MIN_COUNT,
+    "hash_buckets": None,
+    "embedding_dims": None,
+    "item_id_embedding": True,
     "numeric_strings": "error",
     "standardize": False,
     "overwrite": False,
@@ -207,7 +228,8 @@ def _add_own_log_arguments(train: argparse.ArgumentParser) -> None:
         "--items",
         type=Path,
         default=None,
-        help="item table, .csv or .parquet: the id column and feature columns [default: the logged ids, one-hot]",
+        help="item table, .csv or .parquet: the id column and feature columns [default: the distinct logged ids, "
+        "each known by its embedded id]",
     )
     own.add_argument(
         "--out", type=Path, default=None, help="directory for the model, report.json and curves.png"
@@ -241,8 +263,51 @@ def _add_own_log_arguments(train: argparse.ArgumentParser) -> None:
         "--numeric-strings",
         choices=NUMERIC_STRINGS,
         default=None,
-        help="a text column that looks numeric: error, parse it as numbers, or one-hot it [default error]"
-        "%(default).0s",
+        help="a text column that looks numeric: error, parse it as numbers, or embed its values as ids "
+        "[default error]%(default).0s",
+    )
+    own.add_argument(
+        "--categorical",
+        type=arguments.name_list,
+        default=None,
+        metavar="COL[,COL]",
+        help="columns of numbers to embed as ids (an integer user_id); text and category columns are "
+        "embedded ids anyway [default none]%(default).0s",
+    )
+    own.add_argument(
+        "--min-count",
+        type=arguments.positive_int,
+        default=None,
+        help="the fewest training rows a context value needs for its own id; rarer, unseen and missing "
+        "values share the out-of-vocabulary id 0, which rare values train for unseen ones "
+        f"[default {CONTEXT_MIN_COUNT}]%(default).0s",
+    )
+    own.add_argument(
+        "--hash",
+        dest="hash_buckets",
+        type=arguments.column_ints,
+        action="append",
+        default=None,
+        metavar="COL=BUCKETS",
+        help="hash a column's values (text or integer ids) into BUCKETS ids instead of a vocabulary, for "
+        "unbounded ids (stable across processes); repeat or comma-separate for several",
+    )
+    own.add_argument(
+        "--embedding-dim",
+        dest="embedding_dims",
+        type=arguments.column_ints,
+        action="append",
+        default=None,
+        metavar="COL=DIM",
+        help="embedding width of a categorical column, or of --item-column for the item id; repeat or "
+        "comma-separate [default min(32, round(6 * size ** 0.25))]%(default).0s",
+    )
+    own.add_argument(
+        "--no-item-id-embedding",
+        dest="item_id_embedding",
+        action="store_false",
+        default=None,
+        help="leave the item id out of the item tower (the --items table then needs feature columns)",
     )
     own.add_argument("--standardize", action="store_true", default=None, help="standardise numeric features")
     own.add_argument(
@@ -320,6 +385,9 @@ def _train_own_logs(args: argparse.Namespace) -> int:
         name: default if getattr(args, name) is None else getattr(args, name)
         for name, default in _OWN_LOG_DEFAULTS.items()
     }
+    for name in ("hash_buckets", "embedding_dims"):  # repeated COL=N flags, one mapping
+        if options[name] is not None:
+            options[name] = arguments.merge_column_ints(name, options[name])
     result = own_logs.fit(
         args.logs,
         options.pop("items"),
@@ -533,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     expose_cpu_cores()  # before any JAX computation starts the backend
+    try:  # several processes: TOWERJAX_COORDINATOR, TOWERJAX_NUM_PROCESSES, TOWERJAX_PROCESS_ID
+        initialize_from_environment()
+    except InputError as err:
+        print(f"{parser.prog}: error: {err.argument}: {err.message}", file=sys.stderr)
+        return 2
     try:
         return args.handler(args)
     except InputError as err:

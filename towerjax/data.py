@@ -18,6 +18,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from towerjax.checks import InputError, check_choice
+from towerjax.features import Features, num_rows, take
 
 __all__ = ["POSITION_HANDLINGS", "LoggedData", "rating_logging_policy", "rating_pscore"]
 
@@ -35,8 +36,11 @@ class LoggedData:
     :meth:`from_arrays`, which validates.
 
     Attributes:
-      context: ``[n, d_x]`` context (user) features ``x``.
-      action_context: ``[A, d_a]`` action (item) features ``e_a``.
+      context: ``[n, d_x]`` context (user) features ``x``, or
+        :class:`~towerjax.features.Features` (dense columns plus ``[n]`` integer ids such as
+        a user id, each embedded by the context tower).
+      action_context: ``[A, d_a]`` action (item) features ``e_a``, or
+        :class:`~towerjax.features.Features` (e.g. the item id, ``arange(A)``).
       action: ``[n]`` int32 logged action ``a_i``.
       reward: ``[n]`` observed reward ``r_i``.
       pscore: ``[n]`` logged propensity ``p_i = pi_0(a_i | x_i)`` in ``(0, 1]``.
@@ -48,8 +52,8 @@ class LoggedData:
         ``None`` (a single-position log) by default; estimators and trainers do not read it.
     """
 
-    context: jax.Array
-    action_context: jax.Array
+    context: jax.Array | Features
+    action_context: jax.Array | Features
     action: jax.Array
     reward: jax.Array
     pscore: jax.Array
@@ -65,7 +69,7 @@ class LoggedData:
     @property
     def n_actions(self) -> int:
         """Number of actions ``A``."""
-        return self.action_context.shape[-2]
+        return num_rows(self.action_context)
 
     def take_rows(self, rows: ArrayLike) -> LoggedData:
         """The logged events ``rows`` (``[m]`` indices or an ``[n]`` boolean mask), items unchanged.
@@ -75,18 +79,18 @@ class LoggedData:
         multi-position log: ``data.take_rows(data.position == 0)``.
         """
 
-        def take(value):
+        def rows_of(value):
             return None if value is None else value[rows]
 
         return dataclasses.replace(
             self,
-            context=self.context[rows],
+            context=take(self.context, rows),
             action=self.action[rows],
             reward=self.reward[rows],
             pscore=self.pscore[rows],
-            pi_b=take(self.pi_b),
-            expected_reward=take(self.expected_reward),
-            position=take(self.position),
+            pi_b=rows_of(self.pi_b),
+            expected_reward=rows_of(self.expected_reward),
+            position=rows_of(self.position),
         )
 
     @classmethod
@@ -110,9 +114,9 @@ class LoggedData:
             a ``pi_b`` whose rows do not sum to one, or a negative ``position``.
           TypeError: for a non-integer ``action`` or ``position``.
         """
-        context = _as_float(context, "context", ndim=2)
-        action_context = _as_float(action_context, "action_context", ndim=2)
-        n, n_actions = context.shape[0], action_context.shape[0]
+        context = _as_features(context, "context")
+        action_context = _as_features(action_context, "action_context")
+        n, n_actions = num_rows(context), num_rows(action_context)
         if n == 0:
             raise InputError("context", "expected at least one logged event, got 0 rows")
         if n_actions < 2:
@@ -150,8 +154,8 @@ class LoggedData:
                 )
 
         return cls(
-            context=jnp.asarray(context, jnp.float32),
-            action_context=jnp.asarray(action_context, jnp.float32),
+            context=context,
+            action_context=action_context,
             action=jnp.asarray(action, jnp.int32),
             reward=jnp.asarray(reward, jnp.float32),
             pscore=jnp.asarray(pscore, jnp.float32),
@@ -277,6 +281,11 @@ class LoggedData:
             raise ValueError(
                 f"to_obp: expected a single dataset, got a batch with action shape {self.action.shape}"
             )
+        for name in ("context", "action_context"):
+            if isinstance(getattr(self, name), Features):
+                raise InputError(
+                    name, "OBP's dict holds dense feature matrices; these logs hold embedded ids"
+                )
         position = None if self.position is None else np.asarray(self.position)
         if position is not None and np.any(position != 0):
             for name in ("pi_b", "expected_reward"):
@@ -300,6 +309,15 @@ class LoggedData:
             "pi_b": None if self.pi_b is None else np.asarray(self.pi_b)[:, :, None],
             "pscore": np.asarray(self.pscore),
         }
+
+
+def _as_features(value: Any, name: str) -> jax.Array | Features:
+    """A dense ``[rows, d]`` float32 array (checked), or :class:`Features` as given."""
+    if isinstance(value, Features):
+        if value.dense.ndim != 2 or any(ids.shape != (value.n_rows,) for ids in value.ids.values()):
+            raise InputError(name, "expected Features with dense [rows, d] and [rows] id arrays")
+        return value
+    return jnp.asarray(_as_float(value, name, ndim=2), jnp.float32)
 
 
 def rating_logging_policy(observation_propensity: ArrayLike) -> np.ndarray:

@@ -95,6 +95,7 @@ __all__ = [
     "logged_column",
     "popularity_log_q",
     "sample_items",
+    "sampled_entropy",
     "sampled_log_prob",
     "sampled_log_prob_from_ids",
     "uniform_log_q",
@@ -474,6 +475,38 @@ def sampled_log_prob_from_ids(
     negatives = jnp.where(sampled_ids[None, :] == action[:, None], -jnp.inf, negatives)
     log_z = jax.nn.logsumexp(jnp.concatenate([positive[:, None], negatives], axis=-1), axis=-1)
     return positive - log_z
+
+
+def sampled_entropy(
+    context_emb: jax.Array,
+    action: jax.Array,
+    action_emb: jax.Array,
+    sampled_ids: jax.Array,
+    sampled_emb: jax.Array,
+    sampled_log_q: jax.Array,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """``[B]`` estimates of the policy's entropy ``H(pi(.|x_i))`` from the sampled items.
+
+    The logged item (exact term) and the samples (corrected logits, accidental hits
+    dropped) define the self-normalised distribution ``p_hat`` of
+    :func:`sampled_log_prob_from_ids`, an importance-sampling approximation of ``pi``; the
+    estimate is ``-sum_c p_hat_c log pi_hat(c|x_i)`` with ``log pi_hat(c) = z_ic - log Z_hat``,
+    consistent as ``M`` grows (bias ``O(1/M)``). Gradients flow through both factors, as
+    in :func:`towerjax.losses.entropy_bonus`. Shapes as in :func:`sampled_log_prob_from_ids`.
+    """
+    scaled = context_emb / temperature
+    positive = jnp.sum(scaled * action_emb, axis=-1)[:, None]  # [B, 1]
+    logits = jnp.concatenate([positive, scaled @ sampled_emb.T], axis=-1)  # [B, 1 + M] uncorrected
+    correction = jnp.concatenate([jnp.zeros(1), jnp.log(float(sampled_ids.shape[0])) + sampled_log_q])
+    hit = jnp.concatenate(
+        [jnp.zeros((action.shape[0], 1), bool), sampled_ids[None, :] == action[:, None]], axis=-1
+    )
+    corrected = jnp.where(hit, -jnp.inf, logits - correction)
+    log_z = jax.nn.logsumexp(corrected, axis=-1, keepdims=True)
+    weight = jnp.exp(corrected - log_z)  # p_hat over the logged item and the samples
+    return -jnp.sum(jnp.where(hit, 0.0, weight * (logits - log_z)), axis=-1)
 
 
 # --------------------------------------------------------------------------- loss adapters

@@ -73,11 +73,16 @@ class Objective:
       name: the registry and command-line name (``--objective NAME``).
       needs_q_hat: the loss reads a reward model's ``q_hat [B, A]`` (fitted by the trainer).
       needs_key: the loss samples (e.g. candidate sets) and needs a key per step.
+      logged_only: the surrogate reads ``scores`` and ``log_pi`` only at the logged action,
+        so it trains with a sampled softmax (``TrainConfig.sampled_softmax``: a ``[B, 1]``
+        column of the logged items' estimates); objectives summing over all items (DR's
+        direct term, two-stage candidate sets) do not.
     """
 
     name: ClassVar[str] = ""
     needs_q_hat: ClassVar[bool] = False
     needs_key: ClassVar[bool] = False
+    logged_only: ClassVar[bool] = True
     entropy: float = _option(0.0, _ENTROPY)
     kl: float = _option(
         0.0, "KL penalty lambda >= 0 toward the logging policy (needs pi_b or the behaviour head)"
@@ -250,6 +255,7 @@ class DR(_Weighted):
 
     name: ClassVar[str] = "dr"
     needs_q_hat: ClassVar[bool] = True
+    logged_only: ClassVar[bool] = False
 
     def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
@@ -284,6 +290,7 @@ class SwitchDR(Objective):
     name: ClassVar[str] = "switch-dr"
     entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
+    logged_only: ClassVar[bool] = False
     threshold: float = _option(10.0, "switch-dr: use the residual term only where w <= threshold")
 
     def __post_init__(self) -> None:
@@ -304,6 +311,7 @@ class DROS(Objective):
     name: ClassVar[str] = "dr-os"
     entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
+    logged_only: ClassVar[bool] = False
     shrinkage: float = _option(10.0, "dr-os: shrinkage lambda > 0 of w~ = lambda w / (w^2 + lambda)")
 
     def __post_init__(self) -> None:
@@ -424,6 +432,7 @@ class TwoStage(Objective):
 
     name: ClassVar[str] = "two-stage"
     needs_q_hat: ClassVar[bool] = True
+    logged_only: ClassVar[bool] = False
     needs_key: ClassVar[bool] = True
     candidates: int = _option(30, "candidate set size k (at most the number of items)")
     num_samples: int = _option(100, "sampled candidate sets T per event")

@@ -19,7 +19,12 @@ numpy arrays) and returns a small result value:
 
 Events are rows of one log: the logged item's id (``item_column``), the reward
 (``reward_column``), the logging propensity ``pi_0(a_i|x_i)`` (``pscore_column``) and the
-context columns. An optional ``position_column`` (the slot a row was shown in) is left out
+context columns. Numeric columns are dense features; text and category columns (a user id, a
+country), and integer ones named by ``categorical=``, are integer ids the towers embed, with
+a vocabulary built from the training rows (or hash buckets); the item id is an embedded
+feature of the item tower (:mod:`towerjax.adapter`). An id of any cardinality costs ``[n]``
+integers, never a one-hot matrix. At evaluation and serving time a value not in the
+vocabulary (a new user) gets the out-of-vocabulary id 0 and is counted, never an error. An optional ``position_column`` (the slot a row was shown in) is left out
 of the contexts: rows of every position are pooled as single-position events (filter the
 table first to learn for one slot) and the report counts the rows per position.
 
@@ -46,21 +51,23 @@ import numpy as np
 
 from towerjax import jsonio
 from towerjax.adapter import (
+    CONTEXT_MIN_COUNT,
     FrameEncoding,
     FrameValidationError,
     UnseenCategoryWarning,
     logged_data_from_frame,
 )
-from towerjax.batching import num_batches
-from towerjax.checks import InputError, check_positive_int
+from towerjax.batching import map_row_chunks, num_batches, row_chunk
+from towerjax.checks import InputError, check_positive_int, take_logged
 from towerjax.data import LoggedData
 from towerjax.evaluation import ALIASES, Z_95, Estimate, off_policy_estimates, weight_diagnostics
+from towerjax.features import Features
 from towerjax.metrics import randomized_value
 from towerjax.policy import log_policy
 from towerjax.retrieval import top_k_items
 from towerjax.reward_model import RewardModel
 from towerjax.saved import SavedPolicy, load_model, save_model
-from towerjax.train import TrainConfig, TrainResult, check_finite, compile_seeds, validation_estimates
+from towerjax.train import TrainConfig, TrainResult, check_finite, compile_seeds, estimates_from_terms
 
 __all__ = [
     "DIFFERENCE_ESTIMATORS",
@@ -270,9 +277,22 @@ def _column_values(table: Any, column: Hashable) -> list[Any]:
     return list(raw.tolist() if hasattr(raw, "tolist") else list(raw))
 
 
+def _object_column(raw: Any) -> np.ndarray:
+    """A column as a 1-d numpy array (object dtype for anything but plain numbers)."""
+    values = np.asarray(raw)
+    return values if values.dtype.kind in "biuf" else values.astype(object)
+
+
+def _n_rows(table: Any, column: Hashable) -> int:
+    return len(table[column])
+
+
 def _logged_item_table(frame: Any, item_column: Hashable) -> dict[Hashable, np.ndarray]:
     """An item table of the distinct logged item ids (sorted), for logs without one."""
-    ids = {_plain_id(v) for v in _column_values(frame, item_column) if not _is_missing(v)}
+    import pandas as pd
+
+    distinct = pd.unique(_object_column(frame[item_column]))
+    ids = {_plain_id(v) for v in distinct.tolist() if not _is_missing(v)}
     try:
         ordered = sorted(ids)
     except TypeError:
@@ -296,7 +316,7 @@ def _logged_columns(
     reward that is not a finite number or a propensity outside ``(0, 1]`` is an InputError
     naming ``argument`` and, in its message, the column and rows.
     """
-    n = len(_column_values(frame, item_column))
+    n = _n_rows(frame, item_column)
     columns = {column: frame[column] for column in (item_column, reward_column, pscore_column)}
     try:
         data, _ = logged_data_from_frame(
@@ -311,6 +331,7 @@ def _logged_columns(
             },
             item_id_column=item_column,
             item_feature_columns=[_ROW_COLUMN],
+            item_id_embedding=False,
         )
     except FrameValidationError as err:
         raise _frame_error(err, argument, label) from None
@@ -363,6 +384,11 @@ def fit(
     seeds: int = 1,
     seed: int = 0,
     devices: int | None = None,
+    categorical: Sequence[Hashable] = (),
+    min_count: int | Mapping[Hashable, int] = CONTEXT_MIN_COUNT,
+    hash_buckets: Mapping[Hashable, int] | None = None,
+    embedding_dims: Mapping[Hashable, int] | None = None,
+    item_id_embedding: bool = True,
     numeric_strings: str | Mapping[Hashable, str] = "error",
     standardize: bool | Sequence[Hashable] = False,
     out: str | os.PathLike | None = None,
@@ -376,17 +402,21 @@ def fit(
         one row per logged event.
       items: the item table (path or table): one row per item, its id in ``item_column``
         and its features in every other column. ``None``: the distinct logged ids, each
-        item its own one-hot feature.
+        item known by its id alone (the item tower embeds the id).
+        The item id is always an embedded feature of the item tower (unless
+        ``item_id_embedding=False``), next to the table's feature columns.
       item_column: the logged item's id in ``logs``, and the id column of ``items``.
       reward_column: the observed reward.
       pscore_column: the logging propensity ``pi_0(a_i|x_i)`` in ``(0, 1]``.
       context_columns: the context features; default every other column of ``logs``
-        (all but the item, reward, pscore and position columns).
+        (all but the item, reward, pscore and position columns). Numeric columns are dense
+        features; text and category columns (a user id, a country) are embedded ids, each
+        with a vocabulary built from the training rows (:mod:`towerjax.adapter`).
       position_column: the slot each row was shown in: left out of the contexts and counted
         in the report (rows of all positions are pooled).
       validation: validation logs (path or table, the same columns), encoded with the
-        training encoding (a category not seen in training becomes all zeros and is
-        counted). ``None``: ``config.validation_fraction`` of the rows held out at random
+        training encoding (a value not in the training vocabulary gets the
+        out-of-vocabulary id 0 and is counted). ``None``: ``config.validation_fraction`` of the rows held out at random
         (the same rows for every seed); ``0`` trains without validation, so the last epoch
         and seed 0 are kept.
       config: the :class:`~towerjax.train.TrainConfig` (objective, towers, optimiser,
@@ -395,6 +425,17 @@ def fit(
       seeds: independent runs, trained as one compiled call.
       seed: root random seed (runs, validation split).
       devices: local devices to shard the seeds over (default all).
+      categorical: columns to embed as ids although they hold numbers (an integer
+        ``user_id``); text and category columns are embedded anyway.
+      min_count: the fewest training rows a context value needs for its own id; rarer ones
+        share the out-of-vocabulary id 0 with unseen values, which trains that id for the
+        contexts never seen in training (default 2). A mapping sets it per column.
+      hash_buckets: ``{column: B}``: hash these columns into ``B`` buckets instead of a
+        vocabulary (unbounded ids; stable across processes).
+      embedding_dims: ``{column: width}`` of the embedding tables (``item_column`` for the
+        item id); default ``min(32, round(6 * size ** 0.25))``.
+      item_id_embedding: embed the item id in the item tower (needs ``items`` with feature
+        columns when ``False``).
       numeric_strings: what a text column that looks numeric becomes (``"error"``,
         ``"parse"``, ``"categorical"``; :func:`~towerjax.adapter.logged_data_from_frame`).
       standardize: standardise numeric feature columns (``True`` or column names).
@@ -431,10 +472,7 @@ def fit(
         items_label = _label(items, "items")
         item_table = read_table(items, argument="items")
         _require_columns(item_table, [item_column], argument="item_column", where=f"items {items_label}")
-    say(
-        f"read {logs_label}: {len(_column_values(frame, item_column))} rows; contexts from "
-        f"{_listed(context_columns)}"
-    )
+    say(f"read {logs_label}: {_n_rows(frame, item_column)} rows; contexts from {_listed(context_columns)}")
     try:
         data, encoding = logged_data_from_frame(
             frame,
@@ -444,6 +482,11 @@ def fit(
             pscore_column=pscore_column,
             item_table=item_table,
             item_id_column=item_column,
+            categorical=categorical,
+            min_count=min_count,
+            hash_buckets=hash_buckets,
+            embedding_dims=embedding_dims,
+            item_id_embedding=item_id_embedding,
             numeric_strings=numeric_strings,
             standardize=standardize,
         )
@@ -452,10 +495,13 @@ def fit(
         raise _frame_error(
             err, "items" if on_items else "logs", items_label if on_items else logs_label
         ) from None
-    say(
-        f"items: {data.n_actions} ({items_label or 'the distinct logged ids, one-hot'}), "
-        f"{data.action_context.shape[1]} item features, {data.context.shape[1]} context features"
-    )
+    features = _feature_summary(encoding, data)
+    say(f"items: {data.n_actions} ({items_label or 'the distinct logged ids'})")
+    say("  context features: " + "; ".join(features["context"]))
+    say("  item features: " + "; ".join(features["items"]))
+    id_notes = _id_like_columns(frame, encoding)
+    for note in id_notes:
+        say(f"  note: {note}")
 
     ids = list(encoding.item_ids)
     if not (
@@ -470,7 +516,7 @@ def fit(
     train_data, validation_data, validation_source, unseen = _validation_split(
         data, encoding, validation, config, seed, columns, item_table, numeric_strings
     )
-    notes = []
+    notes = list(id_notes)
     if validation_data is None and config.select is not None:
         notes.append(f"no validation rows: select={config.select!r} needs them, so the last epoch is kept")
         config = dataclasses.replace(config, select=None, patience=None)
@@ -494,7 +540,7 @@ def fit(
     policy = SavedPolicy(
         config=config,
         params=params,
-        item_features=np.asarray(train_data.action_context),
+        item_features=train_data.action_context,
         item_ids=ids,
         encoding=encoding,
     )
@@ -508,6 +554,7 @@ def fit(
         seeds=seeds,
         seed=seed,
         data=data,
+        features=features,
         train_data=train_data,
         validation_data=validation_data,
         sources={"logs": logs_label, "items": items_label, "validation": validation_source},
@@ -516,7 +563,7 @@ def fit(
         unseen=unseen,
         notes=notes,
     )
-    for line in _fit_summary(report).splitlines()[1:]:
+    for line in _fit_summary(report, features=False).splitlines()[1:]:
         say(line)
     if out_dir is not None:
         _save_fit(out_dir, policy, report, overwrite)
@@ -662,8 +709,23 @@ def _train_seeds(
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _validation_of(model, temperature: float, params, logs: LoggedData, q_hat):
-    scores = model.scores(params, logs.context, logs.action_context)
-    return validation_estimates(log_policy(scores, temperature), logs, q_hat)
+    """SNIPS (and DR with ``q_hat``) of the policy on ``logs``, over chunks of rows so the
+    ``[rows, A]`` scores stay bounded (:func:`~towerjax.train.estimates_from_terms`)."""
+    items = model.embed_actions(params, logs.action_context)
+    rows = {"context": logs.context, "action": logs.action, "pscore": logs.pscore}
+    if q_hat is not None:
+        rows["q_hat"] = q_hat
+
+    def per_row(rows):
+        pi = jnp.exp(log_policy(model.embed_context(params, rows["context"]) @ items.T, temperature))
+        out = {"w": take_logged(pi, rows["action"]) / rows["pscore"]}
+        if "q_hat" in rows:
+            out["direct"] = jnp.sum(pi * rows["q_hat"], axis=-1)
+            out["q_logged"] = take_logged(rows["q_hat"], rows["action"])
+        return out
+
+    terms = map_row_chunks(per_row, rows, row_chunk(logs.n_rounds, logs.n_actions))
+    return estimates_from_terms(terms["w"], logs.reward, terms.get("direct"), terms.get("q_logged"))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -711,14 +773,50 @@ def _interval_dict(value: np.ndarray, stderr: np.ndarray) -> dict:
 def _position_counts(frame: Any, position_column: Hashable | None) -> dict | None:
     if position_column is None:
         return None
+    import pandas as pd
+
     counts: dict[str, int] = {}
-    for value in _column_values(frame, position_column):
+    tallies = pd.Series(_object_column(frame[position_column])).value_counts(dropna=False)
+    for value, count in tallies.items():
         key = "missing" if _is_missing(value) else str(_plain_id(value))
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + int(count)
     return dict(sorted(counts.items()))
 
 
-def _data_summary(data: LoggedData) -> dict:
+def _feature_summary(encoding: FrameEncoding, data: LoggedData) -> dict[str, list[str]]:
+    """One line per feature of each tower (dense, or an embedded id's vocabulary and width),
+    with the training rows whose context value got the out-of-vocabulary id 0."""
+    lines = encoding.describe()
+    if isinstance(data.context, Features):
+        out = []
+        dense = len(encoding.context_feature_names)
+        for line, column in zip(lines["context"][dense:], encoding.context_categorical, strict=True):
+            oov = int(np.count_nonzero(np.asarray(data.context.ids[column.name]) == 0))
+            out.append(
+                f"{line} ({oov} training rows out of vocabulary)" if column.vocabulary is not None else line
+            )
+        lines["context"] = lines["context"][:dense] + out
+    return lines
+
+
+def _id_like_columns(frame: Any, encoding: FrameEncoding) -> list[str]:
+    """Notes on integer context columns named like ids (``user_id``, ``userId``) that are
+    used as numbers: they were probably meant to be embedded."""
+    notes = []
+    embedded = {c.column for c in encoding.context_categorical}
+    for column in encoding.context_columns:
+        name = str(column).lower()
+        if column in embedded or not (name.endswith("id") or name.endswith("ids")):
+            continue
+        if getattr(getattr(frame[column], "dtype", None), "kind", None) in ("i", "u"):
+            notes.append(
+                f"context column {column!r} holds integers and is used as a number; if it is an id, pass "
+                f"categorical=[{column!r}] (towerjax train --categorical {column}) to embed it"
+            )
+    return notes
+
+
+def _data_summary(data: LoggedData, features: dict[str, list[str]]) -> dict:
     """Rows, items, rewards, propensities and how well the logs cover the uniform policy."""
     reward = np.asarray(data.reward, np.float64)
     pscore = np.asarray(data.pscore, np.float64)
@@ -731,8 +829,8 @@ def _data_summary(data: LoggedData) -> dict:
         "items": int(n_items),
         "items_logged": int(np.count_nonzero(counts)),
         "top_item_share": float(counts.max() / data.n_rounds),
-        "context_features": int(data.context.shape[1]),
-        "item_features": int(data.action_context.shape[1]),
+        "context_features": features["context"],
+        "item_features": features["items"],
         "reward_mean": float(reward.mean()),
         "reward_rate": float(np.mean(reward > 0)),
         "reward_min": float(reward.min()),
@@ -759,6 +857,7 @@ def _fit_report(
     seeds,
     seed,
     data,
+    features,
     train_data,
     validation_data,
     sources,
@@ -778,7 +877,7 @@ def _fit_report(
             "per_seed": per_seed,
             "mean": {**_interval_dict(mean_value, mean_se), "seed_std": spread},
         }
-    summary = _data_summary(data)
+    summary = _data_summary(data, features)
     summary.update(
         training_rows=int(train_data.n_rounds),
         validation_rows=0 if validation_data is None else int(validation_data.n_rounds),
@@ -835,7 +934,7 @@ def _fit_report(
     }
 
 
-def _fit_summary(report: dict) -> str:
+def _fit_summary(report: dict, *, features: bool = True) -> str:
     data = report["data"]
     lines = [
         f"{data['rows']} rows ({data['training_rows']} training, {data['validation_rows']} validation), "
@@ -843,6 +942,9 @@ def _fit_summary(report: dict) -> str:
         f"{data['pscore_min']:.3g}..{data['pscore_max']:.3g}, uniform-policy ESS "
         f"{data['uniform_policy_weights']['ess']:.1f}"
     ]
+    if features:
+        lines.append("  context features: " + "; ".join(data["context_features"]))
+        lines.append("  item features: " + "; ".join(data["item_features"]))
     for entry in report["per_seed"]:
         line = f"  seed {entry['index']}: selected epoch {entry['selected_epoch']}"
         for name, est in entry.get("selected", {}).items():
@@ -877,7 +979,7 @@ def _save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: boo
             params=policy.params,
             config=policy.config,
             item_ids=policy.item_ids,
-            item_features=np.asarray(policy.item_features),
+            item_features=policy.item_features,
             encoding=policy.encoding,
             metadata={
                 "source": report["sources"],
@@ -971,7 +1073,7 @@ def _load(model: Any, argument: str = "model") -> SavedPolicy:
 
 
 def _encode_contexts(encoding: FrameEncoding, frame: Any, *, argument: str, label: str):
-    """``([n, d_x] contexts, unseen counts per column, rows with an unseen category)``."""
+    """``(contexts (an array or Features), unseen counts per column, rows with an unseen value)``."""
     _require_columns(
         frame, encoding.context_columns, argument=argument, where=f"{label} (a context column of the model)"
     )
@@ -984,7 +1086,8 @@ def _encode_contexts(encoding: FrameEncoding, frame: Any, *, argument: str, labe
 def _with_items(
     policy: SavedPolicy, items: Any, item_column: Hashable, label: str
 ) -> tuple[SavedPolicy, int]:
-    """The policy over the catalogue of an item table (encoded with its encoding), and the unseen rows."""
+    """The policy over the catalogue of an item table (encoded with its encoding), and the
+    rows whose item id or feature value got the out-of-vocabulary id 0."""
     _require_columns(items, [item_column], argument="item_column", where=f"items {label}")
     try:
         features, _, unseen_rows = _catching_unseen(
@@ -1002,6 +1105,7 @@ def _with_items(
             item_features=features,
             item_ids=ids,
             metadata=policy.metadata,
+            context_spec=policy.context_spec,
         ), unseen_rows
     except InputError as err:
         raise InputError("items", f"{label}: column {item_column!r}: {err.message}") from None
@@ -1022,7 +1126,9 @@ class Evaluation:
       differences: per model after the first, ``{"model", "baseline", "estimators": {name:
         {"value", "stderr", "low", "high"}}}``: that model's estimate minus the first's.
       summary: the logs (``rows``, ``reward_mean``, ...) and per model ``items``,
-        ``unseen_rows`` (rows with a category not seen in training), ``reward_model``.
+        ``unseen_rows`` (rows with a context value not in the training vocabulary: an unseen
+        id, a value rarer than its ``min_count``, or a missing one, all given the
+        out-of-vocabulary id 0), ``unseen_columns`` (those rows per column), ``reward_model``.
     """
 
     names: list[str]
@@ -1060,14 +1166,7 @@ class Evaluation:
         header = f"  {'estimator':<13}{'value':>9}   {'95% interval':<20} {'bootstrap 95%':<20} {'ESS':>8} {'max w':>8}"
         for i, name in enumerate(self.names):
             info = self.summary["models"][i]
-            lines.append(
-                f"{name}: {info['items']} items"
-                + (
-                    f"; {info['unseen_rows']} row(s) with a category not seen in training"
-                    if info["unseen_rows"]
-                    else ""
-                )
-            )
+            lines.append(f"{name}: {info['items']} items" + _unseen_text(info))
             lines.append(header)
             for estimator, est in self.estimates[i].items():
                 diag = est.diagnostics
@@ -1122,6 +1221,17 @@ class Evaluation:
         return figure
 
 
+def _unseen_text(info: dict) -> str:
+    """``"; 3 row(s) with a value not in the training vocabulary (user_id 3): id 0"`` or ``""``."""
+    if not info["unseen_rows"]:
+        return ""
+    columns = ", ".join(f"{c} {r}" for c, r in info["unseen_columns"].items())
+    return (
+        f"; {info['unseen_rows']} row(s) with a value not in the training vocabulary ({columns}), "
+        "given the out-of-vocabulary id 0"
+    )
+
+
 def _interval(low: float, high: float) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "-"
@@ -1167,7 +1277,8 @@ def evaluate(
     """Off-policy estimates of saved policies on logs, side by side with paired differences.
 
     For each model: its contexts are built from ``logs`` with the model's encoding (a
-    category not seen in training becomes all zeros; the rows are counted), its policy
+    value not in the training vocabulary, such as a new user id, gets the
+    out-of-vocabulary id 0; the rows are counted, never an error), its policy
     ``pi(.|x_i)`` over the catalogue (the saved one, or ``items`` encoded with the model's
     encoding) is evaluated by every estimator of
     :func:`~towerjax.evaluation.off_policy_estimates` (value, standard error, Wald and
@@ -1228,7 +1339,7 @@ def evaluate(
             policy, unseen_items = _with_items(policy, item_table, item_column, items_label)
         table = frame
         if uniform_pscore:
-            n = len(_column_values(frame, item_column))
+            n = _n_rows(frame, item_column)
             table = {
                 item_column: frame[item_column],
                 reward_column: frame[reward_column],
@@ -1257,8 +1368,8 @@ def evaluate(
             f"({reward_config.folds} folds, {reward_config.loss}) ..."
         )
         data = LoggedData(
-            context=jnp.asarray(context),
-            action_context=jnp.asarray(policy.item_features, jnp.float32),
+            context=context if isinstance(context, Features) else jnp.asarray(context),
+            action_context=policy.item_features,
             action=jnp.asarray(action, jnp.int32),
             reward=jnp.asarray(reward, jnp.float32),
             pscore=jnp.asarray(pscore, jnp.float32),
@@ -1333,7 +1444,8 @@ class Recommendations:
       item_ids: ``[n, k]`` the catalogue's ids.
       scores: ``[n, k]`` the scores ``s(x_i, a)`` (decreasing for top-k; slate order for
         ``explore``).
-      unseen_rows: rows with a category not seen in training (encoded as all zeros).
+      unseen_rows: rows with a value not in the training vocabulary (an unseen id, a value
+        rarer than its ``min_count``, or a missing one), given the out-of-vocabulary id 0.
       unseen_columns: those rows per column.
       explore: whether the lists are Boltzmann slates.
     """
@@ -1365,8 +1477,9 @@ def recommend(
 ) -> Recommendations:
     """The top ``k`` items of a saved policy for each context row (or Boltzmann slates).
 
-    Contexts are encoded with the model's encoding: a category not seen in training becomes
-    all zeros and the rows are counted in ``unseen_rows``, never an error. The top ``k`` is
+    Contexts are encoded with the model's encoding: a value not in the training vocabulary
+    (a new user id) gets the out-of-vocabulary id 0 and the rows are counted in
+    ``unseen_rows``, never an error. The top ``k`` is
     exact (:func:`~towerjax.retrieval.top_k_items`, chunked over items and contexts, ties to
     the smaller item index). ``explore=True`` draws slates of ``k`` distinct items from the
     policy ``softmax(s / tau)`` instead (:meth:`~towerjax.saved.SavedPolicy.explore`, key
@@ -1402,14 +1515,14 @@ def recommend(
     keep_columns = [keep_columns] if isinstance(keep_columns, str) else list(keep_columns)
     _require_columns(frame, keep_columns, argument="keep_columns", where=label)
     context, unseen, unseen_rows = _encode_contexts(policy.encoding, frame, argument="contexts", label=label)
-    n = context.shape[0]
+    n = _n_rows(frame, policy.encoding.context_columns[0])
     say(
         f"{'sampling slates' if explore else 'top'} {k} of {policy.n_items} items for {n} contexts from {label}"
     )
     if unseen_rows:
         say(
-            f"  {unseen_rows} row(s) had a category not seen in training, encoded as all zeros: "
-            + ", ".join(f"{c!s} {r}" for c, r in unseen.items())
+            f"  {unseen_rows} row(s) had a value not in the training vocabulary, given the out-of-vocabulary "
+            "id 0: " + ", ".join(f"{c!s} {r}" for c, r in unseen.items())
         )
     context_emb = policy.embed_contexts(context)
     item_emb = policy.embed_items()

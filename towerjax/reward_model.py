@@ -26,7 +26,8 @@ import optax
 from towerjax.batching import epoch_batches
 from towerjax.checks import InputError, check_choice, check_positive_int, check_sizes
 from towerjax.data import LoggedData
-from towerjax.towers import ACTIVATIONS, MLP, check_activation
+from towerjax.features import Features, FeatureSpec, example_input, feature_spec, take
+from towerjax.towers import ACTIVATIONS, MLP, check_activation, embed_inputs
 
 __all__ = ["RewardModel", "RewardModelConfig"]
 
@@ -68,16 +69,18 @@ class _ConcatMLP(nn.Module):
     ``context [..., d_x]`` and ``action_context [..., d_a]`` broadcast against each other:
     aligned rows ``[n, d_x], [n, d_a]`` give ``[n]``; ``[n, 1, d_x], [1, A, d_a]`` give
     ``[n, A]`` without materialising the ``[n, A, d_x + d_a]`` concatenation.
+    :class:`~towerjax.features.Features` inputs are embedded first (tables
+    ``context_embed_<name>`` and ``action_embed_<name>``, the reward model's own).
     """
 
     hidden_sizes: Sequence[int]
     activation: str
 
     @nn.compact
-    def __call__(self, context: jax.Array, action_context: jax.Array) -> jax.Array:
+    def __call__(self, context: jax.Array | Features, action_context: jax.Array | Features) -> jax.Array:
         first = self.hidden_sizes[0]
-        h = nn.Dense(first, name="context_in")(context)
-        h = h + nn.Dense(first, use_bias=False, name="action_in")(action_context)
+        h = nn.Dense(first, name="context_in")(embed_inputs(context, "context_"))
+        h = h + nn.Dense(first, use_bias=False, name="action_in")(embed_inputs(action_context, "action_"))
         h = ACTIVATIONS[self.activation](h)
         return MLP(self.hidden_sizes[1:], 1, self.activation, name="head")(h)[..., 0]
 
@@ -92,9 +95,9 @@ class RewardModel:
     def _module(self) -> _ConcatMLP:
         return _ConcatMLP(self.config.hidden_sizes, self.config.activation)
 
-    def init(self, key: jax.Array, context_dim: int, action_dim: int) -> dict:
+    def init(self, key: jax.Array, context_dim: int | FeatureSpec, action_dim: int | FeatureSpec) -> dict:
         module = self._module
-        return module.init(key, jnp.zeros((1, context_dim)), jnp.zeros((1, action_dim)))["params"]
+        return module.init(key, example_input(context_dim), example_input(action_dim))["params"]
 
     def _link(self, logit: jax.Array) -> jax.Array:
         return jax.nn.sigmoid(logit) if self.config.loss == "bce" else logit
@@ -118,12 +121,16 @@ class RewardModel:
         """
         module = self._module
 
-        def pairs(x: jax.Array) -> jax.Array:
-            return self._link(module.apply({"params": params}, x[:, None, :], action_context[None]))
+        items = jax.tree.map(lambda v: v[None], action_context)
 
-        if chunk_size is None or chunk_size >= context.shape[0]:
+        def pairs(x):
+            return self._link(module.apply({"params": params}, jax.tree.map(lambda v: v[:, None], x), items))
+
+        if chunk_size is None or chunk_size >= jax.tree.leaves(context)[0].shape[0]:
             return pairs(context)
-        return jax.lax.map(lambda x: pairs(x[None])[0], context, batch_size=chunk_size)
+        return jax.lax.map(
+            lambda x: pairs(jax.tree.map(lambda v: v[None], x))[0], context, batch_size=chunk_size
+        )
 
     def loss(self, params: dict, context, item_features, reward, mask) -> jax.Array:
         """Masked mean BCE (from logits) or squared error of the logged rewards."""
@@ -142,17 +149,21 @@ class RewardModel:
         """
         cfg = self.config
         key_init, key_epochs = jax.random.split(key)
-        params = self.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        params = self.init(key_init, feature_spec(data.context), feature_spec(data.action_context))
         optimizer = optax.adam(cfg.learning_rate)
         n, batch_size = data.n_rounds, min(cfg.batch_size, data.n_rounds)
-        item_features = data.action_context[data.action]
+        item_features = take(data.action_context, data.action)
         weight = jnp.ones(n, jnp.float32) if weight is None else jnp.asarray(weight, jnp.float32)
 
         def step(state, batch):
             params, opt_state = state
             index, mask = batch
             grads = jax.grad(self.loss)(
-                params, data.context[index], item_features[index], data.reward[index], mask * weight[index]
+                params,
+                take(data.context, index),
+                take(item_features, index),
+                data.reward[index],
+                mask * weight[index],
             )
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None

@@ -7,9 +7,15 @@
                        the kind of item ids, each file's size and sha256, your metadata
       config.json      TrainConfig.to_dict(): the architecture and how it was trained
       params.msgpack   the parameters {"context": ..., "action": ...} (flax.serialization)
-      items.npz        item_features [A, d_a] (the towers' item input, in action order)
-                       and item_ids [A] (strings or ints: the catalogue's id of each row)
+      items.npz        item_features [A, d_a] (the item tower's dense input, in action
+                       order), item_ids [A] (strings or ints: the catalogue's id of each
+                       row) and, for embedded item features, item_feature_ids/<name> [A]
       encoding.json    how a table's columns became features (FrameEncoding), if given
+
+Either tower's input may be a dense ``[n, d]`` matrix or
+:class:`~towerjax.features.Features` (dense columns plus integer ids looked up in the
+tower's embedding tables); ``model.json`` stores both inputs' feature specs
+(:func:`towerjax.features.spec_to_json`), from which the parameters' structure is rebuilt.
 
 :func:`load_model` reads it back into a :class:`SavedPolicy`, whose methods score contexts
 (``scores``, ``log_probs``, ``action_dist``), retrieve items (``top_k``, ``explore``) and
@@ -52,9 +58,18 @@ import numpy as np
 from flax import serialization
 
 from towerjax import jsonio, retrieval
-from towerjax.adapter import FrameEncoding
+from towerjax.adapter import ITEM_ID_FEATURE, FrameEncoding
 from towerjax.behavior import init_behavior_head
 from towerjax.checks import InputError
+from towerjax.features import (
+    Features,
+    FeatureSpec,
+    feature_spec,
+    num_rows,
+    spec_from_json,
+    spec_to_json,
+    take,
+)
 from towerjax.policy import log_policy
 from towerjax.towers import TwoTower
 from towerjax.train import TrainConfig
@@ -70,7 +85,7 @@ __all__ = [
 
 FORMAT = "towerjax-model"
 EXPORT_FORMAT = "towerjax-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: feature specs in model.json, embedded ids (1: dense inputs only)
 # Contexts scored per compiled call: bounds the [chunk, A] scores and [chunk, H] activations.
 CONTEXT_CHUNK_SIZE = 1024
 
@@ -114,20 +129,26 @@ class SavedPolicy:
       config: the :class:`~towerjax.train.TrainConfig` the towers were built and trained with.
       params: ``{"context": ..., "action": ...}`` (and ``"behavior"`` with
         ``estimate_propensities``) for one run, no leading seed axis.
-      item_features: ``[A, d_a]`` the item tower's input, one row per item in action order.
+      item_features: the item tower's input, one row per item in action order: ``[A, d_a]``
+        or :class:`~towerjax.features.Features` (``LoggedData.action_context``).
       item_ids: ``[A]`` numpy array of the catalogue's ids (str or int) in the same order;
         ``None`` gives ``0..A-1``, or the encoding's ids when an encoding is given.
       encoding: how a table's columns became the context and item features
         (:class:`~towerjax.adapter.FrameEncoding`), or ``None``.
       metadata: free-form JSON-ready information saved with the model.
+      context_spec: the context tower's input (:func:`towerjax.features.feature_spec`): the
+        dense width, or the :class:`~towerjax.features.FeatureSpec` of contexts with ids.
+        ``None``: the encoding's :attr:`~towerjax.adapter.FrameEncoding.context_spec`, else
+        the dense width the parameters take (a tower with embedding tables needs one of these).
     """
 
     config: TrainConfig
     params: dict
-    item_features: jax.Array
+    item_features: jax.Array | Features
     item_ids: np.ndarray | None = None
     encoding: FrameEncoding | None = None
     metadata: dict = dataclasses.field(default_factory=dict)
+    context_spec: int | FeatureSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, TrainConfig):
@@ -137,18 +158,23 @@ class SavedPolicy:
                 "encoding", f"expected a FrameEncoding or None, got {type(self.encoding).__name__}"
             )
         features = _check_item_features(self.item_features)
+        n_items = num_rows(features)
         item_ids = self.item_ids
         if item_ids is None and self.encoding is not None:
             item_ids = self.encoding.item_ids
-        item_ids = _check_item_ids(item_ids, features.shape[0])
+        item_ids = _check_item_ids(item_ids, n_items)
         if self.encoding is not None and list(self.encoding.item_ids) != item_ids.tolist():
             raise InputError("item_ids", "expected the encoding's item_ids, in the same order")
-        params = _check_params(self.params, self.config, features.shape, argument="params")
+        context_spec = _context_spec(self.context_spec, self.encoding, self.params)
+        params = _check_params(
+            self.params, self.config, context_spec, feature_spec(features), n_items, argument="params"
+        )
         if not isinstance(self.metadata, dict):
             raise InputError("metadata", f"expected a dict, got {type(self.metadata).__name__}")
-        object.__setattr__(self, "item_features", jnp.asarray(features))
+        object.__setattr__(self, "item_features", features)
         object.__setattr__(self, "item_ids", item_ids)
         object.__setattr__(self, "params", params)
+        object.__setattr__(self, "context_spec", context_spec)
 
     # ----------------------------------------------------------------- shapes
 
@@ -165,12 +191,18 @@ class SavedPolicy:
     @property
     def n_items(self) -> int:
         """``A``, the number of items."""
-        return int(self.item_features.shape[0])
+        return num_rows(self.item_features)
 
     @property
     def context_dim(self) -> int:
-        """``d_x``, the number of context features."""
-        return int(self.params["context"]["Dense_0"]["kernel"].shape[0])
+        """``d_x``, the number of dense context features (of ``Features.dense`` for contexts with ids)."""
+        spec = self.context_spec
+        return spec.dense if isinstance(spec, FeatureSpec) else int(spec)
+
+    @property
+    def item_spec(self) -> int | FeatureSpec:
+        """The item tower's input (:func:`towerjax.features.feature_spec` of ``item_features``)."""
+        return feature_spec(self.item_features)
 
     @property
     def embedding_size(self) -> int:
@@ -287,17 +319,28 @@ class SavedPolicy:
         )
         return index, self.item_ids[np.asarray(index)]
 
-    def _check_context(self, context: Any) -> jax.Array:
-        """``context`` as a ``[n, d_x]`` float array of the towers' dtype, or InputError naming ``context``."""
+    def _check_context(self, context: Any) -> jax.Array | Features:
+        """``context`` as the context tower's input (a ``[n, d_x]`` float array of the towers'
+        dtype, or :class:`~towerjax.features.Features` of :attr:`context_spec`), or InputError
+        naming ``context``."""
+        dtype = self.params["context"]["Dense_0"]["kernel"].dtype
+        spec = self.context_spec
+        if isinstance(spec, FeatureSpec):
+            return _check_features(context, spec, dtype)
+        if isinstance(context, Features):
+            raise InputError(
+                "context",
+                f"expected a [n, {spec}] array (the towers embed no ids), got Features {context.spec}",
+            )
         array = np.asarray(context)
-        if array.ndim != 2 or array.shape[1] != self.context_dim:
-            raise InputError("context", f"expected shape [n, {self.context_dim}], got {array.shape}")
+        if array.ndim != 2 or array.shape[1] != spec:
+            raise InputError("context", f"expected shape [n, {spec}], got {array.shape}")
         if array.dtype.kind not in "iuf":
             raise InputError("context", f"expected numbers, got dtype {array.dtype}")
         bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
         if bad.size:
             raise InputError("context", f"row {bad[0]} has a NaN or infinite value")
-        return jnp.asarray(array, dtype=self.params["context"]["Dense_0"]["kernel"].dtype)
+        return jnp.asarray(array, dtype=dtype)
 
     # ----------------------------------------------------------------- export
 
@@ -307,8 +350,9 @@ class SavedPolicy:
         Files: ``item_embeddings.npy`` (``[A, D]`` float32, ``g(e_a)``), ``item_ids.npy``
         (int ids) or ``item_ids.json`` (string ids), ``context_tower.msgpack`` (the context
         tower's parameters, ``flax.serialization``), ``context_tower.npz`` (the same as
-        ``"Dense_i/kernel"``, ``"Dense_i/bias"`` arrays), ``export.json`` (shapes, the
-        temperature, the tower's layers and activation, each file's sha256) and
+        ``"Dense_i/kernel"``, ``"Dense_i/bias"`` arrays, and ``"embed_<name>/embedding"``
+        ``[size, dim]`` for each id feature of contexts with ids), ``export.json`` (shapes,
+        the temperature, the tower's input, layers and activation, each file's sha256) and
         ``README.txt`` (how to compute a context embedding and the scores in numpy).
         ``s(x, a) = <f(x), item_embeddings[a]>``; the policy is ``softmax(s / tau)``.
         Written atomically like :func:`save_model`; a non-empty directory that holds
@@ -322,12 +366,13 @@ class SavedPolicy:
         )
         tower = jax.tree.map(np.asarray, self.params["context"])
         layers = _tower_layers(tower)
+        tables = self.context_spec.tables if isinstance(self.context_spec, FeatureSpec) else ()
+        arrays = {f"{name}/{part}": tower[name][part] for name in layers for part in ("kernel", "bias")}
+        arrays.update({f"embed_{t.name}/embedding": tower[f"embed_{t.name}"]["embedding"] for t in tables})
         files = {
             "item_embeddings.npy": _npy(np.asarray(self.embed_items(), np.float32)),
             "context_tower.msgpack": serialization.to_bytes(tower),
-            "context_tower.npz": _npz(
-                {f"{name}/{part}": tower[name][part] for name in layers for part in ("kernel", "bias")}
-            ),
+            "context_tower.npz": _npz(arrays),
         }
         if self.item_ids.dtype.kind == "U":
             ids_file, stale = "item_ids.json", "item_ids.npy"
@@ -348,7 +393,16 @@ class SavedPolicy:
             "score": "s(x, a) = f(x) . item_embeddings[a] (inner product, [n, D] @ [D, A])",
             "policy": "pi(a|x) = softmax_a(s(x, a) / temperature)",
             "context_tower": {
-                "input": f"x [n, {self.context_dim}] float32, encoded as for training (encoding.json)",
+                "input": f"x [n, {self.context_dim}] float32, encoded as for training (encoding.json)"
+                if not tables
+                else f"dense [n, {self.context_dim}] float32 and one [n] int id array per table, encoded "
+                "as for training (encoding.json); h = concat(dense, embed_<name>/embedding[ids] for each "
+                "table in order)",
+                "context_spec": spec_to_json(self.context_spec),
+                "tables": [
+                    {"name": t.name, "embedding": f"embed_{t.name}/embedding", "size": t.size, "dim": t.dim}
+                    for t in tables
+                ],
                 "activation": self.config.activation,
                 "activation_formula": _ACTIVATION_FORMULAS[self.config.activation],
                 "layers": [
@@ -382,6 +436,7 @@ def save_model(
     encoding: FrameEncoding | None = None,
     metadata: dict | None = None,
     overwrite: bool = False,
+    context_spec: int | FeatureSpec | None = None,
 ) -> Path:
     """Saves a trained policy to ``directory`` (created if needed; layout in the module docstring).
 
@@ -394,13 +449,16 @@ def save_model(
       config: the :class:`~towerjax.train.TrainConfig` they were trained with.
       item_ids: ``[A]`` the catalogue's ids (all str or all int) of the rows of
         ``item_features``; default the encoding's ids, else ``0..A-1``.
-      item_features: ``[A, d_a]`` the item features the towers were trained with
-        (``LoggedData.action_context``). ``None`` only for one-hot items (``d_a = A``):
-        ``eye(A)``, with ``A`` from ``item_ids`` or ``encoding``.
+      item_features: the item tower's input the towers were trained with
+        (``LoggedData.action_context``: ``[A, d_a]`` or
+        :class:`~towerjax.features.Features`). ``None`` only with an ``encoding`` whose items
+        are their id alone (no item feature columns): the item-id features ``1..A``.
       encoding: the :class:`~towerjax.adapter.FrameEncoding` from
         :func:`~towerjax.adapter.logged_data_from_frame`, to encode later tables the same way.
       metadata: JSON-ready information to keep in ``model.json`` (data source, metrics, ...).
       overwrite: write into a non-empty directory that is not a towerjax model.
+      context_spec: the context tower's input (:attr:`SavedPolicy.context_spec`); default
+        the encoding's, else the dense width of the parameters.
 
     Returns:
       The directory's path.
@@ -410,7 +468,7 @@ def save_model(
         towers name ``params``), or ``directory``.
     """
     if item_features is None:
-        item_features = _one_hot_items(params, item_ids, encoding)
+        item_features = _id_only_items(encoding)
     policy = SavedPolicy(
         config=config,
         params=params,
@@ -418,15 +476,21 @@ def save_model(
         item_ids=item_ids,
         encoding=encoding,
         metadata={} if metadata is None else metadata,
+        context_spec=context_spec,
     )
     try:
         metadata_json = json.loads(jsonio.dumps(policy.metadata))
     except (TypeError, ValueError) as err:
         raise InputError("metadata", f"expected JSON-ready values: {err}") from None
+    features = policy.item_features
+    dense = features.dense if isinstance(features, Features) else features
+    arrays = {"item_features": np.asarray(dense), "item_ids": policy.item_ids}
+    if isinstance(features, Features):
+        arrays.update({f"item_feature_ids/{name}": np.asarray(ids) for name, ids in features.ids.items()})
     files = {
         _PARAMS: serialization.to_bytes(jax.tree.map(np.asarray, policy.params)),
         _CONFIG: jsonio.dumps(config.to_dict(), indent=2).encode(),
-        _ITEMS: _npz({"item_features": np.asarray(policy.item_features), "item_ids": policy.item_ids}),
+        _ITEMS: _npz(arrays),
     }
     if encoding is not None:
         files[_ENCODING] = _encoding_json(encoding).encode()
@@ -438,8 +502,10 @@ def save_model(
         "shapes": {
             "n_items": policy.n_items,
             "context_dim": policy.context_dim,
-            "item_feature_dim": int(policy.item_features.shape[1]),
+            "item_feature_dim": int(dense.shape[1]),
             "embedding_size": policy.embedding_size,
+            "context_spec": spec_to_json(policy.context_spec),
+            "item_spec": spec_to_json(policy.item_spec),
         },
         "item_ids": "str" if policy.item_ids.dtype.kind == "U" else "int",
         "files": _file_digests(files),
@@ -456,7 +522,7 @@ def load_model(directory: str | os.PathLike) -> SavedPolicy:
 
     The files are checked against ``model.json`` (present, same sha256), the format version
     against this towerjax's, and the parameters are restored into the structure of
-    ``config``'s towers for the stored feature sizes.
+    ``config``'s towers for the stored feature specs (format version 1: dense widths).
 
     Raises:
       InputError: naming ``model``, saying which file is missing or wrong.
@@ -475,21 +541,37 @@ def load_model(directory: str | os.PathLike) -> SavedPolicy:
         config = TrainConfig.from_dict(json.loads(contents[_CONFIG]))
     except (ValueError, TypeError) as err:  # InputError is a ValueError, as is bad JSON
         raise fail(_CONFIG, f"not a valid TrainConfig ({err})") from None
+    shapes = manifest.get("shapes", {})
+    try:
+        context_spec = spec_from_json(shapes.get("context_spec", shapes.get("context_dim")))
+        item_spec = spec_from_json(shapes.get("item_spec", shapes.get("item_feature_dim")))
+    except InputError as err:
+        raise fail(_MANIFEST, f"expected shapes.context_spec and shapes.item_spec ({err.message})") from None
+    if isinstance(context_spec, int) and context_spec < 1:
+        raise fail(_MANIFEST, f"expected shapes.context_dim, a positive integer, got {context_spec!r}")
     try:
         with np.load(io.BytesIO(contents[_ITEMS]), allow_pickle=False) as items:
-            item_features, item_ids = items["item_features"], items["item_ids"]
+            dense, item_ids = items["item_features"], items["item_ids"]
+            tables = item_spec.tables if isinstance(item_spec, FeatureSpec) else ()
+            item_id_arrays = {t.name: items[f"item_feature_ids/{t.name}"] for t in tables}
     except (ValueError, KeyError, OSError) as err:
-        raise fail(_ITEMS, f"expected arrays item_features and item_ids ({err})") from None
-    shapes = manifest.get("shapes", {})
-    if item_features.ndim != 2 or list(item_features.shape) != [
-        shapes.get("n_items"),
-        shapes.get("item_feature_dim"),
-    ]:
-        raise fail(_ITEMS, f"item_features has shape {item_features.shape}, model.json says {shapes}")
-    context_dim = shapes.get("context_dim")
-    if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
-        raise fail(_MANIFEST, f"expected shapes.context_dim, a positive integer, got {context_dim!r}")
-    template = _param_template(config, context_dim, item_features.shape)
+        raise fail(
+            _ITEMS, f"expected arrays item_features, item_ids and the item feature ids ({err})"
+        ) from None
+    if dense.ndim != 2 or list(dense.shape) != [shapes.get("n_items"), shapes.get("item_feature_dim")]:
+        raise fail(_ITEMS, f"item_features has shape {dense.shape}, model.json says {shapes}")
+    item_features = dense
+    if isinstance(item_spec, FeatureSpec):
+        try:
+            item_features = Features.from_arrays(
+                ids=item_id_arrays,
+                sizes={t.name: t.size for t in item_spec.tables},
+                dense=dense,
+                dims={t.name: t.dim for t in item_spec.tables},
+            )
+        except InputError as err:
+            raise fail(_ITEMS, f"item feature ids do not match model.json's item_spec ({err})") from None
+    template = _param_template(config, context_spec, item_spec, int(dense.shape[0]))
     try:
         params = serialization.from_bytes(template, contents[_PARAMS])
     except Exception as err:  # msgpack and flax raise many types for bad bytes
@@ -497,7 +579,7 @@ def load_model(directory: str | os.PathLike) -> SavedPolicy:
     encoding = None
     if _ENCODING in contents:
         try:
-            encoding = _encoding_from_json(json.loads(contents[_ENCODING]))
+            encoding = FrameEncoding.from_dict(json.loads(contents[_ENCODING]))
         except (ValueError, TypeError) as err:
             raise fail(_ENCODING, f"not a valid FrameEncoding ({err})") from None
     try:
@@ -508,6 +590,7 @@ def load_model(directory: str | os.PathLike) -> SavedPolicy:
             item_ids=item_ids,
             encoding=encoding,
             metadata=manifest.get("metadata") or {},
+            context_spec=context_spec,
         )
     except InputError as err:
         raise InputError("model", f"{directory}: {err}") from None
@@ -516,8 +599,13 @@ def load_model(directory: str | os.PathLike) -> SavedPolicy:
 # ------------------------------------------------------------------ checks
 
 
-def _check_item_features(item_features: Any) -> np.ndarray:
-    """``[A, d_a]`` finite numbers as a float array, or InputError naming ``item_features``."""
+def _check_item_features(item_features: Any) -> np.ndarray | Features:
+    """``[A, d_a]`` finite numbers as a float array, or :class:`~towerjax.features.Features`
+    with finite dense columns and ids in range, or InputError naming ``item_features``."""
+    if isinstance(item_features, Features):
+        if num_rows(item_features) < 1:
+            raise InputError("item_features", "expected at least one item")
+        return _check_features(item_features, item_features.spec, jnp.float32, argument="item_features")
     try:
         features = np.asarray(item_features)
     except (TypeError, ValueError):
@@ -531,7 +619,77 @@ def _check_item_features(item_features: Any) -> np.ndarray:
     if not np.isfinite(features).all():
         row = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
         raise InputError("item_features", f"row {row} has a NaN or infinite value")
-    return features
+    return jnp.asarray(features)
+
+
+def _check_features(value: Any, spec: FeatureSpec, dtype: Any, *, argument: str = "context") -> Features:
+    """``value`` as :class:`~towerjax.features.Features` of ``spec`` (dense of ``dtype``, int32
+    ids), or InputError naming ``argument``: another spec, a NaN or an id out of range."""
+    if not isinstance(value, Features):
+        names = ", ".join(t.name for t in spec.tables)
+        raise InputError(
+            argument,
+            f"expected Features with {spec.dense} dense columns and ids for {names} (the towers embed ids: "
+            f"encode a table with the model's encoding, e.g. policy.encoding.encode_contexts(frame)), got "
+            f"{type(value).__name__}",
+        )
+    if value.spec != spec:
+        raise InputError(argument, f"expected Features of spec {spec}, got {value.spec}")
+    dense = np.asarray(value.dense)
+    n = dense.shape[0]
+    bad = np.flatnonzero(~np.isfinite(dense).all(axis=1))
+    if bad.size:
+        raise InputError(argument, f"row {bad[0]} has a NaN or infinite value")
+    ids = {}
+    for table in spec.tables:
+        column = np.asarray(value.ids[table.name])
+        if column.shape != (n,) or column.dtype.kind not in "iu":
+            raise InputError(
+                argument, f"ids[{table.name!r}]: expected {n} integer ids, got {column.dtype} {column.shape}"
+            )
+        bad = np.flatnonzero((column < 0) | (column >= table.size))
+        if bad.size:
+            raise InputError(
+                argument,
+                f"ids[{table.name!r}]: row {bad[0]} is {column[bad[0]]}, expected an id in [0, {table.size})",
+            )
+        ids[table.name] = jnp.asarray(column, jnp.int32)
+    return Features(dense=jnp.asarray(dense, dtype), ids=ids, tables=spec.tables)
+
+
+def _context_spec(spec: Any, encoding: FrameEncoding | None, params: Any) -> int | FeatureSpec:
+    """The context tower's input: ``spec`` checked, else the encoding's, else the dense width
+    of ``params`` (InputError naming ``context_spec`` when the tower embeds ids)."""
+    if spec is not None:
+        if isinstance(spec, FeatureSpec):
+            resolved = spec
+        elif isinstance(spec, bool) or not isinstance(spec, int | np.integer) or spec < 0:
+            raise InputError("context_spec", f"expected a FeatureSpec or a dense width, got {spec!r}")
+        else:
+            resolved = int(spec)
+        if encoding is not None and encoding.context_spec != resolved:
+            raise InputError(
+                "context_spec",
+                f"expected the encoding's context spec {encoding.context_spec}, got {resolved}",
+            )
+        return resolved
+    if encoding is not None:
+        return encoding.context_spec
+    try:
+        tower = params["context"]
+        width = int(tower["Dense_0"]["kernel"].shape[-2])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise InputError(
+            "params", "expected the towers' parameters {'context': ..., 'action': ...} (TrainResult.params)"
+        ) from None
+    tables = sorted(k.removeprefix("embed_") for k in tower if str(k).startswith("embed_"))
+    if tables:
+        raise InputError(
+            "context_spec",
+            f"the context tower embeds ids ({', '.join(tables)}): pass context_spec (the FeatureSpec of "
+            "the contexts, towerjax.features.feature_spec(data.context)) or the encoding",
+        )
+    return width
 
 
 def _check_item_ids(item_ids: Any, n_items: int) -> np.ndarray:
@@ -554,27 +712,31 @@ def _check_item_ids(item_ids: Any, n_items: int) -> np.ndarray:
     return ids
 
 
-def _param_template(config: TrainConfig, context_dim: int, item_shape: tuple[int, int]) -> dict:
+def _param_template(
+    config: TrainConfig, context_spec: int | FeatureSpec, item_spec: int | FeatureSpec, n_items: int
+) -> dict:
     """The parameters' structure, shapes and dtypes for ``config``'s towers (nothing computed)."""
 
     def init():
-        params = config.model.init(jax.random.key(0), context_dim, item_shape[1])
+        params = config.model.init(jax.random.key(0), context_spec, item_spec)
         if config.estimate_propensities:
-            params["behavior"] = init_behavior_head(jax.random.key(0), item_shape[0], config.embedding_size)
+            params["behavior"] = init_behavior_head(jax.random.key(0), n_items, config.embedding_size)
         return params
 
     return jax.eval_shape(init)
 
 
-def _check_params(params: Any, config: TrainConfig, item_shape: tuple[int, int], *, argument: str) -> dict:
+def _check_params(
+    params: Any,
+    config: TrainConfig,
+    context_spec: int | FeatureSpec,
+    item_spec: int | FeatureSpec,
+    n_items: int,
+    *,
+    argument: str,
+) -> dict:
     """``params`` as device arrays, or InputError unless they match ``config``'s towers leaf by leaf."""
-    try:
-        context_dim = int(params["context"]["Dense_0"]["kernel"].shape[-2])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise InputError(
-            argument, "expected the towers' parameters {'context': ..., 'action': ...} (TrainResult.params)"
-        ) from None
-    template = _param_template(config, context_dim, item_shape)
+    template = _param_template(config, context_spec, item_spec, n_items)
     expected = jax.tree_util.tree_flatten_with_path(template)[0]
     try:
         given = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -585,7 +747,8 @@ def _check_params(params: Any, config: TrainConfig, item_shape: tuple[int, int],
         raise InputError(
             argument,
             f"the parameters do not have the structure of config's towers (hidden_sizes="
-            f"{config.hidden_sizes}, estimate_propensities={config.estimate_propensities})",
+            f"{config.hidden_sizes}, estimate_propensities={config.estimate_propensities}) for contexts "
+            f"{context_spec} and items {item_spec}",
         )
     for (path, want), (_, leaf) in zip(expected, given, strict=True):
         shape = tuple(np.shape(leaf))
@@ -598,37 +761,39 @@ def _check_params(params: Any, config: TrainConfig, item_shape: tuple[int, int],
             raise InputError(
                 argument,
                 f"{jax.tree_util.keystr(path)} has shape {shape}, expected {want.shape} for config's "
-                f"towers and items of shape [A, d_a] = {list(item_shape)}{hint}",
+                f"towers, contexts {context_spec} and {n_items} items {item_spec}{hint}",
             )
     return jax.tree.map(jnp.asarray, params)
 
 
-def _one_hot_items(params: Any, item_ids: Any, encoding: FrameEncoding | None) -> np.ndarray:
-    """``eye(A)`` when the towers were trained on one-hot items, else InputError naming ``item_features``."""
-    if item_ids is not None:
-        n_items = len(item_ids)
-    elif encoding is not None:
-        n_items = encoding.n_actions
-    else:
-        raise InputError("item_features", "expected the [A, d_a] item features the towers were trained with")
-    try:
-        item_dim = int(params["action"]["Dense_0"]["kernel"].shape[-2])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        item_dim = None
-    if item_dim != n_items:
+def _id_only_items(encoding: FrameEncoding | None) -> Features:
+    """The item-id features ``1..A`` of an encoding whose items are their id alone, else
+    InputError naming ``item_features``."""
+    if (
+        encoding is None
+        or encoding.item_feature_columns
+        or encoding.item_id_dim is None
+        or encoding.item_id_vocabulary is not None
+    ):
         raise InputError(
             "item_features",
-            f"expected the [A, d_a] item features the towers were trained with; one-hot items "
-            f"(eye({n_items})) do not match the item tower's input size {item_dim}",
+            "expected the item tower's input the towers were trained with (LoggedData.action_context)",
         )
-    return np.eye(n_items, dtype=np.float32)
+    n = encoding.n_actions
+    return Features.from_arrays(
+        ids={ITEM_ID_FEATURE: np.arange(1, n + 1)},
+        sizes={ITEM_ID_FEATURE: n + 1},
+        dense=np.zeros((n, 0), np.float32),
+        dims={ITEM_ID_FEATURE: encoding.item_id_dim},
+    )
 
 
 def _tower_layers(tower: dict) -> list[str]:
     """The tower's layer names ``Dense_0 .. Dense_L`` in order (the MLP's auto-names)."""
-    names = [f"Dense_{i}" for i in range(len(tower))]
-    if sorted(tower) != sorted(names):
-        raise InputError("params", f"expected layers {names} in the context tower, got {sorted(tower)}")
+    dense = sorted(k for k in tower if not str(k).startswith("embed_"))
+    names = [f"Dense_{i}" for i in range(len(dense))]
+    if dense != sorted(names):
+        raise InputError("params", f"expected layers {names} in the context tower, got {dense}")
     return names
 
 
@@ -772,31 +937,11 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _encoding_json(encoding: FrameEncoding) -> str:
-    """The encoding as strict JSON: its own ``to_dict`` where it has one, else its fields."""
-    payload = encoding.to_dict() if hasattr(encoding, "to_dict") else dataclasses.asdict(encoding)
+    """The encoding as strict JSON (:meth:`~towerjax.adapter.FrameEncoding.to_dict`)."""
     try:
-        return jsonio.dumps(payload, indent=2)
+        return jsonio.dumps(encoding.to_dict(), indent=2)
     except (TypeError, ValueError) as err:
         raise InputError("encoding", f"cannot be written as JSON ({err})") from None
-
-
-def _encoding_from_json(payload: Any) -> FrameEncoding:
-    """The inverse of :func:`_encoding_json`: ``FrameEncoding.from_dict`` where it exists,
-    else the fields with lists turned back into tuples (column names that were not
-    strings come back as strings in the category dicts' keys)."""
-    if hasattr(FrameEncoding, "from_dict"):
-        return FrameEncoding.from_dict(payload)
-    if not isinstance(payload, dict):
-        raise TypeError(f"expected an object, got {type(payload).__name__}")
-
-    def tuples(value):
-        if isinstance(value, list):
-            return tuple(tuples(v) for v in value)
-        if isinstance(value, dict):
-            return {k: tuples(v) for k, v in value.items()}
-        return value
-
-    return FrameEncoding(**{k: tuples(v) for k, v in payload.items()})
 
 
 def _towerjax_version() -> str:
@@ -816,15 +961,31 @@ def _export_readme(spec: dict) -> str:
         + (f", then {layer['activation']}" if layer["activation"] else "  (no activation)")
         for layer in tower["layers"]
     )
+    tables = tower["tables"]
+    if tables:
+        listed = ", ".join(f"{t['name']} ({t['size']} ids, dim {t['dim']})" for t in tables)
+        input_text = (
+            f"The context is dense [n, {spec['context_dim']}] float32 features and one [n] integer id array per\n"
+            f"embedded feature, in this order: {listed}; id 0 is the out-of-vocabulary bucket.\n"
+            "The tower's input is h = concat(dense, embed_<name>/embedding[ids_<name>] for each feature)."
+        )
+        first = "  h = np.concatenate([dense.astype(np.float32)] + [\n"
+        first += '      tower[f"embed_{name}/embedding"][ids[name]] for name in ('
+        first += ", ".join(repr(t["name"]) for t in tables) + ",)], axis=1)"
+        arrays = '"Dense_i/kernel", "Dense_i/bias",\n                         "embed_<name>/embedding"'
+    else:
+        input_text = f"The context is x of shape [n, d_x = {spec['context_dim']}]."
+        first = "  h = x.astype(np.float32)"
+        arrays = '"Dense_i/kernel", "Dense_i/bias"'
     return f"""A two-tower softmax policy exported by towerjax {spec["towerjax_version"]} ({spec["created"]}).
 
-Shapes: {spec["n_items"]} items, context features d_x = {spec["context_dim"]}, embeddings D = {spec["embedding_size"]}.
+Shapes: {spec["n_items"]} items, dense context features d_x = {spec["context_dim"]}, embeddings D = {spec["embedding_size"]}.
 
   item_embeddings.npy    [A, D] float32: g(e_a), the item tower's embedding of each item
   {spec["item_ids"]:<22} [A] the catalogue's id of each row of item_embeddings.npy
   context_tower.msgpack  the context tower's parameters (flax.serialization.msgpack_restore)
-  context_tower.npz      the same parameters as plain arrays "Dense_i/kernel", "Dense_i/bias"
-  export.json            these shapes, the layers, the temperature and each file's sha256
+  context_tower.npz      the same parameters as plain arrays {arrays}
+  export.json            these shapes, the input, the layers, the temperature and each file's sha256
 
 Scores and policy:
   s(x, a) = f(x) . item_embeddings[a]        (an inner product)
@@ -832,14 +993,15 @@ Scores and policy:
 An inner-product nearest-neighbour index over item_embeddings.npy, queried with f(x),
 returns the items of highest s(x, a), which are the policy's most likely items.
 
-The context embedding f(x), for x of shape [n, d_x] encoded as in training:
+The context embedding f(x), for contexts encoded as in training (encoding.json).
+{input_text}
 {layers}
   activation {tower["activation"]}: {tower["activation_formula"]}
 
 In numpy:
   import numpy as np
   tower = np.load("context_tower.npz")
-  h = x.astype(np.float32)
+{first}
   for i in range({len(tower["layers"])}):
       h = h @ tower[f"Dense_{{i}}/kernel"] + tower[f"Dense_{{i}}/bias"]
       if i < {len(tower["layers"]) - 1}:
@@ -866,14 +1028,16 @@ def _scores(model: TwoTower, params: dict, context: jax.Array, item_embeddings: 
     return model.embed_context(params, context) @ item_embeddings.T
 
 
-def _map_rows(fn, rows: jax.Array, chunk_size: int) -> jax.Array:
-    """``fn`` over ``rows`` in chunks of ``chunk_size`` (the last one zero-padded, so every
-    call has one shape), concatenated; a single call when ``n <= chunk_size``."""
+def _map_rows(fn, rows: jax.Array | Features, chunk_size: int) -> jax.Array:
+    """``fn`` over ``rows`` (an array or :class:`~towerjax.features.Features`) in chunks of
+    ``chunk_size`` (the last one zero-padded, so every call has one shape), concatenated; a
+    single call when ``n <= chunk_size``."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise InputError("context_chunk_size", f"expected a positive integer, got {chunk_size!r}")
-    n = rows.shape[0]
+    n = num_rows(rows)
     if n <= chunk_size:
         return fn(rows)
-    padded = jnp.pad(rows, ((0, -n % chunk_size), (0, 0)))
-    parts = [fn(padded[start : start + chunk_size]) for start in range(0, padded.shape[0], chunk_size)]
+    pad = -n % chunk_size
+    padded = jax.tree.map(lambda leaf: jnp.pad(leaf, [(0, pad)] + [(0, 0)] * (leaf.ndim - 1)), rows)
+    parts = [fn(take(padded, slice(start, start + chunk_size))) for start in range(0, n + pad, chunk_size)]
     return jnp.concatenate(parts)[:n]

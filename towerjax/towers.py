@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from towerjax.checks import InputError, check_positive_int, check_sizes
+from towerjax.features import Features, FeatureSpec, example_input
 
-__all__ = ["ACTIVATIONS", "MLP", "TwoTower"]
+__all__ = ["ACTIVATIONS", "MLP", "TwoTower", "embed_inputs"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,
@@ -84,13 +85,51 @@ class MLP(nn.Module):
         return Dense(self.features)(x)
 
 
+def embed_inputs(x: jax.Array | Features, prefix: str = "") -> jax.Array:
+    """``[..., d]`` unchanged, or :class:`~towerjax.features.Features` as
+    ``concat(dense, E_1[ids_1], ..., E_k[ids_k])`` ``[..., d + sum dim_j]``.
+
+    Call inside a compact flax method: each table is an ``nn.Embed`` of the calling
+    module named ``f"{prefix}embed_{name}"``.
+    """
+    if not isinstance(x, Features):
+        return x
+    parts = [x.dense]
+    for table in x.tables:
+        embed = nn.Embed(table.size, table.dim, name=f"{prefix}embed_{table.name}")
+        parts.append(embed(x.ids[table.name]))
+    return jnp.concatenate(parts, axis=-1)
+
+
+class Tower(nn.Module):
+    """One tower: embedded ids (if any) concatenated with the dense columns, then the MLP.
+
+    For a plain ``[..., d]`` input the parameters are exactly :class:`MLP`'s (``Dense_0``,
+    ...); :class:`~towerjax.features.Features` adds one ``embed_<name>`` table per feature.
+    """
+
+    hidden_sizes: Sequence[int]
+    features: int
+    activation: str = "elu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array | Features) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        x = embed_inputs(x)
+        for size in self.hidden_sizes:
+            x = act(Dense(size)(x))
+        return Dense(self.features)(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class TwoTower:
     """The two-tower scorer ``s(x, a) = <f(x), g(e_a)>``.
 
     Both towers are MLPs with the same ``hidden_sizes``, ``activation`` and output
     size ``embedding_size`` (``D``). Defaults are the seed study's: ``(100, 100, 100)``,
-    ``D = 100``, elu. Parameters are ``{"context": ..., "action": ...}``.
+    ``D = 100``, elu. Parameters are ``{"context": ..., "action": ...}``. A tower's input
+    is a ``[n, d]`` matrix or :class:`~towerjax.features.Features` (dense columns plus
+    integer ids, each looked up in the tower's own embedding table ``embed_<name>``).
     """
 
     hidden_sizes: tuple[int, ...] = (100, 100, 100)
@@ -103,25 +142,26 @@ class TwoTower:
         object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
 
     @property
-    def _tower(self) -> MLP:
-        return MLP(self.hidden_sizes, self.embedding_size, self.activation)
+    def _tower(self) -> Tower:
+        return Tower(self.hidden_sizes, self.embedding_size, self.activation)
 
-    def init(self, key: jax.Array, context_dim: int, action_dim: int) -> dict:
-        """Initial parameters for contexts of ``context_dim`` and items of ``action_dim`` features."""
+    def init(self, key: jax.Array, context_dim: int | FeatureSpec, action_dim: int | FeatureSpec) -> dict:
+        """Initial parameters for contexts and items of ``d`` dense features (an int) or of a
+        :class:`~towerjax.features.FeatureSpec` (:func:`towerjax.features.feature_spec` of the data)."""
         key_x, key_a = jax.random.split(key)
         return {
-            "context": self._tower.init(key_x, jnp.zeros((1, context_dim)))["params"],
-            "action": self._tower.init(key_a, jnp.zeros((1, action_dim)))["params"],
+            "context": self._tower.init(key_x, example_input(context_dim))["params"],
+            "action": self._tower.init(key_a, example_input(action_dim))["params"],
         }
 
-    def embed_context(self, params: dict, context: jax.Array) -> jax.Array:
+    def embed_context(self, params: dict, context: jax.Array | Features) -> jax.Array:
         """``[B, d_x] -> [B, D]``: the context tower ``f(x)``."""
         return self._tower.apply({"params": params["context"]}, context)
 
-    def embed_actions(self, params: dict, action_context: jax.Array) -> jax.Array:
+    def embed_actions(self, params: dict, action_context: jax.Array | Features) -> jax.Array:
         """``[A, d_a] -> [A, D]``: the action tower ``g(e_a)``, run once over all items."""
         return self._tower.apply({"params": params["action"]}, action_context)
 
-    def scores(self, params: dict, context: jax.Array, action_context: jax.Array) -> jax.Array:
+    def scores(self, params: dict, context, action_context) -> jax.Array:
         """``[B, A]`` scores ``f(X) @ g(E).T``; the action tower runs once, not per pair."""
         return self.embed_context(params, context) @ self.embed_actions(params, action_context).T

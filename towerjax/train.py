@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from towerjax.batching import epoch_batches, num_batches
+from towerjax.batching import epoch_batches, map_row_chunks, num_batches, row_chunk
 from towerjax.behavior import behavior_log_probs, behavior_loss, init_behavior_head, logged_propensity
 from towerjax.checks import (
     InputError,
@@ -30,27 +30,43 @@ from towerjax.checks import (
     check_positive,
     check_positive_int,
     check_sizes,
+    masked_mean,
     take_logged,
 )
 from towerjax.data import LoggedData
 from towerjax.evaluation import Z_95
+from towerjax.features import feature_spec, take
+from towerjax.large_softmax import (
+    ItemProposal,
+    item_proposal,
+    popularity_log_q,
+    sample_items,
+    sampled_entropy,
+    sampled_log_prob_from_ids,
+    uniform_log_q,
+)
 from towerjax.objectives import IPS, OBJECTIVES, Objective, objective_from_name
-from towerjax.policy import log_policy, policy_value
+from towerjax.policy import log_policy
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.synthetic import blog_problem, sample_logged_data
 from towerjax.towers import TwoTower, check_activation
 
 __all__ = [
     "OPTIMIZERS",
+    "PROPOSALS",
     "SELECTIONS",
+    "VALIDATION_DR_PAIRS",
     "Batch",
     "NonFiniteError",
     "SeedRunner",
     "TrainConfig",
     "TrainResult",
+    "batch_mesh",
     "check_finite",
     "compile_seeds",
+    "estimates_from_terms",
     "expose_cpu_cores",
+    "is_embedding",
     "make_optimizer",
     "make_train",
     "make_update_step",
@@ -62,6 +78,10 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "adamw")
+PROPOSALS = ("uniform", "popularity")  # TrainConfig.proposal of the sampled softmax
+# Above this many (validation row, item) pairs the DR validation estimate is skipped unless
+# asked for (TrainConfig.validation_dr): its reward model scores every pair every epoch.
+VALIDATION_DR_PAIRS = 50_000_000
 # Validation criteria of TrainConfig.select: an estimate, or its lower 95% bound.
 SELECTIONS = ("snips", "dr", "snips-lower", "dr-lower")
 
@@ -86,6 +106,26 @@ class TrainConfig:
     the (training) logs uses all of them in one batch.
     ``evaluate_train=False`` skips the per-epoch true value on the
     training contexts (reported as NaN), which saves a forward pass over them each epoch.
+    ``validation_dr`` records the DR estimate on the validation logs (its reward model
+    scores every validation row against every item); ``None`` (default) does so when the
+    validation logs have at most :data:`VALIDATION_DR_PAIRS` (row, item) pairs or ``select``
+    needs it, and reports NaN otherwise. ``embedding_weight_decay`` is the L2 decay of the
+    embedding tables of id features (:mod:`towerjax.features`; ``optax.masked`` by
+    parameter name); ``None`` uses ``weight_decay``. ``data_parallel`` shards every
+    minibatch's events over that many devices (one run, SPMD: each device computes its
+    rows' part of the loss and the compiler sums the gradients), composable with the seed
+    axis (:func:`compile_seeds` lays devices out as ``seed x batch``); ``batch_size`` must
+    be a multiple of it.
+
+    ``sampled_softmax=M`` trains with a sampled softmax over ``M`` items drawn per step
+    from ``proposal`` (``"uniform"``, or ``"popularity"``: the training logs' item counts
+    plus one), with the log-Q correction (:mod:`towerjax.large_softmax`): the item tower
+    runs on the batch's logged items and the ``M`` samples only, so a step's cost does not
+    grow with the catalogue. The objective then sees ``log pi_hat(a_i|x_i)`` as a ``[B, 1]``
+    column (its importance weight uses ``pi_hat``, biased ``O(1/M)``), and the entropy
+    bonus its sampled estimate (:func:`towerjax.large_softmax.sampled_entropy`); objectives
+    that sum over all items (DR and its variants, two-stage) and the KL penalty need whole
+    rows and are refused. Validation and reported values use the exact softmax, in chunks.
     """
 
     objective: Objective = dataclasses.field(default_factory=IPS)
@@ -110,6 +150,11 @@ class TrainConfig:
     validation_fraction: float = 0.2
     select: str | None = "snips"
     patience: int | None = None
+    validation_dr: bool | None = None
+    embedding_weight_decay: float | None = None
+    data_parallel: int = 1
+    sampled_softmax: int | None = None
+    proposal: str = "uniform"
 
     def __post_init__(self) -> None:
         if isinstance(self.objective, str):
@@ -130,6 +175,7 @@ class TrainConfig:
             "embedding_size",
             "batch_size",
             "epochs",
+            "data_parallel",
         ):
             object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
         if self.n_actions < 2:
@@ -138,11 +184,36 @@ class TrainConfig:
             raise InputError(
                 "batch_size", f"expected at most n_rounds={self.n_rounds}, got {self.batch_size}"
             )
+        if self.batch_size % self.data_parallel:
+            raise InputError(
+                "data_parallel",
+                f"expected a divisor of batch_size={self.batch_size} (each device takes an equal share "
+                f"of a batch's events), got {self.data_parallel}",
+            )
+        check_choice("proposal", self.proposal, PROPOSALS)
+        if self.sampled_softmax is not None:
+            object.__setattr__(
+                self, "sampled_softmax", check_positive_int("sampled_softmax", self.sampled_softmax)
+            )
+            if not self.objective.logged_only:
+                raise InputError(
+                    "sampled_softmax",
+                    f"objective {self.objective.name!r} sums over every item (it needs whole [B, A] rows); "
+                    "a sampled softmax trains objectives that read the logged item only: ips, snips, "
+                    "ipw-subgauss, ipw-ls, topk, naive, regression, ips-regression",
+                )
+            if self.objective.kl or self.estimate_propensities:
+                raise InputError(
+                    "sampled_softmax",
+                    "the KL penalty and the behaviour head need whole [B, A] rows; not with a sampled softmax",
+                )
         check_activation(self.activation)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("temperature", "learning_rate"):
             check_positive(name, getattr(self, name))
         check_nonnegative("weight_decay", self.weight_decay)
+        if self.embedding_weight_decay is not None:
+            check_nonnegative("embedding_weight_decay", self.embedding_weight_decay)
         object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
         if isinstance(self.validation_fraction, bool) or not 0.0 <= self.validation_fraction < 1.0:
             raise InputError(
@@ -245,11 +316,13 @@ class Batch:
       data: :class:`LoggedData` with ``B`` rows (``action_context`` is all ``A`` items).
       mask: ``[B]`` 1 for real events, 0 for the padding of a final partial batch.
       q_hat: ``[B, A]`` reward-model predictions (DR's model, the two-stage ranker's scores), or ``None``.
+      proposal: the sampled softmax's item proposal (``TrainConfig.sampled_softmax``), or ``None``.
     """
 
     data: LoggedData
     mask: jax.Array
     q_hat: jax.Array | None = None
+    proposal: ItemProposal | None = None
 
 
 @jax.tree_util.register_dataclass
@@ -326,17 +399,49 @@ def check_finite(result: TrainResult, objective: Objective, *, seed: int = 0) ->
             )
 
 
+def is_embedding(params: dict) -> dict:
+    """A pytree of bools like ``params``: ``True`` for the leaves of embedding tables
+    (``embed_<name>`` modules of :func:`towerjax.towers.embed_inputs`)."""
+
+    def leaf(path, _):
+        return any(
+            str(getattr(k, "key", "")).startswith(("embed_", "context_embed_", "action_embed_")) for k in path
+        )
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``, or AdamW (decoupled)."""
+    """Adam with L2 decay coupled as in PyTorch's ``Adam(weight_decay)``, or AdamW (decoupled).
+
+    With ``config.embedding_weight_decay`` the embedding tables decay at that rate and the
+    other parameters at ``weight_decay`` (two ``optax.add_decayed_weights`` with complementary
+    masks, :func:`is_embedding`).
+    """
+    if config.embedding_weight_decay is None:
+        if config.optimizer == "adamw":
+            return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+        return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.learning_rate))
+
+    def others(params):
+        return jax.tree.map(lambda e: not e, is_embedding(params))
+
+    decay = optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=others),
+        optax.add_decayed_weights(config.embedding_weight_decay, mask=is_embedding),
+    )
     if config.optimizer == "adamw":
-        return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(config.learning_rate))
+        return optax.chain(optax.scale_by_adam(), decay, optax.scale(-config.learning_rate))
+    return optax.chain(decay, optax.adam(config.learning_rate))
 
 
 def objective_loss(
     config: TrainConfig, params: dict, batch: Batch, key: jax.Array | None = None
 ) -> jax.Array:
-    """The configured objective's surrogate loss of one batch (``key`` drives sampled estimators)."""
+    """The configured objective's surrogate loss of one batch (``key`` drives sampled estimators
+    and the sampled softmax)."""
+    if config.sampled_softmax is not None:
+        return _sampled_objective_loss(config, params, batch, key)
     data = batch.data
     context_embedding = config.model.embed_context(params, data.context)
     scores = context_embedding @ config.model.embed_actions(params, data.action_context).T
@@ -358,6 +463,34 @@ def objective_loss(
         mask=batch.mask,
         **extras,
     )
+
+
+def _sampled_objective_loss(config: TrainConfig, params: dict, batch: Batch, key: jax.Array) -> jax.Array:
+    """The objective on a sampled softmax: the item tower runs on the ``B`` logged and ``M``
+    sampled items; the objective reads ``log pi_hat(a_i|x_i)`` as a ``[B, 1]`` column."""
+    if key is None or batch.proposal is None:
+        raise InputError("key", "the sampled softmax needs a key and the batch's item proposal")
+    data, objective, model = batch.data, config.objective, config.model
+    b = data.action.shape[0]
+    ids, log_q = sample_items(jax.random.fold_in(key, 0x5A), batch.proposal, config.sampled_softmax)
+    items = model.embed_actions(params, take(data.action_context, jnp.concatenate([data.action, ids])))
+    context = model.embed_context(params, data.context)
+    parts = (context, data.action, items[:b], ids, items[b:], log_q)
+    log_pi = sampled_log_prob_from_ids(*parts, temperature=config.temperature)
+    column = jnp.zeros(b, jnp.int32)
+    loss = dataclasses.replace(objective, entropy=0.0).loss(
+        scores=jnp.sum(context * items[:b], axis=-1)[:, None],
+        log_pi=log_pi[:, None],
+        action=column,
+        reward=data.reward,
+        pscore=data.pscore,
+        key=key,
+        mask=batch.mask,
+    )
+    if objective.entropy:
+        entropy = sampled_entropy(*parts, temperature=config.temperature)
+        loss = loss - objective.entropy * masked_mean(entropy, batch.mask)
+    return loss
 
 
 def make_update_step(config: TrainConfig) -> Callable:
@@ -384,20 +517,44 @@ def validation_estimates(
     did not see these rows (DR is NaN without it). Jit-able; the same definitions as
     :func:`towerjax.evaluation.off_policy_estimates`' ``snipw`` and ``dr``.
     """
-    n = logs.action.shape[0]
     pi = jnp.exp(log_pi)
     w = take_logged(pi, logs.action) / logs.pscore
+    if q_hat is None:
+        return estimates_from_terms(w, logs.reward)
+    return estimates_from_terms(w, logs.reward, jnp.sum(pi * q_hat, axis=-1), take_logged(q_hat, logs.action))
+
+
+def estimates_from_terms(
+    w: jax.Array, reward: jax.Array, direct: jax.Array | None = None, q_logged: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """:func:`validation_estimates` from per-row terms ``[n]``: ``w_i = pi(a_i|x_i) / p_i``,
+    ``r_i``, and for DR ``direct_i = sum_a pi(a|x_i) q_hat(x_i, a)`` and ``q_hat(x_i, a_i)``.
+
+    .. math::
+
+        \\hat V_{SNIPS} = \\frac{\\sum_i w_i r_i}{\\sum_i w_i}, \\qquad
+        \\hat V_{DR} = \\frac{1}{n} \\sum_i \\Big[\\text{direct}_i + w_i (r_i - \\hat q(x_i, a_i))\\Big].
+    """
+    n = w.shape[0]
     mean_w = jnp.mean(w)
     positive = mean_w > 0
-    snips = jnp.where(positive, jnp.mean(w * logs.reward) / jnp.where(positive, mean_w, 1.0), 0.0)
-    influence = jnp.where(positive, w * (logs.reward - snips) / jnp.where(positive, mean_w, 1.0), 0.0)
+    snips = jnp.where(positive, jnp.mean(w * reward) / jnp.where(positive, mean_w, 1.0), 0.0)
+    influence = jnp.where(positive, w * (reward - snips) / jnp.where(positive, mean_w, 1.0), 0.0)
     out = {"snips": snips, "snips_se": jnp.std(influence, ddof=1) / jnp.sqrt(n)}
-    if q_hat is None:
+    if direct is None:
         out["dr"] = out["dr_se"] = jnp.full((), jnp.nan)
     else:
-        terms = jnp.sum(pi * q_hat, axis=-1) + w * (logs.reward - take_logged(q_hat, logs.action))
+        terms = direct + w * (reward - q_logged)
         out["dr"], out["dr_se"] = jnp.mean(terms), jnp.std(terms, ddof=1) / jnp.sqrt(n)
     return out
+
+
+def _validates_dr(config: TrainConfig, validation: LoggedData) -> bool:
+    """Whether the DR validation estimate is computed (``TrainConfig.validation_dr``)."""
+    if config.validation_dr is not None:
+        return config.validation_dr
+    needed = config.select is not None and config.select.startswith("dr")
+    return needed or validation.n_rounds * validation.n_actions <= VALIDATION_DR_PAIRS
 
 
 def _split_rows(key: jax.Array, data: LoggedData, q_hat, n_validation: int):
@@ -412,7 +569,7 @@ def _split_rows(key: jax.Array, data: LoggedData, q_hat, n_validation: int):
 
 
 def make_train(
-    config: TrainConfig, *, on_epoch: Callable[[int], None] | None = None
+    config: TrainConfig, *, on_epoch: Callable[[int], None] | None = None, mesh: Mesh | None = None
 ) -> Callable[..., TrainResult]:
     """Returns ``train(key, data=None, test_data=None, q_hat=None, validation=None) -> TrainResult``,
     pure in its key.
@@ -437,7 +594,13 @@ def make_train(
     ``on_epoch(epoch)``, if given, is called on the host with the epoch number (an int) after
     every epoch (``jax.debug.callback``; under ``vmap`` once for the batch of seeds), e.g. to
     drive a progress bar.
+
+    With ``config.data_parallel > 1`` each minibatch's event axis is constrained to the
+    ``"batch"`` axis of ``mesh`` (default: a 1-d mesh of the first ``data_parallel``
+    devices, :func:`batch_mesh`); :func:`compile_seeds` passes its ``seed x batch`` mesh.
     """
+    if config.data_parallel > 1 and mesh is None:
+        mesh = batch_mesh(config.data_parallel)
     model = config.model
     optimizer = make_optimizer(config)
     update = make_update_step(config)
@@ -483,8 +646,13 @@ def make_train(
                 q_hat = None
             data, q_hat, validation = _split_rows(key_split, data, q_hat, n_validation)
         n, batch_size = data.n_rounds, min(config.batch_size, data.n_rounds)
+        if batch_size % config.data_parallel:
+            raise InputError(
+                "data_parallel",
+                f"the {n} training rows give batches of {batch_size}, not a multiple of {config.data_parallel}",
+            )
 
-        params = model.init(key_init, data.context.shape[-1], data.action_context.shape[-1])
+        params = model.init(key_init, feature_spec(data.context), feature_spec(data.action_context))
         initial_params = params
         if config.estimate_propensities:
             params = dict(params)
@@ -495,27 +663,53 @@ def make_train(
             q_hat = None
         elif q_hat is None:
             q_hat = reward_model.cross_fit(key_q, data)
-        validation_q_hat = None
-        if validation is not None:
-            fitted = reward_model.fit(key_validation_q, data)
-            validation_q_hat = reward_model.predict(
-                fitted, validation.context, validation.action_context, chunk_size=4096
-            )
+        validation_fit = None
+        if validation is not None and _validates_dr(config, validation):
+            validation_fit = reward_model.fit(key_validation_q, data)
 
         def values(params, logs: LoggedData) -> tuple[jax.Array, jax.Array]:
-            """True value (NaN without ``expected_reward``) and the top-item share on ``logs``."""
-            scores = model.scores(params, logs.context, logs.action_context)
-            top = jnp.argmax(scores, axis=-1)
-            top_share = jnp.max(jnp.bincount(top, length=logs.n_actions)) / logs.n_rounds
-            if logs.expected_reward is None:
+            """True value (NaN without ``expected_reward``) and the top-item share on ``logs``,
+            over chunks of rows (:func:`~towerjax.batching.map_row_chunks`)."""
+            items = model.embed_actions(params, logs.action_context)
+            rows = {"context": logs.context}
+            if logs.expected_reward is not None:
+                rows["q"] = logs.expected_reward
+
+            def per_row(rows):
+                scores = model.embed_context(params, rows["context"]) @ items.T
+                out = {"top": jnp.argmax(scores, axis=-1)}
+                if "q" in rows:
+                    out["value"] = jnp.sum(
+                        jnp.exp(log_policy(scores, config.temperature)) * rows["q"], axis=-1
+                    )
+                return out
+
+            out = map_row_chunks(per_row, rows, row_chunk(logs.n_rounds, logs.n_actions))
+            top_share = jnp.max(jnp.bincount(out["top"], length=logs.n_actions)) / logs.n_rounds
+            if "value" not in out:
                 return jnp.full((), jnp.nan), top_share
-            return policy_value(log_policy(scores, config.temperature), logs.expected_reward), top_share
+            return jnp.mean(out["value"]), top_share
 
         def validate(params) -> dict[str, jax.Array]:
             if validation is None:
                 return {k: jnp.full((), jnp.nan) for k in ("snips", "snips_se", "dr", "dr_se")}
-            scores = model.scores(params, validation.context, validation.action_context)
-            return validation_estimates(log_policy(scores, config.temperature), validation, validation_q_hat)
+            items = model.embed_actions(params, validation.action_context)
+            rows = {"context": validation.context, "action": validation.action, "pscore": validation.pscore}
+
+            def per_row(rows):
+                scores = model.embed_context(params, rows["context"]) @ items.T
+                pi = jnp.exp(log_policy(scores, config.temperature))
+                out = {"w": take_logged(pi, rows["action"]) / rows["pscore"]}
+                if validation_fit is not None:
+                    q_hat = reward_model.predict(validation_fit, rows["context"], validation.action_context)
+                    out["direct"] = jnp.sum(pi * q_hat, axis=-1)
+                    out["q_logged"] = take_logged(q_hat, rows["action"])
+                return out
+
+            terms = map_row_chunks(per_row, rows, row_chunk(validation.n_rounds, validation.n_actions))
+            return estimates_from_terms(
+                terms["w"], validation.reward, terms.get("direct"), terms.get("q_logged")
+            )
 
         def score(estimates: dict[str, jax.Array]) -> jax.Array:
             """The selection criterion of an epoch (higher is better)."""
@@ -526,6 +720,14 @@ def make_train(
             if config.select.endswith("-lower"):
                 value = value - Z_95 * estimates[name + "_se"]
             return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+        proposal = None
+        if config.sampled_softmax is not None:
+            if config.proposal == "popularity":
+                log_q = popularity_log_q(jnp.bincount(data.action, length=data.n_actions))
+            else:
+                log_q = uniform_log_q(data.n_actions)
+            proposal = item_proposal(log_q)
 
         def batch_step(state, inputs):
             params, opt_state = state
@@ -541,6 +743,7 @@ def make_train(
                 ),
                 mask=mask,
                 q_hat=rows.get("q_hat"),
+                proposal=proposal,
             )
             params, opt_state, metrics = update(params, opt_state, batch, key)
             return (params, opt_state), metrics["loss"] * jnp.sum(mask)
@@ -563,13 +766,19 @@ def make_train(
             index, mask = epoch_batches(key_order, n, batch_size)
             # One gather per epoch: the scan then reads contiguous [B, ...] slices.
             rows = jax.tree.map(lambda a: a[index], per_event)
+            if config.data_parallel > 1:  # events of every batch spread over the "batch" devices
+                events = NamedSharding(mesh, PartitionSpec(None, "batch"))
+                rows, mask = jax.lax.with_sharding_constraint((rows, mask), events)
             step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
             new_state, weighted = jax.lax.scan(batch_step, state, (rows, mask, step_keys))
             if config.patience is not None:  # stopped early: the parameters stay where they were
                 stopped = index_epoch - best["epoch"] > config.patience
                 new_state = jax.tree.map(lambda old, new: jnp.where(stopped, old, new), state, new_state)
             params = new_state[0]
-            train_value = values(params, data)[0] if config.evaluate_train else jnp.full((), jnp.nan)
+            if config.evaluate_train and data.expected_reward is not None:
+                train_value = values(params, data)[0]
+            else:
+                train_value = jnp.full((), jnp.nan)
             test_value, top_share = values(params, test_data)
             estimates = validate(params)
             if config.select is not None:
@@ -642,17 +851,41 @@ def expose_cpu_cores(count: int | None = None) -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(1, count or 1)}".strip()
 
 
-def seed_sharding(seeds: int, devices: int | None = None) -> NamedSharding:
-    """Shards a leading seed axis of length ``seeds`` over local devices.
+def _devices() -> list:
+    """The devices runs are laid out on: this process's, or every process's after
+    ``jax.distributed.initialize`` (:mod:`towerjax.distributed`)."""
+    return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
-    Uses the largest number of devices, at most ``devices`` (all local ones by default),
-    that divides ``seeds``; the runs are independent, so each device runs its seeds with
-    no communication and the numbers equal a single-device run's.
+
+def batch_mesh(data_parallel: int) -> Mesh:
+    """A 1-d ``("batch",)`` mesh of the first ``data_parallel`` devices."""
+    devices = _devices()
+    if data_parallel > len(devices):
+        raise InputError(
+            "data_parallel", f"expected at most the {len(devices)} available devices, got {data_parallel}"
+        )
+    return Mesh(np.array(devices[:data_parallel]), ("batch",))
+
+
+def seed_sharding(seeds: int, devices: int | None = None, data_parallel: int = 1) -> NamedSharding:
+    """Shards a leading seed axis of length ``seeds`` over the devices.
+
+    Uses the largest number of seed slots ``k``, with ``k * data_parallel`` at most
+    ``devices`` (all devices by default), such that ``k`` divides ``seeds``; the runs are
+    independent, so each slot runs its seeds with no communication and the numbers equal a
+    single-device run's. With ``data_parallel > 1`` the mesh is ``("seed", "batch")`` of
+    shape ``(k, data_parallel)``: each run's minibatches are spread over its slot's
+    ``data_parallel`` devices.
     """
-    local = jax.local_devices()
-    limit = len(local) if devices is None else max(1, min(int(devices), len(local)))
-    count = max(k for k in range(1, limit + 1) if seeds % k == 0)
-    return NamedSharding(Mesh(np.array(local[:count]), ("seed",)), PartitionSpec("seed"))
+    available = _devices()
+    limit = len(available) if devices is None else max(1, min(int(devices), len(available)))
+    if data_parallel > limit:
+        raise InputError("data_parallel", f"expected at most the {limit} devices in use, got {data_parallel}")
+    count = max(k for k in range(1, limit // data_parallel + 1) if seeds % k == 0)
+    if data_parallel == 1:
+        return NamedSharding(Mesh(np.array(available[:count]), ("seed",)), PartitionSpec("seed"))
+    grid = np.array(available[: count * data_parallel]).reshape(count, data_parallel)
+    return NamedSharding(Mesh(grid, ("seed", "batch")), PartitionSpec("seed"))
 
 
 def shard_batch(batch: Batch, devices: int | None = None) -> Batch:
@@ -707,6 +940,27 @@ class SeedRunner:
         return jax.tree.map(lambda a: a.reshape(self.seeds, *a.shape[2:]), out)
 
 
+def _put(value, sharding: NamedSharding) -> jax.Array:
+    """``jax.device_put(value, sharding)``; across processes (``jax.distributed``), where
+    every process holds the same ``value``, each puts its own devices' part of it."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(value, sharding)
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        data = _put(jax.random.key_data(value), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _to_host(tree):
+    """Host numpy copies; across processes every process gets every array whole."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def compile_seeds(
     config: TrainConfig,
     *,
@@ -738,26 +992,35 @@ def compile_seeds(
     seeds = check_positive_int("seeds", seeds)
     if data is None and (test_data is not None or q_hat is not None or validation is not None):
         raise InputError("data", "test_data, q_hat and validation need data")
-    sharding = seed_sharding(seeds, devices)
-    count = len(sharding.mesh.devices.flat)
+    sharding = seed_sharding(seeds, devices, config.data_parallel)
+    count = sharding.mesh.shape["seed"]
+    if jax.process_count() > 1 and sharding.mesh.size != jax.device_count():
+        raise InputError(
+            "data_parallel",
+            f"across {jax.process_count()} processes the runs use all {jax.device_count()} devices, "
+            f"expected seed slots x data_parallel = {jax.device_count()}, got {count} x {config.data_parallel}",
+        )
     per_device = seeds // count
     limit = seeds_per_device or SEEDS_PER_DEVICE_GROUP
     group = max(g for g in range(1, min(limit, per_device) + 1) if per_device % g == 0)
     groups = per_device // group
     layout = NamedSharding(sharding.mesh, PartitionSpec(None, "seed"))
     keys = jax.random.split(jax.random.key(seed), seeds).reshape(groups, group * count)
-    keys = jax.device_put(keys, layout)
+    keys = _put(keys, layout)
     inputs = (data, test_data, q_hat, validation)
     if per_seed_data:
         for name, value in zip(("data", "test_data", "q_hat", "validation"), inputs, strict=True):
             for leaf in jax.tree.leaves(value):
                 if leaf.shape[:1] != (seeds,):
                     raise InputError(name, f"per_seed_data: expected a leading axis of {seeds} seeds")
-        inputs = jax.tree.map(
-            lambda a: jax.device_put(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs
-        )
-    train = make_train(config, on_epoch=on_epoch)
-    run_group = jax.vmap(train, in_axes=(0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None))
+        inputs = jax.tree.map(lambda a: _put(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs)
+    parallel = config.data_parallel > 1
+    train = make_train(config, on_epoch=on_epoch, mesh=sharding.mesh if parallel else None)
+    run_group = jax.vmap(
+        train,
+        in_axes=(0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None),
+        spmd_axis_name="seed" if parallel else None,
+    )
 
     def run(keys, inputs):
         if per_seed_data:
@@ -766,7 +1029,8 @@ def compile_seeds(
 
     start = time.perf_counter()
     compiled = jax.jit(run).lower(keys, inputs).compile()
-    return SeedRunner(compiled, keys, inputs, seeds, groups, count, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return SeedRunner(compiled, keys, inputs, seeds, groups, count * config.data_parallel, seconds)
 
 
 def train_seeds(
@@ -840,7 +1104,7 @@ def train_seeds(
         "seed_steps": seeds * config.epochs * num_batches(rounds, min(config.batch_size, rounds)),
         "devices": runner.devices,
     }
-    result = jax.device_get(result)
+    result = _to_host(result)
     if finite:
         check_finite(result, config.objective, seed=seed)
     return result, timing
