@@ -161,3 +161,32 @@ def test_training_on_ids_reports_the_same_validation_in_row_chunks(monkeypatch):
     np.testing.assert_allclose(chunked.test_value, whole.test_value, rtol=1e-5)
     np.testing.assert_allclose(chunked.top_share, whole.top_share)
     assert np.all(np.isfinite(whole.validation["dr"]))
+
+
+def test_sum_mode_is_a_one_hot_first_layer_by_lookup():
+    """embedding_mode="sum": tables as wide as the first layer, added to its output, equal
+    one-hot columns times the first layer's kernel, whatever the table."""
+    model = TwoTower(hidden_sizes=(8,), embedding_size=4, embedding_mode="sum")
+    params = model.init(jax.random.key(1), feature_spec(CONTEXT), feature_spec(ITEM))
+    context = params["context"]
+    assert context["embed_user"]["embedding"].shape == (USERS, 8)
+    one_hot = jnp.concatenate(
+        [
+            CONTEXT.dense,
+            jax.nn.one_hot(CONTEXT.ids["user"], USERS),
+            jax.nn.one_hot(CONTEXT.ids["country"], 3),
+        ],
+        axis=1,
+    )
+    kernel = jnp.concatenate(
+        [
+            context["Dense_0"]["kernel"],
+            context["embed_user"]["embedding"],
+            context["embed_country"]["embedding"],
+        ]
+    )
+    dense = {"Dense_0": {"kernel": kernel, "bias": context["Dense_0"]["bias"]}, "Dense_1": context["Dense_1"]}
+    expected = TwoTower(hidden_sizes=(8,), embedding_size=4).embed_context({"context": dense}, one_hot)
+    np.testing.assert_allclose(model.embed_context(params, CONTEXT), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="embedding_mode"):
+        TwoTower(embedding_mode="stack")

@@ -25,6 +25,7 @@ from towerjax.checks import InputError
 from towerjax.distributed import initialize_from_environment
 from towerjax.objectives import OBJECTIVES
 from towerjax.studies import STUDIES, headline
+from towerjax.towers import EMBEDDING_MODES
 from towerjax.train import OPTIMIZERS, PROPOSALS, SELECTIONS, NonFiniteError, TrainConfig, expose_cpu_cores
 
 # TrainConfig fields that ``towerjax train`` exposes, with their argument types.
@@ -56,6 +57,10 @@ _TRAIN_FIELDS = {
     "embedding_weight_decay": dict(
         type=arguments.nonnegative_float,
         help="L2 / decoupled decay of the id embedding tables (none: --weight-decay)",
+    ),
+    "embedding_mode": dict(
+        choices=EMBEDDING_MODES,
+        help="id tables concatenated with the dense columns, or as wide as the first layer and added to it",
     ),
     "sampled_softmax": dict(
         type=arguments.positive_int,

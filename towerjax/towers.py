@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from towerjax.checks import InputError, check_positive_int, check_sizes
 from towerjax.features import Features, FeatureSpec, example_input
 
-__all__ = ["ACTIVATIONS", "MLP", "TwoTower", "embed_inputs"]
+__all__ = ["ACTIVATIONS", "EMBEDDING_MODES", "MLP", "Tower", "TwoTower", "embed_inputs"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,
@@ -64,8 +64,12 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        # A [0, O] kernel (no input columns) has no fan-in to scale by.
+        init = nn.initializers.lecun_normal() if x.shape[-1] else nn.initializers.zeros_init()
+        kernel = self.param("kernel", init, (x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if x.shape[-1] == 0:  # no input columns: the bias alone
+            return jnp.broadcast_to(bias, (*x.shape[:-1], self.features))
         out = affine(x.reshape(-1, x.shape[-1]), kernel, bias)
         return out.reshape(*x.shape[:-1], self.features)
 
@@ -101,24 +105,43 @@ def embed_inputs(x: jax.Array | Features, prefix: str = "") -> jax.Array:
     return jnp.concatenate(parts, axis=-1)
 
 
+EMBEDDING_MODES = ("concat", "sum")
+
+
 class Tower(nn.Module):
-    """One tower: embedded ids (if any) concatenated with the dense columns, then the MLP.
+    """One tower: embedded ids (if any) and the dense columns, then the MLP.
 
     For a plain ``[..., d]`` input the parameters are exactly :class:`MLP`'s (``Dense_0``,
     ...); :class:`~towerjax.features.Features` adds one ``embed_<name>`` table per feature.
+    ``embedding_mode="concat"`` concatenates each table's ``dim``-wide rows with the dense
+    columns before the first layer; ``"sum"`` gives every table the first layer's width
+    (``Table.dim`` unused) and adds its rows to the first layer's output, ``W x_dense + b +
+    sum_t E_t[id_t]``: exactly a one-hot input times the first layer's kernel, by lookup.
     """
 
     hidden_sizes: Sequence[int]
     features: int
     activation: str = "elu"
+    embedding_mode: str = "concat"
 
     @nn.compact
     def __call__(self, x: jax.Array | Features) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        x = embed_inputs(x)
-        for size in self.hidden_sizes:
-            x = act(Dense(size)(x))
-        return Dense(self.features)(x)
+        sizes = (*self.hidden_sizes, self.features)
+        if self.embedding_mode == "sum" and isinstance(x, Features):
+            h = Dense(sizes[0])(x.dense)
+            # Initialised as the one-hot input's kernel rows would be: lecun-normal over the
+            # fan-in of the dense columns plus every table's one-hot width.
+            fan_in = x.dense.shape[-1] + sum(t.size for t in x.tables)
+            for table in x.tables:
+                init = nn.initializers.variance_scaling(table.size / fan_in, "fan_in", "truncated_normal")
+                embed = nn.Embed(table.size, sizes[0], embedding_init=init, name=f"embed_{table.name}")
+                h = h + embed(x.ids[table.name])
+        else:
+            h = Dense(sizes[0])(embed_inputs(x))
+        for size in sizes[1:]:
+            h = Dense(size)(act(h))
+        return h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,21 +152,27 @@ class TwoTower:
     size ``embedding_size`` (``D``). Defaults are the seed study's: ``(100, 100, 100)``,
     ``D = 100``, elu. Parameters are ``{"context": ..., "action": ...}``. A tower's input
     is a ``[n, d]`` matrix or :class:`~towerjax.features.Features` (dense columns plus
-    integer ids, each looked up in the tower's own embedding table ``embed_<name>``).
+    integer ids, each looked up in the tower's own embedding table ``embed_<name>``;
+    ``embedding_mode`` as in :class:`Tower`).
     """
 
     hidden_sizes: tuple[int, ...] = (100, 100, 100)
     embedding_size: int = 100
     activation: str = "elu"
+    embedding_mode: str = "concat"
 
     def __post_init__(self) -> None:
         check_activation(self.activation)
+        if self.embedding_mode not in EMBEDDING_MODES:
+            raise InputError(
+                "embedding_mode", f"expected one of {EMBEDDING_MODES}, got {self.embedding_mode!r}"
+            )
         object.__setattr__(self, "embedding_size", check_positive_int("embedding_size", self.embedding_size))
         object.__setattr__(self, "hidden_sizes", check_sizes("hidden_sizes", self.hidden_sizes))
 
     @property
     def _tower(self) -> Tower:
-        return Tower(self.hidden_sizes, self.embedding_size, self.activation)
+        return Tower(self.hidden_sizes, self.embedding_size, self.activation, self.embedding_mode)
 
     def init(self, key: jax.Array, context_dim: int | FeatureSpec, action_dim: int | FeatureSpec) -> dict:
         """Initial parameters for contexts and items of ``d`` dense features (an int) or of a

@@ -49,7 +49,7 @@ from towerjax.objectives import IPS, OBJECTIVES, Objective, objective_from_name
 from towerjax.policy import log_policy
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.synthetic import blog_problem, sample_logged_data
-from towerjax.towers import TwoTower, check_activation
+from towerjax.towers import EMBEDDING_MODES, TwoTower, check_activation
 
 __all__ = [
     "OPTIMIZERS",
@@ -111,7 +111,10 @@ class TrainConfig:
     validation logs have at most :data:`VALIDATION_DR_PAIRS` (row, item) pairs or ``select``
     needs it, and reports NaN otherwise. ``embedding_weight_decay`` is the L2 decay of the
     embedding tables of id features (:mod:`towerjax.features`; ``optax.masked`` by
-    parameter name); ``None`` uses ``weight_decay``. ``data_parallel`` shards every
+    parameter name); ``None`` uses ``weight_decay``. ``embedding_mode`` places the tables
+    in the towers (:class:`towerjax.towers.Tower`): ``"concat"`` (each table's rows
+    concatenated with the dense columns) or ``"sum"`` (tables as wide as the first layer,
+    added to its output: a one-hot input's first layer, by lookup). ``data_parallel`` shards every
     minibatch's events over that many devices (one run, SPMD: each device computes its
     rows' part of the loss and the compiler sums the gradients), composable with the seed
     axis (:func:`compile_seeds` lays devices out as ``seed x batch``); ``batch_size`` must
@@ -152,6 +155,7 @@ class TrainConfig:
     patience: int | None = None
     validation_dr: bool | None = None
     embedding_weight_decay: float | None = None
+    embedding_mode: str = "concat"
     data_parallel: int = 1
     sampled_softmax: int | None = None
     proposal: str = "uniform"
@@ -208,6 +212,7 @@ class TrainConfig:
                     "the KL penalty and the behaviour head need whole [B, A] rows; not with a sampled softmax",
                 )
         check_activation(self.activation)
+        check_choice("embedding_mode", self.embedding_mode, EMBEDDING_MODES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("temperature", "learning_rate"):
             check_positive(name, getattr(self, name))
@@ -258,7 +263,7 @@ class TrainConfig:
 
     @property
     def model(self) -> TwoTower:
-        return TwoTower(self.hidden_sizes, self.embedding_size, self.activation)
+        return TwoTower(self.hidden_sizes, self.embedding_size, self.activation, self.embedding_mode)
 
     def to_dict(self) -> dict:
         """JSON-ready: every field, the objective as ``{"name", **options}``."""
