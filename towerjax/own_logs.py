@@ -731,7 +731,7 @@ def _validation_of(model, temperature: float, params, logs: LoggedData, q_hat):
 @functools.partial(jax.jit, static_argnums=0)
 def _fit_predict(reward_model: RewardModel, key: jax.Array, data: LoggedData, logs: LoggedData) -> jax.Array:
     params = reward_model.fit(key, data)
-    return reward_model.predict(params, logs.context, logs.action_context, chunk_size=4096)
+    return reward_model.predict(params, logs.context, logs.action_context)
 
 
 def _selected_estimates(config, result, train_data, validation, seed):

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from towerjax.batching import epoch_batches
+from towerjax.batching import epoch_batches, row_chunk
 from towerjax.checks import InputError, check_choice, check_positive_int, check_sizes
 from towerjax.data import LoggedData
-from towerjax.features import Features, FeatureSpec, example_input, feature_spec, take
+from towerjax.features import Features, FeatureSpec, example_input, feature_spec, num_rows, take
 from towerjax.towers import ACTIVATIONS, MLP, check_activation, embed_inputs
 
 __all__ = ["RewardModel", "RewardModelConfig"]
@@ -117,7 +117,9 @@ class RewardModel:
     ) -> jax.Array:
         """``[n, A]`` ``q_hat(x_i, a)`` for every context and every item in one batched call.
 
-        ``chunk_size`` bounds memory to ``chunk_size * A * H`` by mapping over row chunks.
+        ``chunk_size`` bounds memory to ``chunk_size * A * H`` by mapping over row chunks;
+        ``None`` (default) picks the rows per chunk so that ``rows * A * H`` stays within
+        :data:`~towerjax.batching.ROW_CHUNK_ELEMENTS` (``H`` the widest hidden layer).
         """
         module = self._module
 
@@ -126,7 +128,11 @@ class RewardModel:
         def pairs(x):
             return self._link(module.apply({"params": params}, jax.tree.map(lambda v: v[:, None], x), items))
 
-        if chunk_size is None or chunk_size >= jax.tree.leaves(context)[0].shape[0]:
+        if chunk_size is None:
+            chunk_size = row_chunk(
+                num_rows(context), num_rows(action_context) * max(self.config.hidden_sizes)
+            )
+        if chunk_size >= num_rows(context):
             return pairs(context)
         return jax.lax.map(
             lambda x: pairs(jax.tree.map(lambda v: v[None], x))[0], context, batch_size=chunk_size
@@ -176,7 +182,7 @@ class RewardModel:
         (params, _), _ = jax.lax.scan(epoch, state, jax.random.split(key_epochs, cfg.epochs))
         return params
 
-    def cross_fit(self, key: jax.Array, data: LoggedData, *, chunk_size: int | None = 4096) -> jax.Array:
+    def cross_fit(self, key: jax.Array, data: LoggedData, *, chunk_size: int | None = None) -> jax.Array:
         """``[n, A]`` cross-fitted ``q_hat(x_i, a)``: row ``i`` predicted by a model that did not see it.
 
         Rows are split into ``config.folds`` random folds of sizes differing by at most one;

@@ -344,7 +344,8 @@ class TrainResult:
       behavior_value: test value of the logging policy.
       optimal_value: test value of the best policy, ``mean_i max_a q(x_i, a)``.
       top_share: ``[E]`` share of the test contexts whose top-scored item is the single most
-        common one (1.0: the policy sends everyone to one item, a collapse).
+        common one (1.0: the policy sends everyone to one item, a collapse); for logs with no
+        true values and no ``test_data``, of the validation contexts.
       validation: ``{"snips", "snips_se", "dr", "dr_se"}`` each ``[E]``: the off-policy
         estimates on the validation logs after each epoch (NaN without validation logs).
       selected_epoch: the epoch whose parameters ``params`` are (``config.select``; 0 is the
@@ -631,7 +632,8 @@ def make_train(
             )
             data = sample_logged_data(key_data, problem, config.n_rounds)
             test_data = sample_logged_data(key_test, problem, config.n_test_rounds)
-        elif test_data is None:
+        own_test = test_data is None
+        if own_test:
             test_data = data
         if objective.needs_pi_b and data.pi_b is None and not config.estimate_propensities:
             raise InputError(
@@ -668,6 +670,10 @@ def make_train(
             q_hat = None
         elif q_hat is None:
             q_hat = reward_model.cross_fit(key_q, data)
+        if own_test and test_data.expected_reward is None and validation is not None:
+            # Own logs: no true values to report, only the top-item share; the validation
+            # rows show it without scoring every training row against every item each epoch.
+            test_data = validation
         validation_fit = None
         if validation is not None and _validates_dr(config, validation):
             validation_fit = reward_model.fit(key_validation_q, data)
