@@ -1,6 +1,9 @@
-"""Scaling benchmarks: many items, exact top-k over a million items, many seeds, FLOP/s.
+"""Scaling benchmarks: many items, exact top-k over a million items, many seeds, FLOP/s,
+end-to-end training on a million-item catalogue, data-parallel training.
 
-Four sections, all by default (``--only items,scoring`` picks some):
+Six sections; the first four run by default (``--only items,scoring`` picks some,
+``--only train,dataparallel`` the last two, which would take the default run past its 15
+minutes):
 
 ``items``
     One training step against the number of items ``A``: (a) the full softmax (the item
@@ -22,6 +25,29 @@ Four sections, all by default (``--only items,scoring`` picks some):
 ``flops``
     Achieved FLOP/s of the seed study's training step at batch 1000, as a fraction of a
     jitted float32 matmul's FLOP/s measured in the same run.
+``train``
+    End-to-end training (:func:`towerjax.compile_seeds`, one seed: what ``train_seeds``
+    runs) with ``TrainConfig(sampled_softmax=1024)`` at 1,000 and 1,000,000 items, on a
+    synthetic catalogue with 32 dense item features and planted rewards
+    (:class:`_TrainProblem`: epsilon-uniform exploration over a softmax of a fixed
+    candidate set, so propensities are exact and cheap). Per catalogue: two compiled runs
+    on 10,240 and 81,920 logged events (same epochs, validation and test sets), whose
+    time difference over the difference in steps is the steady-state step time, and the
+    rest (initialisation and the per-epoch exact-softmax evaluation on the validation and
+    test rows, over all items) is reported apart; the update step alone
+    (``make_update_step`` on one batch) as a cross-check; compile times; XLA's plan of the
+    whole run; the peak RSS of a fresh process running it (``--no-rss`` skips); and the
+    learned policy's exact value on 200 test contexts next to the logging policy's, the
+    uniform one's and the best item's (``sum_a pi(a|x) q(x, a)`` over every item, in
+    chunks), for the timed objective (IPS) and, one run each, for
+    ``train_other_objectives``. ``--write-logs DIR`` writes the largest catalogue's logs as
+    Parquet for ``towerjax train --logs``.
+``dataparallel``
+    The step time of one training run (:func:`towerjax.compile_seeds`, one seed, the seed
+    study's towers on the built-in problem) with ``TrainConfig(data_parallel=k)``,
+    ``k = 1, 2, 4``, at batches 1,024 and 4,096: the run's time over its steps (the run
+    also draws the problem and scores 100 test contexts each epoch, under 1% of it). Runs
+    in a child process with 4 XLA CPU devices unless this one has them (``--devices 4``).
 
 House style (``benchmarks/speed.py``): the machine is shared and noisy, so every section
 times its configurations in interleaved rounds (each round times every configuration
@@ -32,7 +58,8 @@ progress goes to stderr; ``--json PATH`` also writes all records as one JSON lis
 Records (``"kind"``): ``environment`` (devices, versions, flags, settings); ``items`` (one
 per variant and ``A``), ``items_target`` (sampled softmax at the largest ``A`` against the
 targets), ``items_full_over_sampled``; ``scoring_exact``, ``scoring_approx``; ``seeds`` (one
-per ``S``), ``seeds_summary``; ``matmul`` (one per size), ``flops``.
+per ``S``), ``seeds_summary``; ``matmul`` (one per size), ``flops``; ``train`` (one per
+catalogue size), ``train_target``; ``dataparallel`` (one per batch and device count).
 ``cpu_seconds_per_wall_second`` is the process's CPU time over wall time during the timed
 calls (about 2 when one call keeps both cores of a 2-core machine busy).
 
@@ -45,12 +72,15 @@ without running the step, so sizes over ``--memory-limit-gb`` are compiled, repo
 not run.
 
 Run (about 10-15 minutes on 2 CPU cores): ``python benchmarks/scale.py --json scale.json``;
-smoke test: ``python benchmarks/scale.py --quick``.
+``python benchmarks/scale.py --only train`` (about 8 minutes) and ``--only dataparallel``
+(about 5); smoke test: ``python benchmarks/scale.py --quick`` (``--quick --only
+train,dataparallel`` for the last two).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -61,7 +91,8 @@ import sys
 import time
 import warnings
 
-SECTIONS = ("items", "scoring", "seeds", "flops")
+SECTIONS = ("items", "scoring", "seeds", "flops", "train", "dataparallel")
+DEFAULT_SECTIONS = ("items", "scoring", "seeds", "flops")  # train and dataparallel: with --only
 VARIANTS = ("full", "sampled-uniform", "sampled-popularity")
 GB = 1e9
 _START = time.perf_counter()
@@ -98,6 +129,7 @@ def _settings(quick: bool) -> dict:
             "flops_batch": 1000,
             "matmul_sizes": [256, 512],
             "flops_rounds": 3,
+            **_train_settings(quick=True),
         }
     return {
         "items_sizes": [10, 100, 1000, 10_000, 100_000, 1_000_000],
@@ -118,6 +150,60 @@ def _settings(quick: bool) -> dict:
         "flops_batch": 1000,
         "matmul_sizes": [1024, 2048, 4096],
         "flops_rounds": 5,
+        **_train_settings(quick=False),
+    }
+
+
+def _train_settings(quick: bool) -> dict:
+    """Sizes of the ``train`` and ``dataparallel`` sections."""
+    common = {
+        "train_num_samples": 1024,
+        "train_proposal": "uniform",
+        "train_batch": 256,
+        "train_learning_rate": 3e-3,
+        "train_features": 32,
+        "train_latent": 8,
+        "train_epsilon": 0.2,
+        # Learned values only (one untimed run each on the larger logs): IPS's weights reach
+        # A / epsilon on the uniformly explored rows, so a cap and a naive learner are shown too.
+        "train_other_objectives": [{"name": "ips", "cap": 100.0}, {"name": "naive"}],
+        "train_id_embedding_dim": 32,  # default_embedding_dim of a million ids
+    }
+    if quick:
+        return {
+            **common,
+            "train_items": [100, 20_000],
+            "train_rows": [1024, 2048],
+            "train_epochs": 1,
+            "train_candidates": 20,
+            "train_validation_rows": 200,
+            "train_test_contexts": 50,
+            "train_run_test_contexts": 20,
+            "train_rounds": 2,
+            "train_other_objectives": [{"name": "naive"}],
+            "dp_counts": [1, 2],
+            "dp_batches": [256],
+            "dp_steps": 4,
+            "dp_epochs": 2,
+            "dp_rounds": 2,
+        }
+    return {
+        **common,
+        "train_items": [1000, 1_000_000],
+        "train_rows": [10_240, 81_920],
+        "train_epochs": 2,
+        "train_candidates": 100,
+        # Each epoch scores every validation row against every item (exact softmax): at a
+        # million items 1,000 rows cost about 9 s an epoch here, 200 rows about 2 s.
+        "train_validation_rows": 200,
+        "train_test_contexts": 200,
+        "train_run_test_contexts": 50,
+        "train_rounds": 5,
+        "dp_counts": [1, 2, 4],
+        "dp_batches": [1024, 4096],
+        "dp_steps": 16,
+        "dp_epochs": 4,
+        "dp_rounds": 5,
     }
 
 
@@ -126,8 +212,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=str,
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
+        f"(default: {','.join(DEFAULT_SECTIONS)})",
     )
     parser.add_argument("--json", type=str, default=None, help="also write all records here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of a minute or two")
@@ -142,7 +229,14 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--time-limit-s", type=float, default=5.0, help="items: stop timing steps slower than this"
     )
-    parser.add_argument("--no-rss", action="store_true", help="items: skip the RSS subprocesses")
+    parser.add_argument("--no-rss", action="store_true", help="items, train: skip the RSS subprocesses")
+    parser.add_argument(
+        "--write-logs",
+        type=str,
+        default=None,
+        metavar="DIR",
+        help="train: write the largest catalogue's logs as Parquet files here (logs, validation, items)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -152,6 +246,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         "e.g. --set scoring_contexts=1000 --set 'seed_counts=[1,8]'",
     )
     parser.add_argument("--rss-child", type=str, default=None, help=argparse.SUPPRESS)  # "VARIANT:A"
+    parser.add_argument("--train-child", type=str, default=None, help=argparse.SUPPRESS)  # "A"
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -747,8 +842,6 @@ def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
 
 
 def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
-    import dataclasses
-
     import jax.numpy as jnp
 
     from towerjax.synthetic import blog_problem, sample_logged_data
@@ -846,6 +939,596 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
     )
 
 
+# --------------------------------------------------------------------------- train
+
+
+class _TrainProblem:
+    """A synthetic catalogue with planted rewards and a logging policy with exact propensities.
+
+    ``A`` items with ``[A, d]`` standard normal features ``e_a``, contexts ``x ~ N(0, I_d)``;
+    latent vectors ``u_x = x W_x``, ``v_a = e_a W_a`` (``[d, k]`` Gaussian maps) and the
+    planted score ``s(x, a) = scale <u_x, v_a> / sqrt(k) + bias``; rewards are
+    ``Bernoulli(q(x, a))`` with ``q = sigmoid(s)``. The logging policy explores uniformly
+    with probability ``epsilon`` and otherwise draws from a softmax of ``beta s(x, a)`` over
+    a fixed candidate set (items ``0 .. K - 1``, as a retrieval stage's popular items):
+
+    .. math::
+
+        \\pi_0(a \\mid x) = \\frac{\\epsilon}{A} + (1 - \\epsilon)\\, 1[a < K]\\,
+        \\mathrm{softmax}_{b < K}(\\beta s(x, b))_a,
+
+    so the logged propensity costs ``O(K)`` per row whatever ``A`` is. Every value on the test
+    contexts (logging, uniform, best item, a learned softmax policy) is
+    ``mean_x sum_a pi(a|x) q(x, a)``, computed exactly in chunks of contexts.
+    """
+
+    SCALE, BIAS, BETA = 2.0, -1.0, 1.0
+
+    def __init__(self, jax, num_items: int, settings: dict):
+        self.num_items = num_items
+        self.dim, self.latent = settings["train_features"], settings["train_latent"]
+        self.candidates = min(settings["train_candidates"], num_items)
+        self.epsilon = settings["train_epsilon"]
+        keys = jax.random.split(jax.random.key(11), 4)
+        self.item_features = jax.random.normal(keys[0], (num_items, self.dim))
+        self.w_context = jax.random.normal(keys[1], (self.dim, self.latent)) / self.dim**0.5
+        w_item = jax.random.normal(keys[2], (self.dim, self.latent)) / self.dim**0.5
+        self.item_latent = self.item_features @ w_item  # [A, k]
+        self.key = keys[3]
+        jax.block_until_ready((self.item_features, self.item_latent))
+
+    def arrays(self) -> dict:
+        """The planted model's arrays (arguments of the jitted value, never constants)."""
+        return {
+            "item_features": self.item_features,
+            "item_latent": self.item_latent,
+            "w_context": self.w_context,
+        }
+
+    def logs(self, jax, n: int, stream: int):
+        """``n`` logged events of the logging policy (``stream`` picks independent draws)."""
+        import jax.numpy as jnp
+
+        from towerjax import LoggedData
+
+        k_ctx, k_explore, k_uniform, k_candidate, k_reward = jax.random.split(
+            jax.random.fold_in(self.key, stream), 5
+        )
+        context = jax.random.normal(k_ctx, (n, self.dim))
+        u = context @ self.w_context
+        logits = self.BETA * _planted(u, self.item_latent[: self.candidates])  # [n, K]
+        explore = jax.random.bernoulli(k_explore, self.epsilon, (n,))
+        uniform = jax.random.randint(k_uniform, (n,), 0, self.num_items)
+        candidate = jax.random.categorical(k_candidate, logits)
+        action = jnp.where(explore, uniform, candidate).astype(jnp.int32)
+        in_set = action < self.candidates
+        softmax = jax.nn.softmax(logits, axis=-1)
+        chosen = jnp.take_along_axis(softmax, jnp.where(in_set, action, 0)[:, None], axis=1)[:, 0]
+        pscore = self.epsilon / self.num_items + (1.0 - self.epsilon) * jnp.where(in_set, chosen, 0.0)
+        q = jax.nn.sigmoid(_planted(u[:, None, :], self.item_latent[action][:, None, :])[:, 0, 0])
+        reward = jax.random.bernoulli(k_reward, q).astype(jnp.float32)
+        data = LoggedData(
+            context=context, action_context=self.item_features, action=action, reward=reward, pscore=pscore
+        )
+        return jax.block_until_ready(data)
+
+    def test_logs(self, jax, n: int):
+        """``n`` test contexts (actions, rewards and propensities are placeholders: a run reads
+        only the contexts, for its top-item share; no ``expected_reward``, which is ``[n, A]``)."""
+        import jax.numpy as jnp
+
+        from towerjax import LoggedData
+
+        context = jax.random.normal(jax.random.fold_in(self.key, 99), (n, self.dim))
+        zeros = jnp.zeros(n)
+        return LoggedData(
+            context=context,
+            action_context=self.item_features,
+            action=zeros.astype(jnp.int32),
+            reward=zeros,
+            pscore=jnp.ones(n),
+        )
+
+    def values(self, jax, context, model=None, params=None, temperature: float = 1.0) -> dict:
+        """Exact test values ``mean_x sum_a pi(a|x) q(x, a)`` of the logging, uniform and
+        best-item policies, and of ``model``'s softmax policy with ``params`` when given."""
+        fn = jax.jit(_test_values, static_argnames=("model", "temperature", "candidates", "epsilon"))
+        out = fn(
+            params,
+            context,
+            self.arrays(),
+            model=model,
+            temperature=temperature,
+            candidates=self.candidates,
+            epsilon=self.epsilon,
+        )
+        return {name: float(value) for name, value in jax.device_get(out).items()}
+
+    def write_parquet(self, directory: str, data, validation) -> dict:
+        """The inputs of ``towerjax train --logs --items --validation``: ``logs.parquet`` and
+        ``validation.parquet`` (``x0..``, ``item_id``, ``reward``, ``pscore``), ``items.parquet``
+        (``item_id``, ``f0..``) and ``problem.json`` (the planted model's settings)."""
+        import numpy as np
+        import pandas as pd
+
+        os.makedirs(directory, exist_ok=True)
+
+        def events(logs):
+            frame = pd.DataFrame(
+                np.asarray(logs.context, np.float32), columns=[f"x{i}" for i in range(self.dim)]
+            )
+            frame["item_id"] = np.asarray(logs.action, np.int64)
+            frame["reward"] = np.asarray(logs.reward, np.float32)
+            frame["pscore"] = np.asarray(logs.pscore, np.float64)
+            return frame
+
+        items = pd.DataFrame(
+            np.asarray(self.item_features, np.float32), columns=[f"f{i}" for i in range(self.dim)]
+        )
+        items.insert(0, "item_id", np.arange(self.num_items, dtype=np.int64))
+        frames = {"logs": events(data), "validation": events(validation), "items": items}
+        files = {}
+        for name, frame in frames.items():
+            path = os.path.join(directory, f"{name}.parquet")
+            frame.to_parquet(path, index=False)
+            files[name] = {"path": path, "rows": len(frame), "bytes": os.path.getsize(path)}
+        with open(os.path.join(directory, "problem.json"), "w") as handle:
+            json.dump(
+                {
+                    "generator": "benchmarks/scale.py _TrainProblem (key 11)",
+                    "num_items": self.num_items,
+                    "features": self.dim,
+                    "latent": self.latent,
+                    "candidates": self.candidates,
+                    "epsilon": self.epsilon,
+                    "scale": self.SCALE,
+                    "bias": self.BIAS,
+                    "beta": self.BETA,
+                },
+                handle,
+                indent=2,
+            )
+        return files
+
+
+def _planted(u, item_latent):
+    """``[..., n, k], [..., m, k] -> [..., n, m]``: planted scores ``scale <u, v> / sqrt(k) + bias``."""
+    import jax.numpy as jnp
+
+    scale, bias = _TrainProblem.SCALE, _TrainProblem.BIAS
+    return scale * (u @ jnp.swapaxes(item_latent, -1, -2)) / u.shape[-1] ** 0.5 + bias
+
+
+def _test_values(params, context, arrays, *, model, temperature, candidates, epsilon):
+    """The jitted body of :meth:`_TrainProblem.values`, in chunks of contexts."""
+    import jax
+    import jax.numpy as jnp
+
+    from towerjax import log_policy
+    from towerjax.batching import map_row_chunks, row_chunk
+
+    num_items = arrays["item_latent"].shape[0]
+    items = None if params is None else model.embed_actions(params, arrays["item_features"])
+
+    def per_row(x):
+        s = _planted(x @ arrays["w_context"], arrays["item_latent"])  # [c, A]
+        q = jax.nn.sigmoid(s)
+        logging = jax.nn.softmax(_TrainProblem.BETA * s[:, :candidates], axis=-1)
+        out = {
+            "uniform": jnp.mean(q, axis=-1),
+            "logging": epsilon * jnp.mean(q, axis=-1)
+            + (1.0 - epsilon) * jnp.sum(logging * q[:, :candidates], axis=-1),
+            "best_item": jnp.max(q, axis=-1),
+        }
+        if items is not None:
+            pi = jnp.exp(log_policy(model.embed_context(params, x) @ items.T, temperature))
+            out["learned"] = jnp.sum(pi * q, axis=-1)
+        return out
+
+    out = map_row_chunks(per_row, context, row_chunk(context.shape[0], num_items))
+    return {name: jnp.mean(value) for name, value in out.items()}
+
+
+def _train_config(settings: dict):
+    """The run the ``train`` section times: the library's defaults, a sampled softmax."""
+    from towerjax.train import TrainConfig
+
+    return TrainConfig(
+        sampled_softmax=settings["train_num_samples"],
+        proposal=settings["train_proposal"],
+        batch_size=settings["train_batch"],
+        epochs=settings["train_epochs"],
+        learning_rate=settings["train_learning_rate"],
+        evaluate_train=False,
+        validation_fraction=0.0,  # validation logs of their own are passed
+        # SNIPS only: DR's reward model would score every (validation row, item) pair each
+        # epoch below VALIDATION_DR_PAIRS, i.e. at the small catalogue and not the large one.
+        validation_dr=False,
+    )
+
+
+class _TrainSize:
+    """One catalogue size: its problem, a compiled run per number of training rows, and the
+    update step alone (``make_update_step`` on one batch), with their timings."""
+
+    def __init__(self, jax, num_items: int, settings: dict, args):
+        import jax.numpy as jnp
+
+        from towerjax import Features, Table, item_proposal, popularity_log_q, uniform_log_q
+        from towerjax.objectives import objective_from_name
+        from towerjax.train import Batch, compile_seeds
+
+        self.num_items = num_items
+        self.config = config = _train_config(settings)
+        self.problem = problem = _TrainProblem(jax, num_items, settings)
+        rows = settings["train_rows"]
+        everything = problem.logs(jax, max(rows), stream=0)
+        self.validation = problem.logs(jax, settings["train_validation_rows"], stream=1)
+        self.test = problem.test_logs(jax, settings["train_test_contexts"])
+        # The run scores its test contexts against every item each epoch (for the top-item
+        # share); the exact values are computed after it on all of them.
+        run_test = self.test.take_rows(jnp.arange(settings["train_run_test_contexts"]))
+        if args.write_logs and num_items == max(settings["train_items"]):
+            self.files = problem.write_parquet(args.write_logs, everything, self.validation)
+            _log(f"train: wrote {self.files}")
+        self.runners, self.first_run, self.seconds, self.cpu = {}, {}, {}, {}
+        for n in rows:
+            data = everything.take_rows(jnp.arange(n))
+            runner = compile_seeds(config, seeds=1, data=data, test_data=run_test, validation=self.validation)
+            start = time.perf_counter()
+            self.result = jax.block_until_ready(runner.run())  # every run of it returns the same
+            self.first_run[n] = time.perf_counter() - start
+            self.runners[n], self.seconds[n], self.cpu[n] = runner, [], []
+            _log(
+                f"train: A={num_items} n={n}: compiled in {runner.seconds_compile:.1f}s, "
+                f"first run {self.first_run[n]:.1f}s"
+            )
+        self.memory = _memory(self.runners[max(rows)].compiled)
+        # Other objectives on the larger logs: one run each, for the learned policy's value.
+        self.others = []
+        for options in settings["train_other_objectives"]:
+            options = dict(options)
+            other = dataclasses.replace(config, objective=objective_from_name(options.pop("name"), **options))
+            runner = compile_seeds(
+                other, seeds=1, data=everything, test_data=run_test, validation=self.validation
+            )
+            start = time.perf_counter()
+            result = jax.block_until_ready(runner.run())
+            self.others.append(
+                {
+                    "objective": other.objective.to_dict(),
+                    "compile_seconds": round(runner.seconds_compile, 2),
+                    "run_seconds": _sig(time.perf_counter() - start),
+                    "params": jax.tree.map(lambda a: a[0], result.params),
+                    "selected_epoch": int(result.selected_epoch[0]),
+                    "validation_snips": [round(float(v), 4) for v in result.validation["snips"][0]],
+                }
+            )
+            _log(f"train: A={num_items} {other.objective.name} {options}: trained")
+            del runner
+        # The update step alone, on the first batch of the logs: with the dense item
+        # features, and with an item-id embedding table next to them (what towerjax train's
+        # own-logs path builds by default; a dense Adam update touches all A rows every step).
+        if config.proposal == "popularity":  # as make_train builds it
+            log_q = popularity_log_q(jnp.bincount(everything.action, length=num_items))
+        else:
+            log_q = uniform_log_q(num_items)
+        first = everything.take_rows(jnp.arange(config.batch_size))
+        with_ids = dataclasses.replace(
+            first,
+            action_context=Features(
+                dense=problem.item_features,
+                ids={"item_id": jnp.arange(num_items, dtype=jnp.int32)},
+                tables=(Table("item_id", num_items, settings["train_id_embedding_dim"]),),
+            ),
+        )
+        mask, proposal = jnp.ones(config.batch_size), item_proposal(log_q)
+        self.steps = {
+            name: _StepAlone(jax, config, Batch(data=data, mask=mask, proposal=proposal), settings)
+            for name, data in (("features", first), ("features_and_id_table", with_ids))
+        }
+
+    def run(self, jax, n: int) -> None:
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        jax.block_until_ready(self.runners[n].run())
+        self.seconds[n].append(time.perf_counter() - start)
+        self.cpu[n].append((_cpu_seconds() - cpu_start) / self.seconds[n][-1])
+
+
+class _StepAlone:
+    """``make_update_step(config)`` compiled on one batch, timed in blocks of calls."""
+
+    def __init__(self, jax, config, batch, settings: dict):
+        from towerjax.features import feature_spec
+        from towerjax.train import make_optimizer, make_update_step
+
+        data = batch.data
+        params = config.model.init(
+            jax.random.key(1), feature_spec(data.context), feature_spec(data.action_context)
+        )
+        self.state = [params, make_optimizer(config).init(params)]
+        self.batch, self.key = batch, jax.random.key(2)
+        start = time.perf_counter()
+        step = jax.jit(make_update_step(config), donate_argnums=(0, 1))
+        self.step = step.lower(*self.state, batch, self.key).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.memory = _memory(self.step)
+        _block(jax, self.call, 2)  # warm-up
+        self.steps_per_block = _calibrate(_block(jax, self.call, 1), settings["block_seconds"])
+        self.seconds: list[float] = []
+
+    def call(self):
+        # One key throughout: the draws differ from a run's, their cost does not.
+        self.state[0], self.state[1], metrics = self.step(self.state[0], self.state[1], self.batch, self.key)
+        return self.state[0], metrics
+
+    def time(self, jax) -> None:
+        self.seconds.append(_block(jax, self.call, self.steps_per_block))
+
+
+def _train_child(args, settings: dict) -> int:
+    """``--train-child A``: the ``train`` section's larger run at ``A`` items in a fresh process
+    (problem, compile, one run, the exact test values); prints the peak RSS after each stage."""
+    import jax
+    import jax.numpy as jnp
+
+    from towerjax.train import compile_seeds
+
+    num_items = int(args.train_child)
+    jax.block_until_ready(jnp.zeros(1))
+    rss = {"rss_after_jax_start_bytes": _max_rss_bytes()}
+    config = _train_config(settings)
+    problem = _TrainProblem(jax, num_items, settings)
+    data = problem.logs(jax, max(settings["train_rows"]), stream=0)
+    validation = problem.logs(jax, settings["train_validation_rows"], stream=1)
+    test = problem.test_logs(jax, settings["train_test_contexts"])
+    run_test = test.take_rows(jnp.arange(settings["train_run_test_contexts"]))
+    rss["rss_after_data_bytes"] = _max_rss_bytes()
+    runner = compile_seeds(config, seeds=1, data=data, test_data=run_test, validation=validation)
+    rss["rss_after_compile_bytes"] = _max_rss_bytes()
+    result = jax.block_until_ready(runner.run())
+    rss["rss_after_run_bytes"] = _max_rss_bytes()
+    params = jax.tree.map(lambda a: a[0], result.params)
+    problem.values(jax, test.context, config.model, params, config.temperature)
+    rss["rss_peak_bytes"] = _max_rss_bytes()
+    print(json.dumps(rss), flush=True)
+    return 0
+
+
+def _forwarded(args) -> list[str]:
+    """The options a child process of this script needs to see the same settings."""
+    out = ["--quick"] if args.quick else []
+    if args.rounds is not None:
+        out += ["--rounds", str(args.rounds)]
+    for item in args.set:
+        out += ["--set", item]
+    return out
+
+
+def _child_json(command: list[str], timeout: float = 900, env: dict | None = None) -> list[dict]:
+    """Runs this script as ``command``; its stdout's JSON lines (stderr passes through)."""
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, check=True, env=env)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def run_train(jax, args, settings: dict, records: list[dict]) -> None:
+    from towerjax.batching import num_batches
+
+    sizes, rows = settings["train_items"], sorted(settings["train_rows"])
+    if len(rows) != 2:
+        raise SystemExit(f"train_rows: expected two numbers of training rows, got {rows}")
+    epochs = settings["train_epochs"]
+    cases = [_TrainSize(jax, num_items, settings, args) for num_items in sizes]
+    config = cases[0].config
+    steps = {n: num_batches(n, config.batch_size) for n in rows}
+    rounds = settings["train_rounds"] if args.rounds is None else args.rounds
+    for round_index in range(rounds):
+        for case in cases:
+            for n in rows:
+                case.run(jax, n)
+            for step in case.steps.values():
+                step.time(jax)
+        _log(f"train: round {round_index + 1}/{rounds} done")
+
+    rss = {}
+    if not args.no_rss:
+        for num_items in sizes:
+            command = [sys.executable, os.path.abspath(__file__), "--train-child", str(num_items)]
+            try:
+                rss[num_items] = _child_json(command + _forwarded(args), timeout=600)[-1]
+            except (subprocess.SubprocessError, ValueError, IndexError) as error:
+                rss[num_items] = {"rss_error": repr(error)[:300]}
+            _log(f"train: RSS of A={num_items} measured")
+
+    small, large = rows
+    per_step = {}  # A -> per-round seconds per step, from the difference of the two runs
+    for case in cases:
+        per_step[case.num_items] = [
+            (t_large - t_small) / (epochs * (steps[large] - steps[small]))
+            for t_small, t_large in zip(case.seconds[small], case.seconds[large], strict=True)
+        ]
+        step = _median(per_step[case.num_items])
+        outside = [
+            t - epochs * steps[large] * s
+            for t, s in zip(case.seconds[large], per_step[case.num_items], strict=True)
+        ]
+        result = jax.device_get(case.result)
+        params = jax.tree.map(lambda a: a[0], case.result.params)
+        start = time.perf_counter()
+        values = case.problem.values(jax, case.test.context, config.model, params, config.temperature)
+        value_seconds = time.perf_counter() - start
+        _emit(
+            {
+                "kind": "train",
+                "num_items": case.num_items,
+                "item_features": case.problem.dim,
+                "item_feature_bytes": int(case.problem.item_features.nbytes),
+                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+                if case is cases[0]
+                else "as above",
+                "logging": {
+                    "epsilon": case.problem.epsilon,
+                    "candidates": case.problem.candidates,
+                    "beta": case.problem.BETA,
+                },
+                "training_rows": rows,
+                "validation_rows": settings["train_validation_rows"],
+                "test_contexts": settings["train_test_contexts"],
+                "run_test_contexts": settings["train_run_test_contexts"],
+                "steps_per_epoch": {str(n): steps[n] for n in rows},
+                "compile_seconds": {str(n): round(r.seconds_compile, 2) for n, r in case.runners.items()},
+                "first_run_seconds": {str(n): _sig(s) for n, s in case.first_run.items()},
+                "run_seconds_median": {str(n): _sig(_median(case.seconds[n])) for n in rows},
+                "run_seconds_rounds": {str(n): [_sig(s) for s in case.seconds[n]] for n in rows},
+                "cpu_seconds_per_wall_second": {str(n): _sig(_median(case.cpu[n]), 3) for n in rows},
+                "seconds_per_step_median": _sig(step),
+                "seconds_per_step_rounds": [_sig(s) for s in per_step[case.num_items]],
+                "steps_per_second": _sig(1.0 / step) if step and step > 0 else None,
+                "seconds_outside_steps_median": _sig(_median(outside)),
+                "evaluation_seconds_per_epoch_estimate": _sig(_median(outside) / (epochs + 1)),
+                "step_alone": {
+                    name: {
+                        "compile_seconds": round(step.compile_seconds, 2),
+                        "seconds_median": _sig(_median(step.seconds)),
+                        "seconds_rounds": [_sig(s) for s in step.seconds],
+                        "xla_peak_bytes": step.memory.get("xla_peak_bytes"),
+                    }
+                    for name, step in case.steps.items()
+                },
+                **case.memory,
+                **rss.get(case.num_items, {}),
+                "values": {k: round(v, 4) for k, v in values.items()},
+                "value_seconds": _sig(value_seconds),
+                "other_objectives": [
+                    {
+                        **{k: v for k, v in other.items() if k != "params"},
+                        "learned_value": round(
+                            case.problem.values(
+                                jax, case.test.context, config.model, other["params"], config.temperature
+                            )["learned"],
+                            4,
+                        ),
+                    }
+                    for other in case.others
+                ],
+                "selected_epoch": int(result.selected_epoch[0]),
+                "validation_snips": [round(float(v), 4) for v in result.validation["snips"][0]],
+                "validation_snips_se": [round(float(v), 4) for v in result.validation["snips_se"][0]],
+                "top_share": [round(float(v), 4) for v in result.top_share[0]],
+                "loss": [_sig(float(v)) for v in result.loss[0]],
+                **({"files": case.files} if getattr(case, "files", None) else {}),
+            },
+            records,
+        )
+    largest, smallest = max(sizes), min(sizes)
+    by_items = {c.num_items: c for c in cases}
+    ratio_rounds = [b / s for b, s in zip(per_step[largest], per_step[smallest], strict=True)]
+    alone_rounds = {
+        name: [
+            b / s
+            for b, s in zip(
+                by_items[largest].steps[name].seconds, by_items[smallest].steps[name].seconds, strict=True
+            )
+        ]
+        for name in by_items[largest].steps
+    }
+    ratio = _median(ratio_rounds)
+    peak = rss.get(largest, {}).get("rss_peak_bytes")
+    xla_peak = by_items[largest].memory.get("xla_peak_bytes")
+    _emit(
+        {
+            "kind": "train_target",
+            "num_items": largest,
+            "reference_num_items": smallest,
+            "step_time_ratio_median": _sig(ratio),
+            "step_time_ratio_rounds": [_sig(r) for r in ratio_rounds],
+            "step_alone_time_ratio_median": {name: _sig(_median(r)) for name, r in alone_rounds.items()},
+            "step_alone_time_ratio_rounds": {name: [_sig(x) for x in r] for name, r in alone_rounds.items()},
+            "step_time_target_ratio": 2.0,
+            "step_time_target_met": None if ratio is None else bool(ratio <= 2.0),
+            "rss_peak_bytes": peak,
+            "xla_peak_bytes": xla_peak,
+            "peak_target_bytes": int(4 * GB),
+            "peak_target_met": None if peak is None else bool(peak < 4 * GB),
+        },
+        records,
+    )
+
+
+# --------------------------------------------------------------------------- dataparallel
+
+
+def run_dataparallel(jax, args, settings: dict, records: list[dict]) -> None:
+    from towerjax.train import TrainConfig, compile_seeds
+
+    counts = settings["dp_counts"]
+    if jax.device_count() < max(counts) and args.devices is not None:
+        raise SystemExit(f"dataparallel: needs {max(counts)} devices, --devices {args.devices} gives fewer")
+    if jax.device_count() < max(counts):  # a fresh process with enough XLA CPU devices
+        command = [sys.executable, os.path.abspath(__file__), "--only", "dataparallel"]
+        command += ["--devices", str(max(counts)), *_forwarded(args)]
+        # This process's device count is in XLA_FLAGS, which expose_cpu_cores never overrides.
+        flags = os.environ.get("XLA_FLAGS", "").split()
+        kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+        env = {**os.environ, "XLA_FLAGS": " ".join(kept)}
+        _log(f"dataparallel: {jax.device_count()} devices here; running in a child with {max(counts)}")
+        for record in _child_json(command, env=env):
+            if record["kind"].startswith("dataparallel"):
+                _emit(record, records)
+        return
+    epochs, steps = settings["dp_epochs"], settings["dp_steps"]
+    runners = {}  # (batch, k) -> compiled run
+    for batch in settings["dp_batches"]:
+        for k in counts:
+            config = TrainConfig.seed_study(
+                n_rounds=batch * steps,
+                n_test_rounds=100,
+                batch_size=batch,
+                epochs=epochs,
+                evaluate_train=False,
+                data_parallel=k,
+            )
+            runners[(batch, k)] = runner = compile_seeds(config, seeds=1)
+            jax.block_until_ready(runner.run())  # warm-up
+            _log(f"dataparallel: batch {batch}, {k} device(s): compiled in {runner.seconds_compile:.1f}s")
+    rounds = settings["dp_rounds"] if args.rounds is None else args.rounds
+    seconds = {key: [] for key in runners}
+    cpu = {key: [] for key in runners}
+    for round_index in range(rounds):
+        for key, runner in runners.items():
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
+            jax.block_until_ready(runner.run())
+            elapsed = time.perf_counter() - start
+            cpu[key].append((_cpu_seconds() - cpu_start) / elapsed)
+            seconds[key].append(elapsed / (epochs * steps))
+        _log(f"dataparallel: round {round_index + 1}/{rounds} done")
+    for (batch, k), per_round in seconds.items():
+        one = seconds[(batch, min(counts))]
+        ratio = [s / o for s, o in zip(per_round, one, strict=True)]
+        _emit(
+            {
+                "kind": "dataparallel",
+                "batch": batch,
+                "data_parallel": k,
+                "devices_in_process": jax.device_count(),
+                "cpu_cores_available": len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else os.cpu_count(),
+                "model": "TrainConfig.seed_study(): ips, 10 actions, 50-dim features, (100, 100, 100) elu, D = 100",
+                "epochs": epochs,
+                "steps_per_epoch": steps,
+                "compile_seconds": round(runners[(batch, k)].seconds_compile, 2),
+                "seconds_per_step_median": _sig(_median(per_round)),
+                "seconds_per_step_rounds": [_sig(s) for s in per_round],
+                "events_per_second": _sig(batch / _median(per_round)),
+                "step_time_over_one_device_median": _sig(_median(ratio)),
+                "step_time_over_one_device_rounds": [_sig(r) for r in ratio],
+                "cpu_seconds_per_wall_second_median": _sig(_median(cpu[(batch, k)]), 3),
+            },
+            records,
+        )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -865,11 +1548,20 @@ def main(argv: list[str] | None = None) -> int:
         if name not in settings:
             raise SystemExit(f"--set: unknown setting {name!r}; known: {', '.join(settings)}")
         settings[name] = json.loads(value)
+    if args.train_child:
+        return _train_child(args, settings)
     records: list[dict] = []
     environment = _environment(jax)
     environment.update({"quick": args.quick, "sections": args.sections, "settings": settings})
     _emit(environment, records)
-    runners = {"items": run_items, "scoring": run_scoring, "seeds": run_seeds, "flops": run_flops}
+    runners = {
+        "items": run_items,
+        "scoring": run_scoring,
+        "seeds": run_seeds,
+        "flops": run_flops,
+        "train": run_train,
+        "dataparallel": run_dataparallel,
+    }
     for section in SECTIONS:
         if section in args.sections:
             _log(f"{section}: start")

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from towerjax.checks import InputError
 from towerjax.reward_model import RewardModelConfig
 from towerjax.studies.headline import run_headline
 from towerjax.train import TrainConfig
@@ -166,3 +167,17 @@ def test_a_run_that_goes_non_finite_exits_1_naming_seed_epoch_and_objective(monk
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and "run 0 of root seed 0" in err and "epoch 1" in err and "diverging" in err
+
+
+def test_scale_flags_reach_the_train_config():
+    from towerjax.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--sampled-softmax", "512", "--proposal", "popularity", "--data-parallel", "2",
+         "--embedding-mode", "sum", "--embedding-weight-decay", "0.01"]
+    )  # fmt: skip
+    config = _train_config(args)
+    assert (config.sampled_softmax, config.proposal, config.data_parallel) == (512, "popularity", 2)
+    assert (config.embedding_mode, config.embedding_weight_decay) == ("sum", 0.01)
+    with pytest.raises(InputError, match="sampled_softmax"):
+        _train_config(build_parser().parse_args(["train", "--objective", "dr", "--sampled-softmax", "64"]))

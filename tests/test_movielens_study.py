@@ -5,6 +5,8 @@ import argparse
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from towerjax.arguments import Parser
 from towerjax.checks import InputError
 from towerjax.datasets import FetchError
 from towerjax.datasets.movielens import MovieLens100K
+from towerjax.features import feature_spec
 from towerjax.objectives import IPS, Naive, TwoStage
 from towerjax.studies import movielens
 from towerjax.studies.movielens import (
@@ -21,10 +24,8 @@ from towerjax.studies.movielens import (
     format_movielens,
     method_objective,
     run_movielens_study,
+    tower_inputs,
 )
-
-# --------------------------------------------------------------------------- metrics
-
 
 # --------------------------------------------------------------------------- methods
 
@@ -107,9 +108,66 @@ def fixture(n_users: int = 24, n_items: int = 40, n_ratings: int = 500) -> Movie
     )
 
 
-def test_miniature_study_end_to_end():
+def one_hot(features) -> np.ndarray:
+    """``[n, sum sizes + d]``: each table's ids one-hot, then the dense columns."""
+    columns = [np.eye(t.size)[np.asarray(features.ids[t.name])] for t in features.tables]
+    return np.concatenate([*columns, np.asarray(features.dense)], axis=1)
+
+
+def test_id_lookups_are_the_one_hot_towers_of_earlier_versions():
+    # The study's towers once read [U, U + d_u] one-hot users and [I, I + d_i] one-hot
+    # items. In sum mode each table is the one-hot kernel's rows of its ids and the first
+    # layer's kernel the dense columns' rows: the same parameters, the same scores.
+    data = fixture()
+    config = MovieLensStudyConfig(embedding_size=8)
+    users, items = tower_inputs(data)
+    assert [(t.name, t.size) for t in users.tables] == [("user_id", 24), ("gender", 2), ("occupation", 1)]
+    assert [(t.name, t.size) for t in items.tables] == [("item_id", 40)]
+    np.testing.assert_allclose(users.dense[:, 0], data.user_features[:, 0])
+    np.testing.assert_allclose(items.dense, data.item_features)
+
+    x, e = one_hot(users), one_hot(items)
+    init = config.model.init(jax.random.key(0), feature_spec(users), feature_spec(items))
+    shapes = jax.tree.map(lambda a: a.shape, init)
+    assert shapes["context"] == {
+        "Dense_0": {"kernel": (1, 8), "bias": (8,)},
+        "embed_user_id": {"embedding": (24, 8)},
+        "embed_gender": {"embedding": (2, 8)},
+        "embed_occupation": {"embedding": (1, 8)},
+    }
+    assert shapes["action"] == {
+        "Dense_0": {"kernel": (2, 8), "bias": (8,)},
+        "embed_item_id": {"embedding": (40, 8)},
+    }
+
+    def split(features, kernel: np.ndarray) -> dict:
+        """The tower's parameters holding ``kernel``'s rows (tables' one-hot columns, then dense)."""
+        params, start = {}, 0
+        for table in features.tables:
+            params[f"embed_{table.name}"] = {"embedding": kernel[start : start + table.size]}
+            start += table.size
+        params["Dense_0"] = {"kernel": kernel[start:], "bias": np.zeros(kernel.shape[1])}
+        return jax.tree.map(jnp.asarray, params)
+
+    rng = np.random.default_rng(1)
+    kernel_x, kernel_a = rng.normal(size=(x.shape[1], 8)), rng.normal(size=(e.shape[1], 8))
+    params = {"context": split(users, kernel_x), "action": split(items, kernel_a)}
+    scores = config.model.scores(params, users, items)
+    np.testing.assert_allclose(scores, (x @ kernel_x) @ (e @ kernel_a).T, rtol=1e-4, atol=1e-4)
+    # The study trains these towers: TrainConfig builds the same model.
+    assert movielens._train_config("CE", config, 100).model == config.model
+
+
+@pytest.fixture(scope="module")
+def miniature():
+    """One miniature run shared by the tests that read it: ``(result, progress lines)``."""
     lines = []
-    result = run_movielens_study(seeds=2, seed=1, miniature=True, data=fixture(), log=lines.append)
+    result = run_movielens_study(seeds=2, seed=3, miniature=True, data=fixture(), log=lines.append)
+    return result, lines
+
+
+def test_miniature_study_end_to_end(miniature):
+    result, lines = miniature
     json.dumps(result)  # serialisable
     assert result["seeds"] == 2 and result["config"]["candidates"] == 12
     assert len(lines) == 1 + len(METHODS)
@@ -179,12 +237,21 @@ def test_cli_reports_a_missing_dataset_in_one_line(capsys, monkeypatch):
     assert err == ["towerjax study movielens: error: MovieLens-100K is not cached and pip cannot download it"]
 
 
-def test_cli_runs_the_quick_study_and_writes_json(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(movielens, "load_movielens_100k", lambda **_: fixture())
+def test_cli_runs_the_quick_study_and_writes_json(capsys, monkeypatch, tmp_path, miniature):
+    # The study itself ran in `miniature` (same options); here the command's plumbing.
+    calls = []
+
+    def run(**options):
+        calls.append(options)
+        return miniature[0]
+
+    monkeypatch.setattr(movielens, "run_movielens_study", run)
     out = tmp_path / "out" / "movielens.json"
     args = parse(["movielens", "--quick", "--seeds", "2", "--seed", "3", "--json", str(out)])
     assert args.handler(args) == 0
+    assert len(calls) == 1 and calls[0]["miniature"] is True
+    assert (calls[0]["seeds"], calls[0]["seed"]) == (2, 3)
     result = json.loads(out.read_text())
     assert result["seeds"] == 2 and result["seed"] == 3 and set(result["methods"]) == set(METHODS)
     printed = capsys.readouterr().out
-    assert "### two-stage" in printed and f"wrote {out}" in printed
+    assert printed.startswith(format_movielens(miniature[0])) and f"wrote {out}" in printed

@@ -61,11 +61,15 @@ class Dense(nn.Module):
     of ``x [..., I]`` are flattened into one batch axis and restored."""
 
     features: int
+    scale: float = 1.0  # the kernel's variance is scale / fan_in (1.0: lecun-normal)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         # A [0, O] kernel (no input columns) has no fan-in to scale by.
-        init = nn.initializers.lecun_normal() if x.shape[-1] else nn.initializers.zeros_init()
+        if x.shape[-1]:
+            init = nn.initializers.variance_scaling(self.scale, "fan_in", "truncated_normal")
+        else:
+            init = nn.initializers.zeros_init()
         kernel = self.param("kernel", init, (x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if x.shape[-1] == 0:  # no input columns: the bias alone
@@ -129,10 +133,10 @@ class Tower(nn.Module):
         act = ACTIVATIONS[self.activation]
         sizes = (*self.hidden_sizes, self.features)
         if self.embedding_mode == "sum" and isinstance(x, Features):
-            h = Dense(sizes[0])(x.dense)
-            # Initialised as the one-hot input's kernel rows would be: lecun-normal over the
-            # fan-in of the dense columns plus every table's one-hot width.
+            # Initialised as the one-hot input's kernel would be: lecun-normal over the fan-in
+            # of the dense columns plus every table's one-hot width.
             fan_in = x.dense.shape[-1] + sum(t.size for t in x.tables)
+            h = Dense(sizes[0], scale=x.dense.shape[-1] / fan_in)(x.dense)
             for table in x.tables:
                 init = nn.initializers.variance_scaling(table.size / fan_in, "fan_in", "truncated_normal")
                 embed = nn.Embed(table.size, sizes[0], embedding_init=init, name=f"embed_{table.name}")

@@ -47,22 +47,57 @@ The semi-synthetic environment (fixed for a given ``seed``; the same for every m
 The candidate generators
 ------------------------
 
-:class:`towerjax.TwoTower` on user features (one-hot user id, standardised age, one-hot
-gender and occupation: 967 columns) and item features (one-hot item id, multi-hot genres,
-release year: 1703 columns), policy ``softmax(s(u, .))`` over all 1682 items. The towers
-are linear by default (``hidden_sizes=()``, ``D = 32``): with one-hot ids this is matrix
-factorisation with side features. The action tower's dense one-hot matmul costs the same
-every step whatever the batch, so the batch is large (1024, 19 steps per epoch, 15
-epochs); this keeps the 30 runs (3 methods x 10 seeds) to minutes on two CPU cores.
+The towers read :class:`towerjax.features.Features` (:func:`tower_inputs`): the user
+tower looks up the user id (943 ids), gender (2) and occupation (21) and reads the
+standardised age; the item tower looks up the item id (1682) and reads the multi-hot genres
+and release year (21 dense columns); the policy is ``softmax(s(u, .))`` over all 1682
+items. The towers are linear by default (``hidden_sizes=()``, ``D = 32``). Each id is
+looked up into the first layer (:data:`EMBEDDING_MODE`, ``embedding_mode="sum"`` of
+:class:`towerjax.towers.Tower`): every table is as wide as that layer (``D`` here) and its
+row is added to the layer's output, ``W x_dense + b + sum_t E_t[id_t]``. That is a one-hot
+input times the first layer's kernel, by lookup: the parameters are those of the one-hot
+towers of earlier versions of the study (a ``[967, 32]`` user and a ``[1703, 32]`` item
+kernel, split by rows into the tables and the dense columns' kernel), with the same decay
+and the same initial distribution: the table rows and the dense columns' kernel rows alike
+are drawn as those kernel rows were (lecun-normal over the whole one-hot fan-in, 967 or
+1703: standard deviation 0.032 and 0.024).
+
+*Why not concatenated tables.* The first id version of the study concatenated tables
+``min(size, D)`` wide (32 for the ids, 2 and 21 for gender and occupation) with the dense
+columns before a ``[56, 32]`` (users) or ``[53, 32]`` (items) layer
+(``embedding_mode="concat"``): the same functions as the one-hot towers, but each side's
+embedding a product of a table and a layer, both decayed. CE did not move, the IPS
+generators collapsed. Precision@5 in percent, mean ± se over 10 seeds (base seed 0), the
+concatenated tables against the one-hot towers on the same code: one-stage CE
+87.55 ± 0.32 / 87.66 ± 0.24, 1-IPS 65.89 ± 3.63 / 70.95 ± 2.56, 2-IPS 66.35 ± 2.47 /
+87.45 ± 0.25; two-stage CE 88.75 ± 0.22 / 88.84 ± 0.19, 1-IPS 79.41 ± 1.45 / 82.85 ± 1.50,
+2-IPS 81.41 ± 0.85 / 87.73 ± 0.23. Their mean training loss swung to -163 (1-IPS) and -77
+(2-IPS), and on the tuning seeds (base seed 100) both ended with scores constant over
+items (a uniform policy) where the one-hot towers' scores spread with a standard deviation
+of 1.1 to 1.9 per user. The likely cause: a score ``<E_u K_x, E_i K_a>`` is a product of
+four decayed factors, not two, so the same decoupled decay shrinks it about twice as fast
+per step, and the weak, self-normalised IPS gradient no longer holds it away from zero.
+Looking ids up into the first layer keeps the one-hot parameterisation, so the
+hyperparameters below, chosen with the one-hot towers, carry over unchanged.
+
+The batch is large (1024, 19 steps per epoch, 15 epochs), chosen when the one-hot matmul
+cost the same every step whatever the batch; it keeps the 30 runs (3 methods x 10 seeds)
+to minutes on two CPU cores.
+
 The optimiser is AdamW (``optax.adamw``: learning rate 0.03, decoupled weight decay 3.0),
 not the seed study's Adam with coupled L2 (:func:`towerjax.train.make_optimizer`): the
 2-IPS loss is scaled by ``q_rank`` (about ``1/k``), so a coupled penalty would regularise
 2-IPS ~30 times more strongly than CE and 1-IPS, while Adam's update, and so AdamW's, does
-not depend on the loss's scale. Strong regularisation matters: with 20 events per user
-and ~11 per item the one-hot embeddings overfit (CE's one-stage Precision@5 was 67% with
-weight decay 1e-6, 88% with 3.0). The learning rate, weight decay and epochs were chosen
-on **CE alone** (one-stage Precision@5, 2 seeds of a different base seed, 100), from
-decays {1e-6 .. 3e-2} coupled and {0.1, 1, 3, 10} decoupled; the IPS methods reuse them.
+not depend on the loss's scale. The decay applies to every parameter
+(``TrainConfig.embedding_weight_decay`` is ``None``): each id's table row decays at 3.0, as
+the one-hot kernel row it stands for did. Strong regularisation matters: with 20 events
+per user and ~11 per item the id parameters overfit (one-hot towers: CE's one-stage
+Precision@5 was 67% with weight decay 1e-6, 88% with 3.0). The learning rate, weight decay
+and epochs were chosen on **CE alone** (one-stage Precision@5, 2 seeds of a different base
+seed, 100), from decays {1e-6 .. 3e-2} coupled and {0.1, 1, 3, 10} decoupled, with the
+one-hot towers; the IPS methods reuse them. (Re-checked the same way for the concatenated
+tables: decoupled decay 1 / 3 / 10 gave CE one-stage Precision@5 79.3 / 86.6 / 86.3, the
+one-hot towers on the same seeds and code 82.5 / 87.2 / 86.0.)
 Every method of a seed sees the same logs and the same initialisation.
 
 Each method is one :func:`train_method` call: :func:`towerjax.train.train_seeds` with a
@@ -104,15 +139,19 @@ The metrics are :mod:`towerjax.metrics`.
 Reference run
 -------------
 
-``run_movielens_study(seeds=10, seed=0)`` with the defaults, before the study trained
-through :func:`towerjax.train.train_seeds` (the environment, logs and labels are unchanged
-since; the initialisation and minibatch order now come from the trainer's keys, so each
-seed's numbers move a little): 467 s on two CPU cores shared with another job (CE 77 s, 1-IPS 72 s, 2-IPS 307 s, environment 8 s). Precision@5 in
-percent, mean ± se over 10 seeds: one-stage CE 87.13 ± 0.26, 1-IPS 77.97 ± 0.83, 2-IPS
-88.00 ± 0.18 (oracle 89.64); two-stage CE 88.66 ± 0.15, 1-IPS 85.17 ± 0.44, 2-IPS
-88.75 ± 0.16 (oracle 88.79). Two-stage: the paper's order 2-IPS > CE > 1-IPS, but CE and
-2-IPS both sit at the ceiling that the ranker sets (paired 2-IPS - CE 0.09 ± 0.06 points).
-One-stage: 2-IPS > CE (0.87 ± 0.21) > 1-IPS, where the paper has 1-IPS above CE.
+``run_movielens_study(seeds=10, seed=0)`` with the defaults (``towerjax study movielens``),
+on two CPU cores shared with other jobs: 507 s, 363 s of CPU time (CE 102 s, 1-IPS 97 s,
+2-IPS 275 s, environment 27 s), peak 4.6 GB resident. Precision@5 in percent, mean ± se
+over 10 seeds: one-stage CE 87.72 ± 0.22, 1-IPS 69.55 ± 3.53, 2-IPS 87.31 ± 0.21 (oracle
+89.64); two-stage CE 88.80 ± 0.18, 1-IPS 83.62 ± 1.58, 2-IPS 87.70 ± 0.28 (oracle 88.79).
+The one-hot towers, run on the same code just before the switch to ids (1245 s, 475 s of
+CPU time): one-stage 87.66 ± 0.24, 70.95 ± 2.56, 87.45 ± 0.25; two-stage 88.84 ± 0.19,
+82.85 ± 1.50, 87.73 ± 0.23. Every method is within one standard error of its one-hot value
+(the two runs share logs, labels and minibatch order and the initial distribution, not the
+initial draws; paired by seed, CE and 2-IPS differ from the one-hot run by at most
+0.14 ± 0.09 points, 1-IPS by −1.41 ± 2.76 one-stage). The order is CE > 2-IPS > 1-IPS in
+both evaluations (Ma et al.: 2-IPS first in both); the paired 2-IPS − CE is −0.41 ± 0.30
+one-stage (a tie) and −1.10 ± 0.30 two-stage.
 """
 
 from __future__ import annotations
@@ -137,12 +176,14 @@ from towerjax.data import LoggedData
 from towerjax.datasets import DatasetFileError, FetchError
 from towerjax.datasets.movielens import MovieLens100K, load_movielens_100k
 from towerjax.evaluation import mean_se
+from towerjax.features import Features, take
 from towerjax.metrics import metric_names, ranking_metrics
 from towerjax.objectives import IPS, Naive, Objective, TwoStage
 from towerjax.towers import TwoTower, check_activation
 from towerjax.train import TrainConfig, train_seeds
 
 __all__ = [
+    "EMBEDDING_MODE",
     "METHODS",
     "MINIATURE",
     "PAPER_PRECISION_AT_5",
@@ -158,12 +199,16 @@ __all__ = [
     "method_objective",
     "prepare_seeds",
     "run_movielens_study",
+    "tower_inputs",
     "train_method",
 ]
 
 METHODS = ("CE", "1-IPS", "2-IPS")
 EVALUATIONS = ("one-stage", "two-stage")
 REFERENCES = ("logging", "ranker", "oracle")
+# The towers add each id's table row to the first layer's output: a one-hot input's first
+# layer, by lookup (towerjax.towers.Tower; the module docstring says why not "concat").
+EMBEDDING_MODE = "sum"
 
 # Ma et al. (WWW 2020), MovieLens-1M, Precision@5 in percent (SPEC 8).
 PAPER_PRECISION_AT_5 = {
@@ -239,7 +284,7 @@ class MovieLensStudyConfig:
 
     @property
     def model(self) -> TwoTower:
-        return TwoTower(self.hidden_sizes, self.embedding_size, self.activation)
+        return TwoTower(self.hidden_sizes, self.embedding_size, self.activation, EMBEDDING_MODE)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -319,16 +364,17 @@ class Environment:
     """The fixed semi-synthetic world: features, ground truth, logging policy and ranker.
 
     Attributes:
-      user_context: ``[U, d_x]`` one-hot user id then the dataset's user features.
-      item_context: ``[I, d_a]`` one-hot item id then the dataset's item features.
+      user_context: the user tower's :class:`~towerjax.features.Features` of the ``U``
+        users (:func:`tower_inputs`).
+      item_context: the item tower's :class:`~towerjax.features.Features` of the ``I`` items.
       simulator_logits: ``[U, I]`` ``z``; ``q = sigmoid(z)`` is the click probability.
       logging_logits: ``[U, I]``; ``p0 = softmax(logging_logits)``.
       ranker_scores: ``[U, I]``.
       summary: facts about the environment (sizes, the simulator's fit, policy values).
     """
 
-    user_context: np.ndarray
-    item_context: np.ndarray
+    user_context: Features
+    item_context: Features
     simulator_logits: np.ndarray
     logging_logits: np.ndarray
     ranker_scores: np.ndarray
@@ -416,9 +462,38 @@ def build_environment(key: jax.Array, data: MovieLens100K, config: MovieLensStud
         "logging_max_propensity": float(p0.max()),
         "logging_rank_share": float(s[:r].sum() / s.sum()),
     }
-    user_context = np.concatenate([np.eye(n_users), data.user_features], axis=1)
-    item_context = np.concatenate([np.eye(n_items), data.item_features], axis=1)
+    user_context, item_context = tower_inputs(data)
     return Environment(user_context, item_context, logits, logging_logits, ranker_scores, summary)
+
+
+def tower_inputs(data: MovieLens100K) -> tuple[Features, Features]:
+    """The towers' inputs: ``(users, items)`` as :class:`~towerjax.features.Features`.
+
+    Users: ids ``user_id`` (``U``), ``gender`` and ``occupation`` (categories sorted), dense
+    the standardised age ``[U, 1]``. Items: id ``item_id`` (``I``), dense the dataset's item
+    features ``[I, d_i]`` (multi-hot genres, standardised release year, year missing).
+    The towers (:data:`EMBEDDING_MODE` ``"sum"``) make every table as wide as their first
+    layer, so the tables' own widths (``Table.dim``, the default here) are not used.
+    """
+    gender, n_genders = _codes(data.gender)
+    occupation, n_occupations = _codes(data.occupation)
+    users = Features.from_arrays(
+        ids={"user_id": np.arange(data.n_users), "gender": gender, "occupation": occupation},
+        sizes={"user_id": data.n_users, "gender": n_genders, "occupation": n_occupations},
+        dense=data.user_features[:, [data.user_feature_names.index("age")]],
+    )
+    items = Features.from_arrays(
+        ids={"item_id": np.arange(data.n_items)},
+        sizes={"item_id": data.n_items},
+        dense=data.item_features,
+    )
+    return users, items
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``([n] ids, number of categories)`` of a categorical column, categories sorted."""
+    categories, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    return codes.reshape(-1), len(categories)
 
 
 def _sample_logs(key: jax.Array, env: dict, events_per_user: int) -> dict[str, jax.Array]:
@@ -443,11 +518,13 @@ class SeedInputs:
     """What every method of the study shares for ``S`` seeds: the environment and each seed's draws.
 
     Attributes:
-      env: the environment's device arrays: ``user_context [U, d_x]``, ``item_context [I, d_a]``,
-        ``q [U, I]``, ``logging_log_p [U, I]`` (``log p0``) and ``ranker [U, I]``.
-      logs: :class:`towerjax.LoggedData` with a leading ``[S]`` axis: ``context [S, n, d_x]``
-        (``user_context[user]``), ``action_context [S, I, d_a]`` (``item_context`` on every
-        seed), ``action``, ``reward``, ``pscore [S, n]``; ``n = U * events_per_user``.
+      env: the environment on the device: ``user_context`` and ``item_context``
+        (:class:`~towerjax.features.Features` of ``U`` users and ``I`` items), ``q [U, I]``,
+        ``logging_log_p [U, I]`` (``log p0``) and ``ranker [U, I]``.
+      logs: :class:`towerjax.LoggedData` with a leading ``[S]`` axis: ``context`` the
+        event's user's row of ``user_context`` (ids ``[S, n]``, dense ``[S, n, 1]``),
+        ``action_context`` ``item_context`` on every seed (ids ``[S, I]``, dense
+        ``[S, I, d_i]``), ``action``, ``reward``, ``pscore [S, n]``; ``n = U * events_per_user``.
       user: ``[S, n]`` the user (row of ``env``'s arrays) of each logged event.
       labels: ``[S, U, I]`` the evaluation's relevance labels ``y ~ Bernoulli(q)``.
       train_seed: the integer seed of :func:`towerjax.train.train_seeds` (initialisation and
@@ -482,10 +559,9 @@ def prepare_seeds(
     keys = jax.vmap(_seed_keys)(jax.random.split(jax.random.fold_in(root, 1), seeds))
     sample = jax.jit(jax.vmap(_sample_logs, in_axes=(0, None, None)), static_argnums=2)
     logs = sample(keys["logs"], env, config.events_per_user)
-    item_context = env["item_context"]
     data = LoggedData(
-        context=env["user_context"][logs["user"]],
-        action_context=jnp.broadcast_to(item_context, (seeds, *item_context.shape)),
+        context=take(env["user_context"], logs["user"]),
+        action_context=jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds, *a.shape)), env["item_context"]),
         action=logs["action"].astype(jnp.int32),
         reward=logs["reward"],
         pscore=logs["pscore"],
@@ -498,8 +574,8 @@ def prepare_seeds(
 def _device_env(environment: Environment) -> dict[str, jax.Array]:
     logging = jnp.asarray(environment.logging_logits, jnp.float32)
     return {
-        "user_context": jnp.asarray(environment.user_context, jnp.float32),
-        "item_context": jnp.asarray(environment.item_context, jnp.float32),
+        "user_context": environment.user_context,
+        "item_context": environment.item_context,
         "q": jnp.asarray(environment.expected_reward, jnp.float32),
         "logging_log_p": jax.nn.log_softmax(logging, axis=-1),
         "ranker": jnp.asarray(environment.ranker_scores, jnp.float32),
@@ -549,6 +625,8 @@ def _train_config(method: str, config: MovieLensStudyConfig, n_events: int) -> T
         optimizer="adamw",
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        embedding_weight_decay=None,  # the id tables decay at weight_decay too
+        embedding_mode=EMBEDDING_MODE,
         batch_size=min(config.batch_size, n_events),
         epochs=config.epochs,
         evaluate_train=False,
@@ -567,10 +645,10 @@ def train_method(
     generator against that seed's labels. 2-IPS reads the ranker's scores of each event's
     user as ``q_hat [S, n, I]``.
 
-    Memory: the seeds' logs are materialised, per seed ``4 n (d_x + I) + 4 I d_a`` bytes
-    (context 73 MB, ``q_hat`` 127 MB, ``action_context`` 11 MB at the default sizes), and
-    ``train_seeds`` holds a second, re-laid-out copy; a 2-IPS call on 10 seeds peaked at
-    5.4 GB on one CPU device (the hand-written loop of earlier versions: 1.7 GB).
+    Memory: the seeds' logs are materialised, per seed ``4 n (4 + I)`` bytes (three ids and
+    the age per event, 0.3 MB; ``q_hat`` 127 MB at the default sizes; the items' features
+    0.15 MB), and ``train_seeds`` holds a second, re-laid-out copy. The whole default study
+    peaked at 4.6 GB resident (the one-hot towers of earlier versions: 6.3 GB).
 
     Returns:
       A JSON-ready dict: ``metrics[evaluation][metric]`` (``[S]`` floats, one per seed),
