@@ -171,6 +171,8 @@ def test_objective_loss_and_gradient_are_its_loss_functions(objective, expected)
 
     got = jax.value_and_grad(lambda s: _objective_loss(objective, s))(SCORES)
     chex.assert_trees_all_close(got, jax.value_and_grad(total)(SCORES), rtol=1e-5, atol=1e-8)
+    jitted = jax.jit(jax.value_and_grad(lambda s: _objective_loss(objective, s)))(SCORES)
+    chex.assert_trees_all_close(jitted, got, rtol=1e-5, atol=1e-7)
 
 
 def test_registry_names_every_objective_and_builds_it_by_name():

@@ -11,7 +11,7 @@ import pytest
 import towerjax
 from towerjax.batching import epoch_batches
 from towerjax.checks import InputError
-from towerjax.objectives import DR, IPS, SNIPS, Naive, Regression, TopK, TwoStage
+from towerjax.objectives import DR, IPS, SNIPS, TwoStage
 from towerjax.synthetic import blog_problem, sample_logged_data
 from towerjax.train import TrainConfig, make_train, seed_sharding, train_seeds
 
@@ -26,7 +26,10 @@ TINY = TrainConfig(
     epochs=2,
     reward_model=towerjax.RewardModelConfig(hidden_sizes=(8,), epochs=2, batch_size=16),
 )
-OBJECTIVES = [IPS(), DR(), Regression(), Naive(), SNIPS(), TopK(), TwoStage(num_samples=4)]
+# One objective per path through the trainer: a plain loss, a reward model's q_hat, a
+# per-step key. (The other objectives' losses run on the first path; tests/test_objectives.py
+# checks each under jit.)
+OBJECTIVES = [IPS(), DR(), TwoStage(num_samples=4)]
 
 
 @pytest.mark.parametrize("n, batch_size", [(53, 7), (53, 1), (53, 53), (50, 10)])
@@ -155,8 +158,10 @@ def test_config_rejects_bad_values_naming_the_field():
 LEARN = TrainConfig(n_rounds=2000, n_test_rounds=2000, epochs=4, batch_size=20, learning_rate=0.001)
 
 
-@pytest.mark.parametrize("behavior", ["uniform", "epsilon-greedy"])
-@pytest.mark.parametrize("objective", ["ips", "dr", "regression"])
+@pytest.mark.parametrize(
+    ("objective", "behavior"),
+    [("ips", "uniform"), ("ips", "epsilon-greedy"), ("dr", "uniform"), ("regression", "epsilon-greedy")],
+)
 def test_learners_beat_the_initial_and_logging_policies(objective, behavior):
     config = dataclasses.replace(LEARN, objective=objective, behavior=behavior)
     result, _ = train_seeds(config, seeds=4, seed=11)
