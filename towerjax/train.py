@@ -1027,11 +1027,19 @@ def compile_seeds(
         inputs = jax.tree.map(lambda a: _put(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs)
     parallel = config.data_parallel > 1
     train = make_train(config, on_epoch=on_epoch, mesh=sharding.mesh if parallel else None)
-    run_group = jax.vmap(
-        train,
-        in_axes=(0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None),
-        spmd_axis_name="seed" if parallel else None,
-    )
+    in_axes = (0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None)
+    if group * count == 1:
+        # One run at a time: no vmap. A batch axis of one still costs: XLA's CPU backend
+        # runs the batched gathers and scatter-adds of embedding tables 2-2.5x slower
+        # (benchmarks/embeddings.py, a 10^5-row table at batch 1024).
+        def run_group(keys, *args):
+            args = [
+                a if axis is None else jax.tree.map(lambda v: v[0], a)
+                for a, axis in zip(args, in_axes[1:], strict=True)
+            ]
+            return jax.tree.map(lambda v: v[None], train(keys[0], *args))
+    else:
+        run_group = jax.vmap(train, in_axes=in_axes, spmd_axis_name="seed" if parallel else None)
 
     def run(keys, inputs):
         if per_seed_data:
