@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from towerjax.checks import unwritable
+
 __all__ = [
     "Parser",
     "add_seed_arguments",
@@ -165,13 +167,9 @@ def flag(parser: argparse.ArgumentParser, field: str) -> str:
 
 def check_out_dir(parser: argparse.ArgumentParser, name: str, path: Path) -> None:
     """Exits 2 naming ``name`` unless ``path`` is a folder we can create and write to."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".towerjax-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        parser.error(f"argument {name}: cannot write to {str(path)!r} ({err.strerror or err})")
+    problem = unwritable(path)
+    if problem:
+        parser.error(f"argument {name}: {problem}")
 
 
 class Parser(argparse.ArgumentParser):

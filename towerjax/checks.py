@@ -9,6 +9,7 @@ the command line can report ``--flag: message`` without parsing message text. It
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ __all__ = [
     "event_mask",
     "masked_mean",
     "take_logged",
+    "unwritable",
 ]
 
 
@@ -175,3 +177,16 @@ def check_embeddings(context_emb: ArrayLike, item_emb: ArrayLike) -> tuple[jax.A
             f"expected embedding size {context_emb.shape[1]} to match context_emb, got {item_emb.shape[1]}",
         )
     return context_emb, item_emb
+
+
+def unwritable(path: Path) -> str | None:
+    """Creates the folder ``path`` if need be and writes a probe file into it: ``None`` when
+    that works, else why not (``"cannot write to '...' (Permission denied)"``)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".towerjax-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        return f"cannot write to {str(path)!r} ({err.strerror or err})"
+    return None

@@ -58,7 +58,7 @@ from towerjax.adapter import (
     logged_data_from_frame,
 )
 from towerjax.batching import map_row_chunks, num_batches, row_chunk
-from towerjax.checks import InputError, check_positive_int, take_logged
+from towerjax.checks import InputError, check_positive_int, take_logged, unwritable
 from towerjax.data import LoggedData
 from towerjax.evaluation import ALIASES, Z_95, Estimate, off_policy_estimates, weight_diagnostics
 from towerjax.features import Features
@@ -962,13 +962,9 @@ def _check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
         raise InputError("out", f"{path} is a file, expected a directory")
     if path.is_dir() and any(path.iterdir()) and not (path / "model.json").is_file() and not overwrite:
         raise InputError("out", f"{path} is not empty and holds no towerjax model; pass overwrite=True")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".towerjax-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise InputError("out", f"cannot write to {str(path)!r} ({err.strerror or err})") from None
+    problem = unwritable(path)
+    if problem:
+        raise InputError("out", problem)
     return path
 
 

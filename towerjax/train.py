@@ -678,10 +678,24 @@ def make_train(
         if validation is not None and _validates_dr(config, validation):
             validation_fit = reward_model.fit(key_validation_q, data)
 
-        def values(params, logs: LoggedData) -> tuple[jax.Array, jax.Array]:
+        def item_embeddings(params) -> Callable:
+            """``g(e_a)`` of a logs' items, run once per parameters for each distinct item
+            table (the training, validation and test logs share one; the item tower over a
+            large catalogue is the costly part of an evaluation)."""
+            cache = {}
+
+            def of(action_context):
+                key = id(action_context)
+                if key not in cache:
+                    cache[key] = (action_context, model.embed_actions(params, action_context))
+                return cache[key][1]
+
+            return of
+
+        def values(params, logs: LoggedData, items=None) -> tuple[jax.Array, jax.Array]:
             """True value (NaN without ``expected_reward``) and the top-item share on ``logs``,
             over chunks of rows (:func:`~towerjax.batching.map_row_chunks`)."""
-            items = model.embed_actions(params, logs.action_context)
+            items = (items or item_embeddings(params))(logs.action_context)
             rows = {"context": logs.context}
             if logs.expected_reward is not None:
                 rows["q"] = logs.expected_reward
@@ -701,10 +715,10 @@ def make_train(
                 return jnp.full((), jnp.nan), top_share
             return jnp.mean(out["value"]), top_share
 
-        def validate(params) -> dict[str, jax.Array]:
+        def validate(params, items=None) -> dict[str, jax.Array]:
             if validation is None:
                 return {k: jnp.full((), jnp.nan) for k in ("snips", "snips_se", "dr", "dr_se")}
-            items = model.embed_actions(params, validation.action_context)
+            items = (items or item_embeddings(params))(validation.action_context)
             rows = {"context": validation.context, "action": validation.action, "pscore": validation.pscore}
 
             def per_row(rows):
@@ -786,12 +800,13 @@ def make_train(
                 stopped = index_epoch - best["epoch"] > config.patience
                 new_state = jax.tree.map(lambda old, new: jnp.where(stopped, old, new), state, new_state)
             params = new_state[0]
+            items = item_embeddings(params)
             if config.evaluate_train and data.expected_reward is not None:
-                train_value = values(params, data)[0]
+                train_value = values(params, data, items)[0]
             else:
                 train_value = jnp.full((), jnp.nan)
-            test_value, top_share = values(params, test_data)
-            estimates = validate(params)
+            test_value, top_share = values(params, test_data, items)
+            estimates = validate(params, items)
             if config.select is not None:
                 better = score(estimates) > best["score"]
                 best = {
