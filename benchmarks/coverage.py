@@ -49,9 +49,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
+
+from harness import environment
 
 LOGGING = {"uniform": 0.0, "skewed": 3.0}  # beta of the linear behaviour policy softmax(beta g)
 POLICIES = {"smooth": 0.1, "sharp": 0.01}  # tau of the evaluated policy softmax(q / tau)
@@ -102,22 +103,10 @@ def _environment(args: argparse.Namespace) -> dict:
     import dataclasses
 
     import jax
-    import numpy as np
-
-    import towerjax
 
     small, flexible = _reward_models()
     return {
-        "kind": "environment",
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_cores_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "versions": {"towerjax": towerjax.__version__, "jax": jax.__version__, "numpy": np.__version__},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **environment(jax),
         "settings": {
             "replications": args.replications,
             "quick": args.quick,
@@ -274,6 +263,8 @@ def _summary(arrays: dict, truth: float) -> dict:
     """Coverage, its Monte Carlo standard error, misses by side, widths, bias, RMSE."""
     import numpy as np
 
+    from towerjax.evaluation import mean_se
+
     value = arrays["value"]
     replications = value.size
     out: dict = {"replications": replications}
@@ -292,8 +283,7 @@ def _summary(arrays: dict, truth: float) -> dict:
         if not finite.all():
             out[f"{kind}_non_finite"] = int((~finite).sum())
     err = value - truth
-    out["bias"] = float(err.mean())
-    out["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(replications))
+    out["bias"], out["bias_mcse"] = mean_se(err)
     out["rmse"] = float(np.sqrt(np.mean(err**2)))
     out["sd"] = float(value.std(ddof=1))
     out["mean_stderr"] = float(np.mean(arrays["stderr"]))

@@ -14,9 +14,9 @@ structure, three ways:
     Builds :class:`~towerjax.data.LoggedData` with :class:`~towerjax.features.Features`
     directly from the arrays (no adapter) and measures the bytes of the data and of the
     model (parameters + Adam moments), the compile time and steady-state steps per second
-    of :func:`towerjax.train.make_update_step` under ``lax.scan`` (and called from a
+    of :func:`towerjax.training.make_update_step` under ``lax.scan`` (and called from a
     Python loop) at several batch sizes, full and sampled softmax, a full
-    :func:`towerjax.train.compile_seeds` training run (one seed, IPS, ``--train-epochs``
+    :func:`towerjax.training.compile_seeds` training run (one seed, IPS, ``--train-epochs``
     epochs at ``--train-batch``, with per-epoch SNIPS validation and the true value on a
     held-out sample of contexts; ``--plain-train`` also runs ``jit(make_train(config))``),
     and the process's peak RSS after each stage.
@@ -68,17 +68,26 @@ import os
 import resource
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+from harness import (
+    GB,
+    START,
+    RssSampler,
+    emit,
+    environment,
+    log,
+    proc_status,
+    sig,
+    timed,
+    write_records,
+    xla_memory,
+)
 
-_START = time.perf_counter()
-GB = 1e9
 COUNTRIES = (
     "US", "GB", "DE", "FR", "BR", "IN", "JP", "ES", "IT", "CA",
     "MX", "AU", "NL", "SE", "PL", "KR", "TR", "AR", "ZA", "NG",
@@ -176,110 +185,6 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         parser.error("sizes, --rounds and batch sizes must be positive")
     return args
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _log(message: str) -> None:
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _emit(record: dict, records: list[dict]) -> None:
-    records.append(record)
-    print(json.dumps(record), flush=True)
-
-
-def _sig(value: float | None, digits: int = 4) -> float | None:
-    """Rounds to ``digits`` significant figures (JSON stays readable at any scale)."""
-    return None if value is None else float(f"{value:.{digits}g}")
-
-
-def _status(pid: int | str = "self") -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` (bytes) of ``/proc/<pid>/status``; empty once the process is gone."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    out[line.split(":")[0]] = int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
-class RssSampler(threading.Thread):
-    """Samples ``VmRSS`` / ``VmHWM`` of a process every ``interval`` seconds in the background.
-
-    For a child process (an int ``pid``), ``kill_above`` bytes of RSS or ``deadline`` (a
-    ``time.perf_counter()`` value) kills it with SIGKILL and records why in ``killed``: the
-    machine is shared, and a run that would exhaust its memory is a result, not a crash.
-    """
-
-    def __init__(
-        self,
-        pid: int | str = "self",
-        interval: float = 0.02,
-        *,
-        kill_above: float | None = None,
-        deadline: float | None = None,
-    ):
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.kill_above, self.deadline = kill_above, deadline
-        self.max_rss = self.hwm = 0
-        self.killed: str | None = None
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            status = _status(self.pid)
-            self.max_rss = max(self.max_rss, status.get("VmRSS", 0))
-            self.hwm = max(self.hwm, status.get("VmHWM", 0))
-            if isinstance(self.pid, int) and self.killed is None:
-                if self.kill_above is not None and self.max_rss > self.kill_above:
-                    self.killed = (
-                        f"RSS {self.max_rss / GB:.2f} GB over the limit {self.kill_above / GB:.2f} GB"
-                    )
-                elif self.deadline is not None and time.perf_counter() > self.deadline:
-                    self.killed = "over the time limit"
-                if self.killed is not None:
-                    try:
-                        os.kill(self.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _environment() -> dict:
-    import platform
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), cpu)
-    except OSError:
-        pass
-    return {
-        "kind": "environment",
-        "cpu": cpu,
-        "cpu_cores_available": len(os.sched_getaffinity(0)),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv,
-    }
 
 
 # --------------------------------------------------------------------------- the synthetic world
@@ -463,7 +368,7 @@ def run_write(args: argparse.Namespace, records: list[dict]) -> None:
     world = make_world(args.seed, args.users, args.items)
     events = sample_events(world, np.random.default_rng([args.seed, 1]), args.events)
     seconds_generate = time.perf_counter() - start
-    _log(f"generated {args.events} events in {seconds_generate:.1f}s")
+    log(f"generated {args.events} events in {seconds_generate:.1f}s")
 
     start = time.perf_counter()
     np.savez(
@@ -520,7 +425,7 @@ def run_write(args: argparse.Namespace, records: list[dict]) -> None:
         values["best"].append(q.max(axis=1))
     values = {k: float(np.mean(np.concatenate(v))) for k, v in values.items()}
     files = {name: os.path.getsize(os.path.join(args.write, name)) for name in sorted(os.listdir(args.write))}
-    _emit(
+    emit(
         {
             "kind": "write",
             "dir": args.write,
@@ -529,21 +434,21 @@ def run_write(args: argparse.Namespace, records: list[dict]) -> None:
             "events": args.events,
             "seed": args.seed,
             "active_users": int(np.unique(events["user_id"]).size),
-            "events_of_top_1pct_users": _sig(
+            "events_of_top_1pct_users": sig(
                 np.sort(np.bincount(events["user_id"], minlength=args.users))[::-1][: args.users // 100].sum()
                 / args.events
             ),
-            "click_rate": _sig(float(events["reward"].mean())),
-            "pscore_min": _sig(float(events["pscore"].min())),
-            "pscore_median": _sig(float(np.median(events["pscore"]))),
-            "max_importance_weight_of_uniform": _sig(float(1.0 / args.items / events["pscore"].min())),
+            "click_rate": sig(float(events["reward"].mean())),
+            "pscore_min": sig(float(events["pscore"].min())),
+            "pscore_median": sig(float(np.median(events["pscore"]))),
+            "max_importance_weight_of_uniform": sig(float(1.0 / args.items / events["pscore"].min())),
             "logged_items_distinct": int(np.unique(events["item_id"]).size),
-            "value_logging": _sig(values["logging"]),
-            "value_uniform": _sig(values["uniform"]),
-            "value_best": _sig(values["best"]),
-            "seconds_generate": _sig(seconds_generate, 3),
-            "seconds_write": _sig(seconds_write, 3),
-            "peak_rss_bytes": _status().get("VmHWM"),
+            "value_logging": sig(values["logging"]),
+            "value_uniform": sig(values["uniform"]),
+            "value_best": sig(values["best"]),
+            "seconds_generate": sig(seconds_generate, 3),
+            "seconds_write": sig(seconds_write, 3),
+            "peak_rss_bytes": proc_status().get("VmHWM"),
             "file_bytes": files,
         },
         records,
@@ -583,27 +488,8 @@ def _tree_bytes(tree) -> int:
     )
 
 
-def _memory(compiled) -> dict:
-    """XLA's buffer-assignment sizes of a compiled call (as ``benchmarks/scale.py``)."""
-    try:
-        stats = compiled.memory_analysis()
-    except Exception as error:  # some backends do not implement it
-        return {"xla_memory_error": repr(error)}
-    if stats is None:
-        return {}
-    fields = ("temp", "argument", "output", "alias")
-    sizes = {f"xla_{name}_bytes": int(getattr(stats, f"{name}_size_in_bytes", 0)) for name in fields}
-    sizes["xla_peak_bytes"] = (
-        sizes["xla_temp_bytes"]
-        + sizes["xla_argument_bytes"]
-        + sizes["xla_output_bytes"]
-        - sizes["xla_alias_bytes"]
-    )
-    return sizes
-
-
 def run_api(args: argparse.Namespace, records: list[dict]) -> None:
-    from towerjax.train import expose_cpu_cores
+    from towerjax.training import expose_cpu_cores
 
     expose_cpu_cores()  # as the CLI does, before JAX starts its backend
     sampler = RssSampler()
@@ -611,28 +497,30 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
     stages: dict[str, dict] = {}
 
     def stage(name: str) -> None:
-        status = _status()
+        status = proc_status()
         stages[name] = {
             "rss": status.get("VmRSS"),
             "hwm": status.get("VmHWM"),
-            "t": time.perf_counter() - _START,
+            "t": time.perf_counter() - START,
         }
-        _log(f"{name}: RSS {status.get('VmRSS', 0) / GB:.2f} GB, peak {status.get('VmHWM', 0) / GB:.2f} GB")
+        log(f"{name}: RSS {status.get('VmRSS', 0) / GB:.2f} GB, peak {status.get('VmHWM', 0) / GB:.2f} GB")
 
     import jax
     import jax.numpy as jnp
 
-    import towerjax
     from towerjax.data import LoggedData
     from towerjax.features import Features, feature_spec, nbytes, take
     from towerjax.large_softmax import item_proposal, uniform_log_q
-    from towerjax.train import Batch, TrainConfig, compile_seeds, make_optimizer, make_train, make_update_step
-
-    environment = _environment()
-    environment.update(
-        {"devices": [str(d) for d in jax.devices()], "jax": jax.__version__, "towerjax": towerjax.__version__}
+    from towerjax.training import (
+        Batch,
+        TrainConfig,
+        compile_seeds,
+        make_optimizer,
+        make_train,
+        make_update_step,
     )
-    _emit(environment, records)
+
+    emit(environment(jax), records)
     stage("imports")
 
     arrays = _load(args.api)
@@ -698,7 +586,7 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
     embedding_bytes = _tree_bytes(
         {k: v for k, v in params["context"].items() if k.startswith("embed_")}
     ) + _tree_bytes({k: v for k, v in params["action"].items() if k.startswith("embed_")})
-    _emit(
+    emit(
         {
             "kind": "bytes",
             "events": n,
@@ -714,7 +602,7 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
             "embedding_table_bytes": embedding_bytes,
             "adam_state_bytes": opt_bytes,
             "model_bytes": param_bytes + opt_bytes,
-            "seconds_build_data": _sig(seconds_build, 3),
+            "seconds_build_data": sig(seconds_build, 3),
         },
         records,
     )
@@ -804,21 +692,19 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
             "seconds_compile": seconds_compile,
             "seconds_compile_call": seconds_compile_call,
             "seconds_first": seconds_first,
-            "memory": _memory(scan),
-            "memory_call": _memory(call),
+            "memory": xla_memory(scan),
+            "memory_call": xla_memory(call),
             "seconds": [],
             "cpu": [],
             "seconds_call": [],
         }
-        _log(f"{label}: compiled in {seconds_compile:.1f}s, {steps} steps per block")
+        log(f"{label}: compiled in {seconds_compile:.1f}s, {steps} steps per block")
     stage("compiled steps")
 
-    def timed(fn, steps: int) -> tuple[float, float]:
+    def per_step(fn, steps: int) -> tuple[float, float]:
         """Wall and CPU seconds per step of ``fn()`` (which runs ``steps`` steps)."""
-        cpu, start = _cpu_seconds(), time.perf_counter()
-        fn()
-        wall = time.perf_counter() - start
-        return wall / steps, (_cpu_seconds() - cpu) / steps
+        _, wall, cpu = timed(fn)
+        return wall / steps, cpu / steps
 
     def scan_block(case: dict) -> None:
         case["state"][:] = jax.block_until_ready(
@@ -832,42 +718,42 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
 
     for round_index in range(args.rounds):
         for case in cases.values():
-            wall, cpu = timed(lambda case=case: scan_block(case), case["steps"])
+            wall, cpu = per_step(lambda case=case: scan_block(case), case["steps"])
             case["seconds"].append(wall)
             case["cpu"].append(cpu)
             loop_steps = max(2, case["steps"] // 4)
             case["seconds_call"].append(
-                timed(lambda case=case, k=loop_steps: call_block(case, k), loop_steps)[0]
+                per_step(lambda case=case, k=loop_steps: call_block(case, k), loop_steps)[0]
             )
-        _log(f"round {round_index + 1}/{args.rounds} done")
+        log(f"round {round_index + 1}/{args.rounds} done")
     train_rows = n - round(config.validation_fraction * n)
     for label, case in cases.items():
         batch_size = case["batch_size"]
         per_step = statistics.median(case["seconds"])
         cpu_per_step = statistics.median(case["cpu"])
         steps_per_epoch = -(-train_rows // batch_size)
-        _emit(
+        emit(
             {
                 "kind": "step",
                 "case": label,
                 "batch_size": batch_size,
                 "sampled_softmax": case["sampled_softmax"],
-                "seconds_compile": _sig(case["seconds_compile"], 3),
-                "seconds_per_step_median": _sig(per_step),
-                "seconds_per_step_rounds": [_sig(s) for s in case["seconds"]],
+                "seconds_compile": sig(case["seconds_compile"], 3),
+                "seconds_per_step_median": sig(per_step),
+                "seconds_per_step_rounds": [sig(s) for s in case["seconds"]],
                 "steps_per_round": case["steps"],
-                "steps_per_second": _sig(1.0 / per_step),
-                "events_per_second": _sig(batch_size / per_step),
-                "cpu_seconds_per_step_median": _sig(cpu_per_step),
-                "cpu_seconds_per_wall_second_median": _sig(
+                "steps_per_second": sig(1.0 / per_step),
+                "events_per_second": sig(batch_size / per_step),
+                "cpu_seconds_per_step_median": sig(cpu_per_step),
+                "cpu_seconds_per_wall_second_median": sig(
                     statistics.median(c / s for c, s in zip(case["cpu"], case["seconds"], strict=True)), 3
                 ),
                 "steps_per_epoch": steps_per_epoch,
-                "projected_seconds_3_epochs_steps_only": _sig(3 * steps_per_epoch * per_step, 3),
-                "cpu_seconds_3_epochs_steps_only": _sig(3 * steps_per_epoch * cpu_per_step, 3),
-                "per_call_seconds_compile": _sig(case["seconds_compile_call"], 3),
-                "per_call_seconds_first_step": _sig(case["seconds_first"], 3),
-                "per_call_seconds_per_step_median": _sig(statistics.median(case["seconds_call"])),
+                "projected_seconds_3_epochs_steps_only": sig(3 * steps_per_epoch * per_step, 3),
+                "cpu_seconds_3_epochs_steps_only": sig(3 * steps_per_epoch * cpu_per_step, 3),
+                "per_call_seconds_compile": sig(case["seconds_compile_call"], 3),
+                "per_call_seconds_first_step": sig(case["seconds_first"], 3),
+                "per_call_seconds_per_step_median": sig(statistics.median(case["seconds_call"])),
                 **case["memory"],
                 **{f"per_call_{k}": v for k, v in case["memory_call"].items()},
             },
@@ -899,19 +785,17 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
             )
         stage("compiled training")
         for name, (run, seconds_compile, compiled) in runs.items():
-            _log(
+            log(
                 f"training ({name}): compiled in {seconds_compile:.1f}s; running {config.epochs} epoch(s) ..."
             )
-            cpu = _cpu_seconds()
-            start = time.perf_counter()
-            result = jax.device_get(jax.block_until_ready(run()))
-            seconds_train = time.perf_counter() - start
-            cpu_seconds = _cpu_seconds() - cpu
+            result, seconds_train, cpu_train = timed(
+                lambda run=run: jax.device_get(jax.block_until_ready(run()))
+            )
             stage(f"trained: {name}")
             steps = config.epochs * -(-train_rows // args.train_batch)
-            first = lambda tree: _sig(float(np.ravel(tree)[0]))  # noqa: E731
-            every = lambda tree: [_sig(float(v)) for v in np.ravel(tree)]  # noqa: E731
-            _emit(
+            first = lambda tree: sig(float(np.ravel(tree)[0]))  # noqa: E731
+            every = lambda tree: [sig(float(v)) for v in np.ravel(tree)]  # noqa: E731
+            emit(
                 {
                     "kind": "train",
                     "run": name,
@@ -921,13 +805,13 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
                     "train_rows": train_rows,
                     "validation_rows": n - train_rows,
                     "steps": steps,
-                    "seconds_compile": _sig(seconds_compile, 3),
-                    "seconds_train": _sig(seconds_train, 4),
-                    "seconds_per_epoch": _sig(seconds_train / config.epochs, 4),
-                    "steps_per_second_incl_validation": _sig(steps / seconds_train),
-                    "projected_seconds_3_epochs": _sig(3 * seconds_train / config.epochs, 3),
-                    "cpu_seconds_train": _sig(cpu_seconds, 4),
-                    "cpu_seconds_per_wall_second": _sig(cpu_seconds / seconds_train, 3),
+                    "seconds_compile": sig(seconds_compile, 3),
+                    "seconds_train": sig(seconds_train, 4),
+                    "seconds_per_epoch": sig(seconds_train / config.epochs, 4),
+                    "steps_per_second_incl_validation": sig(steps / seconds_train),
+                    "projected_seconds_3_epochs": sig(3 * seconds_train / config.epochs, 3),
+                    "cpu_seconds_train": sig(cpu_train, 4),
+                    "cpu_seconds_per_wall_second": sig(cpu_train / seconds_train, 3),
                     "loss": every(result.loss),
                     "validation_snips": every(result.validation["snips"]),
                     "validation_snips_se": every(result.validation["snips_se"]),
@@ -937,21 +821,21 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
                     "test_value_best": first(result.optimal_value),
                     "top_share": every(result.top_share),
                     "selected_epoch": int(np.ravel(result.selected_epoch)[0]),
-                    **_memory(compiled),
+                    **xla_memory(compiled),
                 },
                 records,
             )
 
     sampler.stop()
     stage("end")
-    _emit(
+    emit(
         {
             "kind": "rss",
-            "peak_rss_bytes": _status().get("VmHWM"),
+            "peak_rss_bytes": proc_status().get("VmHWM"),
             "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "sampled_max_rss_bytes": sampler.max_rss,
             "stages": {
-                name: {"rss_bytes": s["rss"], "peak_rss_bytes": s["hwm"], "at_seconds": _sig(s["t"], 3)}
+                name: {"rss_bytes": s["rss"], "peak_rss_bytes": s["hwm"], "at_seconds": sig(s["t"], 3)}
                 for name, s in stages.items()
             },
             "goal_bytes": 4 * GB,
@@ -1002,11 +886,11 @@ def run_cli(args: argparse.Namespace, records: list[dict]) -> None:
     ]
     if os.path.isdir(out):
         shutil.rmtree(out)
-    _emit(
-        {**_environment(), "command": shlex.join(command), "categorical_flag": "--categorical" in help_text},
+    emit(
+        {**environment(), "command": shlex.join(command), "categorical_flag": "--categorical" in help_text},
         records,
     )
-    _log(f"running: {shlex.join(command)}")
+    log(f"running: {shlex.join(command)}")
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = RssSampler(
@@ -1027,16 +911,16 @@ def run_cli(args: argparse.Namespace, records: list[dict]) -> None:
             report = json.load(handle)
     except (OSError, ValueError):
         pass
-    _emit(
+    emit(
         {
             "kind": "cli",
             "returncode": child.returncode,
             "killed": sampler.killed,
-            "seconds_wall": _sig(seconds, 4),
+            "seconds_wall": sig(seconds, 4),
             "peak_rss_bytes": usage.ru_maxrss * 1024,
             "sampled_peak_rss_bytes": sampler.hwm,
             "sampled_max_rss_bytes": sampler.max_rss,
-            "cpu_seconds": _sig(usage.ru_utime + usage.ru_stime, 4),
+            "cpu_seconds": sig(usage.ru_utime + usage.ru_stime, 4),
             "epochs": args.epochs,
             "batch_size": args.cli_batch,
             "goal_seconds": 600,
@@ -1061,9 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run_cli(args, records)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=2, default=str)
-    _log("done")
+        write_records(args.json, records)
+    log("done")
     return 0
 
 

@@ -17,7 +17,7 @@ study's figures within a deadline, and the report.
     x values (all learners done), partial figures marked as such.
 
 ``--all-seeds-at-once`` trains every seed of a cell in one ``vmap``: the library groups seeds
-two per device (``towerjax.train.SEEDS_PER_DEVICE_GROUP``, chosen for CPU caches), which on
+two per device (``towerjax.training.seeds.SEEDS_PER_DEVICE_GROUP``, chosen for CPU caches), which on
 one GPU would run a 12-seed cell as 6 sequential groups. The layout changes speed, not results.
 """
 
@@ -40,7 +40,8 @@ RESULTS_FILE = "results.md"
 # batch 10 are one configuration at the quick sizes (trained once, reused twice).
 DRY_VALUES = {3: (10,), 1: (300,), 2: (300,), 4: (10,)}
 DRY_LEARNERS = ("regression",)  # the cheapest to compile
-DRY_SPEED = dict(n_rounds=100, n_test_rounds=100, hidden_sizes=(8,), embedding_size=8)
+DRY_SPEED = dict(hidden_sizes=(8,), embedding_size=8)
+DRY_SPEED_ARGS = ["--n-rounds", "100", "--n-test-rounds", "100"]  # the synthetic problem's sizes
 PLATFORM_BACKENDS = {"cuda": "gpu", "rocm": "gpu"}
 
 
@@ -80,9 +81,9 @@ def coarse_to_fine(values) -> tuple[int, ...]:
 
 def all_seeds_at_once() -> None:
     """Every seed of a call in one vmap (one group per device), instead of the CPU's two at a time."""
-    import towerjax.train
+    import towerjax.training.seeds
 
-    towerjax.train.SEEDS_PER_DEVICE_GROUP = 1 << 30
+    towerjax.training.seeds.SEEDS_PER_DEVICE_GROUP = 1 << 30
 
 
 # --------------------------------------------------------------------------- device
@@ -140,7 +141,7 @@ def speed(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import speed as speed_benchmark
 
-    from towerjax.train import TrainConfig
+    from towerjax.training import TrainConfig
 
     if args.dry_run:  # the seed study's learner at toy sizes: the same code, in seconds on a CPU
         seed_study = TrainConfig.seed_study.__func__
@@ -148,7 +149,7 @@ def speed(args: argparse.Namespace) -> int:
     if args.all_seeds_at_once:
         all_seeds_at_once()
     rest = args.speed_args[1:] if args.speed_args[:1] == ["--"] else args.speed_args
-    sys.argv = ["benchmarks/speed.py", *rest]
+    sys.argv = ["benchmarks/speed.py", *(DRY_SPEED_ARGS if args.dry_run else []), *rest]
     return speed_benchmark.main()
 
 
@@ -219,7 +220,7 @@ def study(args: argparse.Namespace) -> int:
     from towerjax.checks import InputError
     from towerjax.studies.blog import StudyOptions
     from towerjax.studies.runner import ROWS_FILE, read_cells, run_study
-    from towerjax.train import expose_cpu_cores
+    from towerjax.training import expose_cpu_cores
 
     expose_cpu_cores()  # as the command line does (CPU only; before JAX starts)
     if args.all_seeds_at_once:

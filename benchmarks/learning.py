@@ -44,14 +44,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from towerjax.train import expose_cpu_cores
+from towerjax.training import expose_cpu_cores
 
 expose_cpu_cores()
 
@@ -60,6 +59,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from towerjax import jsonio  # noqa: E402
 from towerjax.data import LoggedData  # noqa: E402
+from towerjax.evaluation import mean_se  # noqa: E402
 from towerjax.metrics import randomized_value  # noqa: E402
 from towerjax.objectives import (  # noqa: E402
     DR,
@@ -72,8 +72,8 @@ from towerjax.objectives import (  # noqa: E402
     WeightedRegression,
 )
 from towerjax.policy import log_policy  # noqa: E402
-from towerjax.synthetic import blog_problem, obp_problem, sample_logged_data  # noqa: E402
-from towerjax.train import TrainConfig, train_seeds  # noqa: E402
+from towerjax.synthetic import SyntheticProblem, obp_problem, sample_logged_data  # noqa: E402
+from towerjax.training import TrainConfig, train_seeds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -103,13 +103,15 @@ def _stack(logs: list[LoggedData]) -> LoggedData:
 
 
 def _seed_task(behavior: str):
+    problem = SyntheticProblem(behavior=behavior)  # 15000 training and 10000 test events
+
     def build(seeds: int, seed: int):
         train, test = [], []
         for s in range(seeds):
             k_problem, k_train, k_test = jax.random.split(jax.random.fold_in(jax.random.key(seed), s), 3)
-            problem = blog_problem(k_problem, behavior=behavior)
-            train.append(sample_logged_data(k_train, problem, 15000))
-            test.append(sample_logged_data(k_test, problem, 10000))
+            logs, held_out = problem.sample(k_problem, k_train, k_test)
+            train.append(logs)
+            test.append(held_out)
         return _stack(train), _stack(test)
 
     return build
@@ -242,12 +244,10 @@ def base_config(preset: str, epochs: int | None) -> TrainConfig:
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    """:func:`towerjax.evaluation.mean_se` over the finite values (NaN, NaN when there are none)."""
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    se = values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else float("nan")
-    return float(values.mean()), float(se)
+    return mean_se(values) if values.size else (float("nan"), float("nan"))
 
 
 def run_cell(

@@ -1,7 +1,8 @@
 """Open Bandit Pipeline 0.5.7's ``NNPolicyLearner`` on OBP's own synthetic data: the peer reference.
 
 OBP is never a dependency of towerjax: run this only in the scratch environment that
-``benchmarks/obp_crosscheck.py`` describes (obp 0.5.7, scikit-learn, scipy, pandas, CPU torch)::
+``benchmarks/obp_crosscheck.py`` describes (obp 0.5.7, scikit-learn, scipy, pandas, CPU torch,
+towerjax)::
 
     /tmp/obp-venv/bin/python benchmarks/obp_policy_learner.py
 
@@ -67,6 +68,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # OBP wraps every epoch loop in tqdm
 
 import numpy as np
 import torch
+
+from towerjax.evaluation import mean_se  # towerjax is installed in that environment too
 
 N_ACTIONS = 20
 DIM_CONTEXT = 5
@@ -202,23 +205,23 @@ def train_one(objective: str, seed: int, train: dict, test: dict, max_iter: int 
     return out
 
 
-def mean_se(xs: list[float]) -> dict:
-    a = np.asarray(xs, dtype=np.float64)
-    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else None
-    return {"mean": float(a.mean()), "se": se, "n": int(a.size)}
+def over_seeds(xs: list[float]) -> dict:
+    """``{"mean", "se", "n"}`` of per-seed values (``se`` None for one seed)."""
+    mean, se = mean_se(xs)
+    return {"mean": mean, "se": None if math.isnan(se) else se, "n": len(xs)}
 
 
 def summarise(per_seed: list[dict]) -> dict:
     summary = {
-        "logging_value": mean_se([s["logging_value"] for s in per_seed]),
-        "best_value": mean_se([s["best_value"] for s in per_seed]),
+        "logging_value": over_seeds([s["logging_value"] for s in per_seed]),
+        "best_value": over_seeds([s["best_value"] for s in per_seed]),
     }
     for obj in OBJECTIVES:
         rows = [s["objectives"][obj] for s in per_seed if obj in s["objectives"]]
         if not rows:
             continue
         summary[obj] = {
-            key: mean_se([r[key] for r in rows])
+            key: over_seeds([r[key] for r in rows])
             for key in ("value", "gap_closed", "value_greedy", "gap_closed_greedy", "policy_steps")
         }
     return summary

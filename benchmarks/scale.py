@@ -49,11 +49,10 @@ minutes):
     also draws the problem and scores 100 test contexts each epoch, under 1% of it). Runs
     in a child process with 4 XLA CPU devices unless this one has them (``--devices 4``).
 
-House style (``benchmarks/speed.py``): the machine is shared and noisy, so every section
-times its configurations in interleaved rounds (each round times every configuration
-once) and reports medians over rounds; ratios are taken per round and their median
-quoted. Every result is one JSON object per line on stdout (``"kind"`` says which);
-progress goes to stderr; ``--json PATH`` also writes all records as one JSON list.
+Records, timing and memory as every benchmark (``benchmarks/harness.py``): configurations
+timed in interleaved rounds (each round times every configuration once), medians over
+rounds, ratios taken per round and their median quoted; one JSON object per line on stdout,
+progress on stderr, ``--json PATH`` for all records as one JSON list.
 
 Records (``"kind"``): ``environment`` (devices, versions, flags, settings); ``items`` (one
 per variant and ``A``), ``items_target`` (sampled softmax at the largest ``A`` against the
@@ -63,11 +62,9 @@ catalogue size), ``train_target``; ``dataparallel`` (one per batch and device co
 ``cpu_seconds_per_wall_second`` is the process's CPU time over wall time during the timed
 calls (about 2 when one call keeps both cores of a 2-core machine busy).
 
-Memory: ``xla_peak_bytes = temp_size_in_bytes + argument_size_in_bytes +
-output_size_in_bytes - alias_size_in_bytes`` of ``jax.jit(f).lower(...).compile()
-.memory_analysis()``: the live buffers XLA's buffer assignment plans for one call
-(arguments, outputs and the temporary arena; donated arguments that alias outputs are
-counted once), excluding the generated code and the Python process. It is computed
+Memory: ``xla_peak_bytes`` is XLA's buffer-assignment plan of one call
+(``harness.xla_memory``: arguments, outputs and the temporary arena, donated arguments that
+alias outputs counted once; not the generated code or the Python process). It is computed
 without running the step, so sizes over ``--memory-limit-gb`` are compiled, reported and
 not run.
 
@@ -83,19 +80,31 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
 import warnings
 
+from harness import (
+    GB,
+    calls_per_block,
+    child_json,
+    emit,
+    environment,
+    log,
+    max_rss_bytes,
+    median,
+    seconds_per_call,
+    sig,
+    timed,
+    write_records,
+    xla_cost,
+    xla_memory,
+)
+
 SECTIONS = ("items", "scoring", "seeds", "flops", "train", "dataparallel")
 DEFAULT_SECTIONS = ("items", "scoring", "seeds", "flops")  # train and dataparallel: with --only
 VARIANTS = ("full", "sampled-uniform", "sampled-popularity")
-GB = 1e9
-_START = time.perf_counter()
 
 
 # --------------------------------------------------------------------------- settings
@@ -119,9 +128,8 @@ def _settings(quick: bool) -> dict:
             "approx_rounds": 2,
             "seed_counts": [1, 2],
             "seed_rounds": 2,
+            "seed_problem": {"n_rounds": 200, "n_test_rounds": 100},
             "seed_config": {
-                "n_rounds": 200,
-                "n_test_rounds": 100,
                 "epochs": 1,
                 "hidden_sizes": (32,),
                 "embedding_size": 16,
@@ -146,7 +154,8 @@ def _settings(quick: bool) -> dict:
         "approx_rounds": 5,
         "seed_counts": [1, 2, 4, 8, 16, 32, 64],
         "seed_rounds": 3,
-        "seed_config": {"n_rounds": 2000, "n_test_rounds": 1000, "epochs": 2},
+        "seed_problem": {"n_rounds": 2000, "n_test_rounds": 1000},
+        "seed_config": {"epochs": 2},
         "flops_batch": 1000,
         "matmul_sizes": [1024, 2048, 4096],
         "flops_rounds": 5,
@@ -259,137 +268,6 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _log(message: str) -> None:
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _emit(record: dict, records: list[dict]) -> None:
-    records.append(record)
-    print(json.dumps(record), flush=True)
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _sig(value: float | None, digits: int = 4) -> float | None:
-    """Rounds to ``digits`` significant figures (JSON stays readable at any scale)."""
-    if value is None:
-        return None
-    return float(f"{value:.{digits}g}")
-
-
-def _memory(compiled) -> dict:
-    """XLA's buffer-assignment sizes of a compiled call and ``xla_peak_bytes`` (module docstring)."""
-    try:
-        stats = compiled.memory_analysis()
-    except Exception as error:  # some backends do not implement it
-        return {"xla_peak_bytes": None, "xla_memory_error": repr(error)}
-    if stats is None:
-        return {"xla_peak_bytes": None}
-    fields = ("temp", "argument", "output", "alias", "generated_code")
-    sizes = {f"xla_{name}_bytes": int(getattr(stats, f"{name}_size_in_bytes", 0)) for name in fields}
-    sizes["xla_peak_bytes"] = (
-        sizes["xla_temp_bytes"]
-        + sizes["xla_argument_bytes"]
-        + sizes["xla_output_bytes"]
-        - sizes["xla_alias_bytes"]
-    )
-    return sizes
-
-
-def _cost(compiled) -> dict:
-    """``compiled.cost_analysis()`` as one dict (a list of per-module dicts in older JAX)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):
-        merged: dict = {}
-        for part in cost:
-            for key, value in (part or {}).items():
-                if isinstance(value, int | float):
-                    merged[key] = merged.get(key, 0.0) + float(value)
-        return merged
-    return dict(cost or {})
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far (all threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _max_rss_bytes() -> int:
-    """This process's peak resident set size so far.
-
-    ``VmHWM`` of ``/proc/self/status``, which starts afresh at ``exec``; ``getrusage``'s
-    ``ru_maxrss`` is the fallback, but on Linux it survives ``exec``, so a child started
-    from a large parent would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _environment(jax) -> dict:
-    import flax
-    import jaxlib
-    import numpy as np
-    import optax
-
-    import towerjax
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), cpu)
-    except OSError:
-        pass
-    return {
-        "kind": "environment",
-        "devices": [str(d) for d in jax.devices()],
-        "device_count": jax.device_count(),
-        "backend": jax.default_backend(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "cpu": cpu,
-        "cpu_cores_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "versions": {
-            "towerjax": towerjax.__version__,
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "optax": optax.__version__,
-            "flax": flax.__version__,
-            "numpy": np.__version__,
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _block(jax, fn, steps: int) -> float:
-    """Seconds per call of ``fn`` over ``steps`` calls, blocking on the last result."""
-    start = time.perf_counter()
-    out = None
-    for _ in range(steps):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
-
-
-def _calibrate(seconds_one: float, block_seconds: float, cap: int = 200) -> int:
-    """Calls per timed block so one block lasts about ``block_seconds`` (at least one)."""
-    return max(1, min(cap, int(block_seconds / max(seconds_one, 1e-6))))
-
-
 # --------------------------------------------------------------------------- items
 
 
@@ -445,7 +323,7 @@ class _ItemsCase:
         start = time.perf_counter()
         self.compiled = jax.jit(step, donate_argnums=(0, 1)).lower(*self.state, self.data).compile()
         self.compile_seconds = time.perf_counter() - start
-        self.memory = _memory(self.compiled)
+        self.memory = xla_memory(self.compiled)
 
     def run(self, jax, steps: int) -> float:
         start = time.perf_counter()
@@ -485,16 +363,16 @@ def _rss_child(args) -> int:
     """``--rss-child VARIANT:A``: build, compile and run two steps in a fresh process; print RSS."""
     import jax
 
-    from towerjax.train import TrainConfig, make_optimizer
+    from towerjax.training import TrainConfig, make_optimizer
 
     variant, num_items = args.rss_child.split(":")
     num_items = int(num_items)
     jax.block_until_ready(jax.numpy.zeros(1))
-    rss_start = _max_rss_bytes()
+    rss_start = max_rss_bytes()
     data = _items_data(jax, num_items, args.batch)
-    rss_data = _max_rss_bytes()
+    rss_data = max_rss_bytes()
     case = _ItemsCase(jax, variant, num_items, data, args, make_optimizer(TrainConfig.seed_study()))
-    rss_compiled = _max_rss_bytes()
+    rss_compiled = max_rss_bytes()
     case.run(jax, 2)
     print(
         json.dumps(
@@ -502,7 +380,7 @@ def _rss_child(args) -> int:
                 "rss_after_jax_start_bytes": rss_start,
                 "rss_after_data_bytes": rss_data,
                 "rss_after_compile_bytes": rss_compiled,
-                "rss_peak_bytes": _max_rss_bytes(),
+                "rss_peak_bytes": max_rss_bytes(),
             }
         ),
         flush=True,
@@ -517,14 +395,13 @@ def _rss_of(variant: str, num_items: int, args) -> dict:
     if args.devices is not None:
         command += ["--devices", str(args.devices)]
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return child_json(command, timeout=600, quiet=True)[-1]
     except (subprocess.SubprocessError, ValueError, IndexError) as error:
         return {"rss_error": repr(error)[:300]}
 
 
 def run_items(jax, args, settings: dict, records: list[dict]) -> None:
-    from towerjax.train import TrainConfig, make_optimizer
+    from towerjax.training import TrainConfig, make_optimizer
 
     optimizer = make_optimizer(TrainConfig.seed_study())  # Adam 0.005 with L2 1e-6, as the trainer
     memory_limit = args.memory_limit_gb * GB
@@ -538,7 +415,7 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
             case = _ItemsCase(jax, variant, num_items, data, args, optimizer)
             cases.append(case)
             peak = case.memory.get("xla_peak_bytes")
-            _log(
+            log(
                 f"items: {variant} A={num_items}: compiled in {case.compile_seconds:.1f}s, "
                 f"XLA peak {peak / GB if peak else float('nan'):.3f} GB"
             )
@@ -561,14 +438,14 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
                 case.skipped = f"step {one:.1f}s > {args.time_limit_s}s: not timed further"
                 case.single_step_seconds = one
                 continue
-            case.steps_per_block = _calibrate(one, settings["block_seconds"])
+            case.steps_per_block = calls_per_block(one, settings["block_seconds"])
         del data
 
     live = [c for c in cases if c.skipped is None]
     for round_index in range(rounds):
         for case in live:
             case.seconds.append(case.run(jax, case.steps_per_block))
-        _log(f"items: round {round_index + 1}/{rounds} done")
+        log(f"items: round {round_index + 1}/{rounds} done")
 
     rss = {}
     if not args.no_rss:
@@ -579,7 +456,7 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
                 and case.variant in settings["rss_variants"]
             ):
                 rss[(case.variant, case.num_items)] = _rss_of(case.variant, case.num_items, args)
-                _log(f"items: RSS of {case.variant} A={case.num_items} measured")
+                log(f"items: RSS of {case.variant} A={case.num_items} measured")
 
     for case in cases:
         record = {
@@ -591,16 +468,16 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
             "hidden_sizes": [128],
             "num_samples": None if case.variant == "full" else args.num_samples,
             "compile_seconds": round(case.compile_seconds, 2),
-            "seconds_per_step_median": _sig(_median(case.seconds)),
-            "seconds_per_step_rounds": [_sig(s) for s in case.seconds],
+            "seconds_per_step_median": sig(median(case.seconds)),
+            "seconds_per_step_rounds": [sig(s) for s in case.seconds],
             "steps_per_round": case.steps_per_block if case.seconds else 0,
             "skipped": case.skipped,
             **case.memory,
             **rss.get((case.variant, case.num_items), {}),
         }
         if getattr(case, "single_step_seconds", None) is not None:
-            record["single_step_seconds"] = _sig(case.single_step_seconds)
-        _emit(record, records)
+            record["single_step_seconds"] = sig(case.single_step_seconds)
+        emit(record, records)
 
     by_key = {(c.variant, c.num_items): c for c in cases}
     largest = max(sizes)
@@ -608,16 +485,16 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
     for variant in VARIANTS[1:]:
         big, ref = by_key[(variant, largest)], by_key[(variant, reference)]
         per_round = [b / r for b, r in zip(big.seconds, ref.seconds, strict=False)]
-        ratio = _median(per_round)
+        ratio = median(per_round)
         peak = big.memory.get("xla_peak_bytes")
-        _emit(
+        emit(
             {
                 "kind": "items_target",
                 "variant": variant,
                 "num_items": largest,
                 "reference_num_items": reference,
-                "step_time_ratio_median": _sig(ratio),
-                "step_time_ratio_rounds": [_sig(r) for r in per_round],
+                "step_time_ratio_median": sig(ratio),
+                "step_time_ratio_rounds": [sig(r) for r in per_round],
                 "step_time_target_ratio": 2.0,
                 "step_time_target_met": None if ratio is None else bool(ratio <= 2.0),
                 "xla_peak_bytes": peak,
@@ -632,8 +509,8 @@ def run_items(jax, args, settings: dict, records: list[dict]) -> None:
         full, sampled = by_key[("full", num_items)], by_key[("sampled-uniform", num_items)]
         if full.seconds and sampled.seconds:
             per_round = [f / s for f, s in zip(full.seconds, sampled.seconds, strict=False)]
-            full_over_sampled[str(num_items)] = _sig(_median(per_round))
-    _emit(
+            full_over_sampled[str(num_items)] = sig(median(per_round))
+    emit(
         {
             "kind": "items_full_over_sampled",
             "full_over_sampled_uniform_step_time_median": full_over_sampled,
@@ -666,11 +543,11 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
     start = time.perf_counter()
     compiled = jax.jit(exact_chunked).lower(ctx, items).compile()
     compile_seconds = time.perf_counter() - start
-    memory = _memory(compiled)
+    memory = xla_memory(compiled)
     # The unchunked search is only compiled: its plan shows what it would need.
     unchunked = jax.jit(lambda c, e: towerjax.top_k_items(c, e, k)).lower(ctx, items).compile()
-    unchunked_peak = _memory(unchunked).get("xla_peak_bytes")
-    _log(
+    unchunked_peak = xla_memory(unchunked).get("xla_peak_bytes")
+    log(
         f"scoring: compiled {n_ctx} x {n_items} top-{k} in {compile_seconds:.1f}s; "
         f"XLA peak {(memory.get('xla_peak_bytes') or 0) / GB:.3f} GB (unchunked would plan "
         f"{(unchunked_peak or 0) / GB:.3f} GB)"
@@ -679,16 +556,15 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
     repeats = args.rounds or settings["scoring_repeats"]
     seconds, cpu, ids = [], [], None
     for repeat in range(repeats):
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
-        scores, ids = jax.block_until_ready(compiled(ctx, items))
-        seconds.append(time.perf_counter() - start)
-        cpu.append((_cpu_seconds() - cpu_start) / seconds[-1])
-        _log(f"scoring: exact chunked call {repeat + 1}/{repeats}: {seconds[-1]:.1f}s")
+        (scores, ids), wall, cpu_call = timed(lambda: jax.block_until_ready(compiled(ctx, items)))
+        seconds.append(wall)
+        cpu.append(cpu_call / wall)
+        log(f"scoring: exact chunked call {repeat + 1}/{repeats}: {seconds[-1]:.1f}s")
     # Spot check against the plain top_k on a few rows.
     rows = min(16, n_ctx)
     check_scores, check_ids = jax.jit(lambda c, e: towerjax.top_k_items(c, e, k))(ctx[:rows], items)
     matches = bool(np.array_equal(np.asarray(ids[:rows]), np.asarray(check_ids)))
-    _emit(
+    emit(
         {
             "kind": "scoring_exact",
             "method": "top_k_items(chunk_size, context_chunk_size)",
@@ -699,13 +575,13 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
             "chunk_size": chunk,
             "context_chunk_size": context_chunk,
             "compile_seconds": round(compile_seconds, 2),
-            "seconds_median": _sig(_median(seconds)),
-            "seconds_repeats": [_sig(s) for s in seconds],
-            "pairs_per_second": _sig(n_ctx * n_items / _median(seconds)),
+            "seconds_median": sig(median(seconds)),
+            "seconds_repeats": [sig(s) for s in seconds],
+            "pairs_per_second": sig(n_ctx * n_items / median(seconds)),
             **memory,
             "unchunked_xla_peak_bytes_compiled_not_run": unchunked_peak,
             "cpu_seconds_per_wall_second": [round(c, 2) for c in cpu],
-            "process_max_rss_bytes": _max_rss_bytes(),
+            "process_max_rss_bytes": max_rss_bytes(),
             "ids_match_unchunked_on_first_rows": rows,
             "ids_match": matches,
         },
@@ -729,7 +605,7 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
     compiled, memory, results, timings = {}, {}, {}, {}
     for name, fn in methods.items():
         compiled[name] = jax.jit(fn).lower(ctx, items).compile()
-        memory[name] = _memory(compiled[name])
+        memory[name] = xla_memory(compiled[name])
         results[name] = jax.block_until_ready(compiled[name](ctx, items))  # warm-up
         timings[name] = []
     exact_ids = results["top_k_items (exact, unchunked)"][1]
@@ -739,20 +615,20 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
             start = time.perf_counter()
             jax.block_until_ready(compiled[name](ctx, items))
             timings[name].append(time.perf_counter() - start)
-        _log(f"scoring: approx vs exact round {round_index + 1}/{rounds} done")
+        log(f"scoring: approx vs exact round {round_index + 1}/{rounds} done")
     exact_seconds = timings["top_k_items (exact, unchunked)"]
     for name in methods:
         per_round = [s / e for s, e in zip(timings[name], exact_seconds, strict=True)]
-        _emit(
+        emit(
             {
                 "kind": "scoring_approx",
                 "method": name,
                 "contexts": n_ctx,
                 "items": n_items,
                 "k": k,
-                "seconds_median": _sig(_median(timings[name])),
-                "seconds_rounds": [_sig(s) for s in timings[name]],
-                "time_over_exact_unchunked_median": _sig(_median(per_round)),
+                "seconds_median": sig(median(timings[name])),
+                "seconds_rounds": [sig(s) for s in timings[name]],
+                "time_over_exact_unchunked_median": sig(median(per_round)),
                 "recall_vs_exact": round(float(towerjax.recall_at_k(results[name][1], exact_ids)), 4),
                 "xla_peak_bytes": memory[name].get("xla_peak_bytes"),
             },
@@ -765,20 +641,22 @@ def run_scoring(jax, args, settings: dict, records: list[dict]) -> None:
 
 def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
     from towerjax.batching import num_batches
-    from towerjax.train import TrainConfig, compile_seeds
+    from towerjax.synthetic import SyntheticProblem
+    from towerjax.training import TrainConfig, compile_seeds
 
+    problem = SyntheticProblem(**settings["seed_problem"])
     config = TrainConfig.seed_study(batch_size=10, evaluate_train=False, **settings["seed_config"])
-    steps_per_seed = config.epochs * num_batches(config.n_rounds, config.batch_size)
+    steps_per_seed = config.epochs * num_batches(problem.n_rounds, config.batch_size)
     runners, first_run = {}, {}
     for seeds in settings["seed_counts"]:
         # train_seeds(config, seeds=S) is compile_seeds(...) then one timed runner.run(); the
         # two pieces are called here so the compiled runner can be re-run in later rounds.
-        runner = compile_seeds(config, seeds=seeds, devices=args.devices)
+        runner = compile_seeds(config, seeds=seeds, devices=args.devices, problem=problem)
         start = time.perf_counter()
         jax.block_until_ready(runner.run())
         first_run[seeds] = time.perf_counter() - start
         runners[seeds] = runner
-        _log(f"seeds: S={seeds} compiled in {runner.seconds_compile:.1f}s, first run {first_run[seeds]:.2f}s")
+        log(f"seeds: S={seeds} compiled in {runner.seconds_compile:.1f}s, first run {first_run[seeds]:.2f}s")
     rounds = args.rounds or settings["seed_rounds"]
     seconds = {s: [] for s in runners}
     for round_index in range(rounds):
@@ -786,15 +664,15 @@ def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
             start = time.perf_counter()
             jax.block_until_ready(runner.run())
             seconds[seeds].append(time.perf_counter() - start)
-        _log(f"seeds: round {round_index + 1}/{rounds} done")
+        log(f"seeds: round {round_index + 1}/{rounds} done")
 
     def throughput(seeds: int, seconds_train: float) -> float:
         return seeds * steps_per_seed / seconds_train
 
     for seeds, runner in runners.items():
-        median = _median(seconds[seeds])
-        rate = throughput(seeds, median)
-        _emit(
+        seconds_median = median(seconds[seeds])
+        rate = throughput(seeds, seconds_median)
+        emit(
             {
                 "kind": "seeds",
                 "seeds": seeds,
@@ -804,35 +682,36 @@ def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
                 if seeds == min(runners)
                 else "as above",
+                "problem": dataclasses.asdict(problem) if seeds == min(runners) else "as above",
                 "steps_per_seed": steps_per_seed,
                 "compile_seconds": round(runner.seconds_compile, 2),
-                "first_run_seconds": _sig(first_run[seeds]),
-                "seconds_train_median": _sig(median),
-                "seconds_train_rounds": [_sig(s) for s in seconds[seeds]],
-                "seed_steps_per_second": _sig(rate),
-                "seconds_per_seed_step": _sig(1.0 / rate),
-                "steps_per_second_each_seed": _sig(rate / seeds),
+                "first_run_seconds": sig(first_run[seeds]),
+                "seconds_train_median": sig(seconds_median),
+                "seconds_train_rounds": [sig(s) for s in seconds[seeds]],
+                "seed_steps_per_second": sig(rate),
+                "seconds_per_seed_step": sig(1.0 / rate),
+                "steps_per_second_each_seed": sig(rate / seeds),
             },
             records,
         )
     counts = list(runners)
     largest, smallest = max(counts), min(counts)
-    rates = {s: throughput(s, _median(seconds[s])) for s in counts}
+    rates = {s: throughput(s, median(seconds[s])) for s in counts}
     best = max(rates, key=rates.get)
     per_round = [
         throughput(largest, big) / throughput(smallest, small)
         for big, small in zip(seconds[largest], seconds[smallest], strict=True)
     ]
-    _emit(
+    emit(
         {
             "kind": "seeds_summary",
             "largest_seeds": largest,
             "smallest_seeds": smallest,
             "best_seeds": best,
-            "throughput_largest_over_smallest_median": _sig(_median(per_round)),
-            "throughput_largest_over_smallest_rounds": [_sig(r) for r in per_round],
-            "throughput_largest_over_best": _sig(rates[largest] / rates[best]),
-            "throughput_best_over_smallest": _sig(rates[best] / rates[smallest]),
+            "throughput_largest_over_smallest_median": sig(median(per_round)),
+            "throughput_largest_over_smallest_rounds": [sig(r) for r in per_round],
+            "throughput_largest_over_best": sig(rates[largest] / rates[best]),
+            "throughput_best_over_smallest": sig(rates[best] / rates[smallest]),
         },
         records,
     )
@@ -844,22 +723,22 @@ def run_seeds(jax, args, settings: dict, records: list[dict]) -> None:
 def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
     import jax.numpy as jnp
 
-    from towerjax.synthetic import blog_problem, sample_logged_data
-    from towerjax.train import Batch, TrainConfig, make_optimizer, make_update_step
+    from towerjax.synthetic import SyntheticProblem, blog_problem, sample_logged_data
+    from towerjax.training import Batch, TrainConfig, make_optimizer, make_update_step
 
-    config = TrainConfig.seed_study()
+    config, shape = TrainConfig.seed_study(), SyntheticProblem()  # the seed study's 10 actions, 50 dims
     batch_size = settings["flops_batch"]
-    problem = blog_problem(jax.random.key(5), n_actions=config.n_actions, dim=config.dim)
+    problem = blog_problem(jax.random.key(5), n_actions=shape.n_actions, dim=shape.dim)
     data = sample_logged_data(jax.random.key(6), problem, batch_size)
     batch = Batch(data=dataclasses.replace(data, pi_b=None, expected_reward=None), mask=jnp.ones(batch_size))
-    params = config.model.init(jax.random.key(7), config.dim, config.dim)
+    params = config.model.init(jax.random.key(7), shape.dim, shape.dim)
     state = [params, make_optimizer(config).init(params)]
     key = jax.random.key(8)
     step = make_update_step(config)
     start = time.perf_counter()
     compiled_step = jax.jit(step, donate_argnums=(0, 1)).lower(*state, batch, key).compile()
     step_compile = time.perf_counter() - start
-    step_cost = _cost(compiled_step)
+    step_cost = xla_cost(compiled_step)
     step_flops = step_cost.get("flops")
 
     def train_call():
@@ -871,7 +750,7 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
         a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
         b = jax.random.normal(jax.random.key(n + 1), (n, n), jnp.float32)
         compiled = jax.jit(jnp.matmul).lower(a, b).compile()
-        matmuls[n] = (compiled, a, b, _cost(compiled).get("flops"))
+        matmuls[n] = (compiled, a, b, xla_cost(compiled).get("flops"))
 
     def matmul_call(n):
         compiled, a, b, _ = matmuls[n]
@@ -880,43 +759,43 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
     calls = {"train_step": train_call, **{n: matmul_call(n) for n in matmuls}}
     steps = {}
     for name, fn in calls.items():
-        _block(jax, fn, 1)  # warm-up
-        steps[name] = _calibrate(_block(jax, fn, 1), settings["block_seconds"])
+        seconds_per_call(jax, fn, 1)  # warm-up
+        steps[name] = calls_per_block(seconds_per_call(jax, fn, 1), settings["block_seconds"])
     rounds = args.rounds or settings["flops_rounds"]
     seconds = {name: [] for name in calls}
     cpu = {name: [] for name in calls}
     for round_index in range(rounds):
         for name, fn in calls.items():
-            cpu_start = _cpu_seconds()
-            seconds[name].append(_block(jax, fn, steps[name]))
-            cpu[name].append((_cpu_seconds() - cpu_start) / (seconds[name][-1] * steps[name]))
-        _log(f"flops: round {round_index + 1}/{rounds} done")
+            per_call, _, cpu_block = timed(lambda fn=fn, name=name: seconds_per_call(jax, fn, steps[name]))
+            seconds[name].append(per_call)
+            cpu[name].append(cpu_block / (per_call * steps[name]))
+        log(f"flops: round {round_index + 1}/{rounds} done")
 
     peak_rounds = [max(2.0 * n**3 / seconds[n][r] for n in matmuls) for r in range(rounds)]
     for n, (_, _, _, xla_flops) in matmuls.items():
-        median = _median(seconds[n])
-        _emit(
+        seconds_median = median(seconds[n])
+        emit(
             {
                 "kind": "matmul",
                 "n": n,
                 "flops": 2 * n**3,
                 "xla_cost_analysis_flops": xla_flops,
-                "seconds_median": _sig(median),
-                "seconds_rounds": [_sig(s) for s in seconds[n]],
+                "seconds_median": sig(seconds_median),
+                "seconds_rounds": [sig(s) for s in seconds[n]],
                 "calls_per_round": steps[n],
-                "flops_per_second": _sig(2.0 * n**3 / median),
-                "cpu_seconds_per_wall_second_median": _sig(_median(cpu[n]), 3),
+                "flops_per_second": sig(2.0 * n**3 / seconds_median),
+                "cpu_seconds_per_wall_second_median": sig(median(cpu[n]), 3),
             },
             records,
         )
-    step_median = _median(seconds["train_step"])
+    step_median = median(seconds["train_step"])
     fraction_rounds = (
         [step_flops / s / p for s, p in zip(seconds["train_step"], peak_rounds, strict=True)]
         if step_flops
         else []
     )
-    best_n = max(matmuls, key=lambda n: 2.0 * n**3 / _median(seconds[n]))
-    _emit(
+    best_n = max(matmuls, key=lambda n: 2.0 * n**3 / median(seconds[n]))
+    emit(
         {
             "kind": "flops",
             "model": "TrainConfig.seed_study(): ips, 10 actions, 50-dim features, (100, 100, 100) elu, D = 100",
@@ -925,15 +804,15 @@ def run_flops(jax, args, settings: dict, records: list[dict]) -> None:
             "flops_per_step": step_flops,
             "transcendentals_per_step": step_cost.get("transcendentals"),
             "bytes_accessed_per_step": step_cost.get("bytes accessed"),
-            "seconds_per_step_median": _sig(step_median),
-            "seconds_per_step_rounds": [_sig(s) for s in seconds["train_step"]],
+            "seconds_per_step_median": sig(step_median),
+            "seconds_per_step_rounds": [sig(s) for s in seconds["train_step"]],
             "steps_per_round": steps["train_step"],
-            "cpu_seconds_per_wall_second_median": _sig(_median(cpu["train_step"]), 3),
-            "achieved_flops_per_second": _sig(step_flops / step_median) if step_flops else None,
-            "matmul_peak_flops_per_second": _sig(_median(peak_rounds)),
+            "cpu_seconds_per_wall_second_median": sig(median(cpu["train_step"]), 3),
+            "achieved_flops_per_second": sig(step_flops / step_median) if step_flops else None,
+            "matmul_peak_flops_per_second": sig(median(peak_rounds)),
             "matmul_peak_n": best_n,
-            "fraction_of_matmul_peak_median": _sig(_median(fraction_rounds)),
-            "fraction_of_matmul_peak_rounds": [_sig(f) for f in fraction_rounds],
+            "fraction_of_matmul_peak_median": sig(median(fraction_rounds)),
+            "fraction_of_matmul_peak_rounds": [sig(f) for f in fraction_rounds],
         },
         records,
     )
@@ -1131,7 +1010,7 @@ def _test_values(params, context, arrays, *, model, temperature, candidates, eps
 
 def _train_config(settings: dict):
     """The run the ``train`` section times: the library's defaults, a sampled softmax."""
-    from towerjax.train import TrainConfig
+    from towerjax.training import TrainConfig
 
     return TrainConfig(
         sampled_softmax=settings["train_num_samples"],
@@ -1156,7 +1035,7 @@ class _TrainSize:
 
         from towerjax import Features, Table, item_proposal, popularity_log_q, uniform_log_q
         from towerjax.objectives import objective_from_name
-        from towerjax.train import Batch, compile_seeds
+        from towerjax.training import Batch, compile_seeds
 
         self.num_items = num_items
         self.config = config = _train_config(settings)
@@ -1170,7 +1049,7 @@ class _TrainSize:
         run_test = self.test.take_rows(jnp.arange(settings["train_run_test_contexts"]))
         if args.write_logs and num_items == max(settings["train_items"]):
             self.files = problem.write_parquet(args.write_logs, everything, self.validation)
-            _log(f"train: wrote {self.files}")
+            log(f"train: wrote {self.files}")
         self.runners, self.first_run, self.seconds, self.cpu = {}, {}, {}, {}
         for n in rows:
             data = everything.take_rows(jnp.arange(n))
@@ -1179,11 +1058,11 @@ class _TrainSize:
             self.result = jax.block_until_ready(runner.run())  # every run of it returns the same
             self.first_run[n] = time.perf_counter() - start
             self.runners[n], self.seconds[n], self.cpu[n] = runner, [], []
-            _log(
+            log(
                 f"train: A={num_items} n={n}: compiled in {runner.seconds_compile:.1f}s, "
                 f"first run {self.first_run[n]:.1f}s"
             )
-        self.memory = _memory(self.runners[max(rows)].compiled)
+        self.memory = xla_memory(self.runners[max(rows)].compiled)
         # Other objectives on the larger logs: one run each, for the learned policy's value.
         self.others = []
         for options in settings["train_other_objectives"]:
@@ -1198,13 +1077,13 @@ class _TrainSize:
                 {
                     "objective": other.objective.to_dict(),
                     "compile_seconds": round(runner.seconds_compile, 2),
-                    "run_seconds": _sig(time.perf_counter() - start),
+                    "run_seconds": sig(time.perf_counter() - start),
                     "params": jax.tree.map(lambda a: a[0], result.params),
                     "selected_epoch": int(result.selected_epoch[0]),
                     "validation_snips": [round(float(v), 4) for v in result.validation["snips"][0]],
                 }
             )
-            _log(f"train: A={num_items} {other.objective.name} {options}: trained")
+            log(f"train: A={num_items} {other.objective.name} {options}: trained")
             del runner
         # The update step alone, on the first batch of the logs: with the dense item
         # features, and with an item-id embedding table next to them (what towerjax train's
@@ -1229,10 +1108,9 @@ class _TrainSize:
         }
 
     def run(self, jax, n: int) -> None:
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
-        jax.block_until_ready(self.runners[n].run())
-        self.seconds[n].append(time.perf_counter() - start)
-        self.cpu[n].append((_cpu_seconds() - cpu_start) / self.seconds[n][-1])
+        _, wall, cpu = timed(lambda: jax.block_until_ready(self.runners[n].run()))
+        self.seconds[n].append(wall)
+        self.cpu[n].append(cpu / wall)
 
 
 class _StepAlone:
@@ -1240,7 +1118,7 @@ class _StepAlone:
 
     def __init__(self, jax, config, batch, settings: dict):
         from towerjax.features import feature_spec
-        from towerjax.train import make_optimizer, make_update_step
+        from towerjax.training import make_optimizer, make_update_step
 
         data = batch.data
         params = config.model.init(
@@ -1252,9 +1130,9 @@ class _StepAlone:
         step = jax.jit(make_update_step(config), donate_argnums=(0, 1))
         self.step = step.lower(*self.state, batch, self.key).compile()
         self.compile_seconds = time.perf_counter() - start
-        self.memory = _memory(self.step)
-        _block(jax, self.call, 2)  # warm-up
-        self.steps_per_block = _calibrate(_block(jax, self.call, 1), settings["block_seconds"])
+        self.memory = xla_memory(self.step)
+        seconds_per_call(jax, self.call, 2)  # warm-up
+        self.steps_per_block = calls_per_block(seconds_per_call(jax, self.call, 1), settings["block_seconds"])
         self.seconds: list[float] = []
 
     def call(self):
@@ -1263,7 +1141,7 @@ class _StepAlone:
         return self.state[0], metrics
 
     def time(self, jax) -> None:
-        self.seconds.append(_block(jax, self.call, self.steps_per_block))
+        self.seconds.append(seconds_per_call(jax, self.call, self.steps_per_block))
 
 
 def _train_child(args, settings: dict) -> int:
@@ -1272,25 +1150,25 @@ def _train_child(args, settings: dict) -> int:
     import jax
     import jax.numpy as jnp
 
-    from towerjax.train import compile_seeds
+    from towerjax.training import compile_seeds
 
     num_items = int(args.train_child)
     jax.block_until_ready(jnp.zeros(1))
-    rss = {"rss_after_jax_start_bytes": _max_rss_bytes()}
+    rss = {"rss_after_jax_start_bytes": max_rss_bytes()}
     config = _train_config(settings)
     problem = _TrainProblem(jax, num_items, settings)
     data = problem.logs(jax, max(settings["train_rows"]), stream=0)
     validation = problem.logs(jax, settings["train_validation_rows"], stream=1)
     test = problem.test_logs(jax, settings["train_test_contexts"])
     run_test = test.take_rows(jnp.arange(settings["train_run_test_contexts"]))
-    rss["rss_after_data_bytes"] = _max_rss_bytes()
+    rss["rss_after_data_bytes"] = max_rss_bytes()
     runner = compile_seeds(config, seeds=1, data=data, test_data=run_test, validation=validation)
-    rss["rss_after_compile_bytes"] = _max_rss_bytes()
+    rss["rss_after_compile_bytes"] = max_rss_bytes()
     result = jax.block_until_ready(runner.run())
-    rss["rss_after_run_bytes"] = _max_rss_bytes()
+    rss["rss_after_run_bytes"] = max_rss_bytes()
     params = jax.tree.map(lambda a: a[0], result.params)
     problem.values(jax, test.context, config.model, params, config.temperature)
-    rss["rss_peak_bytes"] = _max_rss_bytes()
+    rss["rss_peak_bytes"] = max_rss_bytes()
     print(json.dumps(rss), flush=True)
     return 0
 
@@ -1303,12 +1181,6 @@ def _forwarded(args) -> list[str]:
     for item in args.set:
         out += ["--set", item]
     return out
-
-
-def _child_json(command: list[str], timeout: float = 900, env: dict | None = None) -> list[dict]:
-    """Runs this script as ``command``; its stdout's JSON lines (stderr passes through)."""
-    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, check=True, env=env)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
 def run_train(jax, args, settings: dict, records: list[dict]) -> None:
@@ -1328,17 +1200,17 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
                 case.run(jax, n)
             for step in case.steps.values():
                 step.time(jax)
-        _log(f"train: round {round_index + 1}/{rounds} done")
+        log(f"train: round {round_index + 1}/{rounds} done")
 
     rss = {}
     if not args.no_rss:
         for num_items in sizes:
             command = [sys.executable, os.path.abspath(__file__), "--train-child", str(num_items)]
             try:
-                rss[num_items] = _child_json(command + _forwarded(args), timeout=600)[-1]
+                rss[num_items] = child_json(command + _forwarded(args), timeout=600)[-1]
             except (subprocess.SubprocessError, ValueError, IndexError) as error:
                 rss[num_items] = {"rss_error": repr(error)[:300]}
-            _log(f"train: RSS of A={num_items} measured")
+            log(f"train: RSS of A={num_items} measured")
 
     small, large = rows
     per_step = {}  # A -> per-round seconds per step, from the difference of the two runs
@@ -1347,7 +1219,7 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
             (t_large - t_small) / (epochs * (steps[large] - steps[small]))
             for t_small, t_large in zip(case.seconds[small], case.seconds[large], strict=True)
         ]
-        step = _median(per_step[case.num_items])
+        step = median(per_step[case.num_items])
         outside = [
             t - epochs * steps[large] * s
             for t, s in zip(case.seconds[large], per_step[case.num_items], strict=True)
@@ -1357,7 +1229,7 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
         start = time.perf_counter()
         values = case.problem.values(jax, case.test.context, config.model, params, config.temperature)
         value_seconds = time.perf_counter() - start
-        _emit(
+        emit(
             {
                 "kind": "train",
                 "num_items": case.num_items,
@@ -1377,20 +1249,20 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
                 "run_test_contexts": settings["train_run_test_contexts"],
                 "steps_per_epoch": {str(n): steps[n] for n in rows},
                 "compile_seconds": {str(n): round(r.seconds_compile, 2) for n, r in case.runners.items()},
-                "first_run_seconds": {str(n): _sig(s) for n, s in case.first_run.items()},
-                "run_seconds_median": {str(n): _sig(_median(case.seconds[n])) for n in rows},
-                "run_seconds_rounds": {str(n): [_sig(s) for s in case.seconds[n]] for n in rows},
-                "cpu_seconds_per_wall_second": {str(n): _sig(_median(case.cpu[n]), 3) for n in rows},
-                "seconds_per_step_median": _sig(step),
-                "seconds_per_step_rounds": [_sig(s) for s in per_step[case.num_items]],
-                "steps_per_second": _sig(1.0 / step) if step and step > 0 else None,
-                "seconds_outside_steps_median": _sig(_median(outside)),
-                "evaluation_seconds_per_epoch_estimate": _sig(_median(outside) / (epochs + 1)),
+                "first_run_seconds": {str(n): sig(s) for n, s in case.first_run.items()},
+                "run_seconds_median": {str(n): sig(median(case.seconds[n])) for n in rows},
+                "run_seconds_rounds": {str(n): [sig(s) for s in case.seconds[n]] for n in rows},
+                "cpu_seconds_per_wall_second": {str(n): sig(median(case.cpu[n]), 3) for n in rows},
+                "seconds_per_step_median": sig(step),
+                "seconds_per_step_rounds": [sig(s) for s in per_step[case.num_items]],
+                "steps_per_second": sig(1.0 / step) if step and step > 0 else None,
+                "seconds_outside_steps_median": sig(median(outside)),
+                "evaluation_seconds_per_epoch_estimate": sig(median(outside) / (epochs + 1)),
                 "step_alone": {
                     name: {
                         "compile_seconds": round(step.compile_seconds, 2),
-                        "seconds_median": _sig(_median(step.seconds)),
-                        "seconds_rounds": [_sig(s) for s in step.seconds],
+                        "seconds_median": sig(median(step.seconds)),
+                        "seconds_rounds": [sig(s) for s in step.seconds],
                         "xla_peak_bytes": step.memory.get("xla_peak_bytes"),
                     }
                     for name, step in case.steps.items()
@@ -1398,7 +1270,7 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
                 **case.memory,
                 **rss.get(case.num_items, {}),
                 "values": {k: round(v, 4) for k, v in values.items()},
-                "value_seconds": _sig(value_seconds),
+                "value_seconds": sig(value_seconds),
                 "other_objectives": [
                     {
                         **{k: v for k, v in other.items() if k != "params"},
@@ -1415,7 +1287,7 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
                 "validation_snips": [round(float(v), 4) for v in result.validation["snips"][0]],
                 "validation_snips_se": [round(float(v), 4) for v in result.validation["snips_se"][0]],
                 "top_share": [round(float(v), 4) for v in result.top_share[0]],
-                "loss": [_sig(float(v)) for v in result.loss[0]],
+                "loss": [sig(float(v)) for v in result.loss[0]],
                 **({"files": case.files} if getattr(case, "files", None) else {}),
             },
             records,
@@ -1432,18 +1304,18 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
         ]
         for name in by_items[largest].steps
     }
-    ratio = _median(ratio_rounds)
+    ratio = median(ratio_rounds)
     peak = rss.get(largest, {}).get("rss_peak_bytes")
     xla_peak = by_items[largest].memory.get("xla_peak_bytes")
-    _emit(
+    emit(
         {
             "kind": "train_target",
             "num_items": largest,
             "reference_num_items": smallest,
-            "step_time_ratio_median": _sig(ratio),
-            "step_time_ratio_rounds": [_sig(r) for r in ratio_rounds],
-            "step_alone_time_ratio_median": {name: _sig(_median(r)) for name, r in alone_rounds.items()},
-            "step_alone_time_ratio_rounds": {name: [_sig(x) for x in r] for name, r in alone_rounds.items()},
+            "step_time_ratio_median": sig(ratio),
+            "step_time_ratio_rounds": [sig(r) for r in ratio_rounds],
+            "step_alone_time_ratio_median": {name: sig(median(r)) for name, r in alone_rounds.items()},
+            "step_alone_time_ratio_rounds": {name: [sig(x) for x in r] for name, r in alone_rounds.items()},
             "step_time_target_ratio": 2.0,
             "step_time_target_met": None if ratio is None else bool(ratio <= 2.0),
             "rss_peak_bytes": peak,
@@ -1459,7 +1331,8 @@ def run_train(jax, args, settings: dict, records: list[dict]) -> None:
 
 
 def run_dataparallel(jax, args, settings: dict, records: list[dict]) -> None:
-    from towerjax.train import TrainConfig, compile_seeds
+    from towerjax.synthetic import SyntheticProblem
+    from towerjax.training import TrainConfig, compile_seeds
 
     counts = settings["dp_counts"]
     if jax.device_count() < max(counts) and args.devices is not None:
@@ -1471,41 +1344,35 @@ def run_dataparallel(jax, args, settings: dict, records: list[dict]) -> None:
         flags = os.environ.get("XLA_FLAGS", "").split()
         kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
         env = {**os.environ, "XLA_FLAGS": " ".join(kept)}
-        _log(f"dataparallel: {jax.device_count()} devices here; running in a child with {max(counts)}")
-        for record in _child_json(command, env=env):
+        log(f"dataparallel: {jax.device_count()} devices here; running in a child with {max(counts)}")
+        for record in child_json(command, env=env):
             if record["kind"].startswith("dataparallel"):
-                _emit(record, records)
+                emit(record, records)
         return
     epochs, steps = settings["dp_epochs"], settings["dp_steps"]
     runners = {}  # (batch, k) -> compiled run
     for batch in settings["dp_batches"]:
         for k in counts:
             config = TrainConfig.seed_study(
-                n_rounds=batch * steps,
-                n_test_rounds=100,
-                batch_size=batch,
-                epochs=epochs,
-                evaluate_train=False,
-                data_parallel=k,
+                batch_size=batch, epochs=epochs, evaluate_train=False, data_parallel=k
             )
-            runners[(batch, k)] = runner = compile_seeds(config, seeds=1)
+            problem = SyntheticProblem(n_rounds=batch * steps, n_test_rounds=100)
+            runners[(batch, k)] = runner = compile_seeds(config, seeds=1, problem=problem)
             jax.block_until_ready(runner.run())  # warm-up
-            _log(f"dataparallel: batch {batch}, {k} device(s): compiled in {runner.seconds_compile:.1f}s")
+            log(f"dataparallel: batch {batch}, {k} device(s): compiled in {runner.seconds_compile:.1f}s")
     rounds = settings["dp_rounds"] if args.rounds is None else args.rounds
     seconds = {key: [] for key in runners}
     cpu = {key: [] for key in runners}
     for round_index in range(rounds):
         for key, runner in runners.items():
-            start, cpu_start = time.perf_counter(), _cpu_seconds()
-            jax.block_until_ready(runner.run())
-            elapsed = time.perf_counter() - start
-            cpu[key].append((_cpu_seconds() - cpu_start) / elapsed)
+            _, elapsed, cpu_run = timed(lambda runner=runner: jax.block_until_ready(runner.run()))
+            cpu[key].append(cpu_run / elapsed)
             seconds[key].append(elapsed / (epochs * steps))
-        _log(f"dataparallel: round {round_index + 1}/{rounds} done")
+        log(f"dataparallel: round {round_index + 1}/{rounds} done")
     for (batch, k), per_round in seconds.items():
         one = seconds[(batch, min(counts))]
         ratio = [s / o for s, o in zip(per_round, one, strict=True)]
-        _emit(
+        emit(
             {
                 "kind": "dataparallel",
                 "batch": batch,
@@ -1518,12 +1385,12 @@ def run_dataparallel(jax, args, settings: dict, records: list[dict]) -> None:
                 "epochs": epochs,
                 "steps_per_epoch": steps,
                 "compile_seconds": round(runners[(batch, k)].seconds_compile, 2),
-                "seconds_per_step_median": _sig(_median(per_round)),
-                "seconds_per_step_rounds": [_sig(s) for s in per_round],
-                "events_per_second": _sig(batch / _median(per_round)),
-                "step_time_over_one_device_median": _sig(_median(ratio)),
-                "step_time_over_one_device_rounds": [_sig(r) for r in ratio],
-                "cpu_seconds_per_wall_second_median": _sig(_median(cpu[(batch, k)]), 3),
+                "seconds_per_step_median": sig(median(per_round)),
+                "seconds_per_step_rounds": [sig(s) for s in per_round],
+                "events_per_second": sig(batch / median(per_round)),
+                "step_time_over_one_device_median": sig(median(ratio)),
+                "step_time_over_one_device_rounds": [sig(r) for r in ratio],
+                "cpu_seconds_per_wall_second_median": sig(median(cpu[(batch, k)]), 3),
             },
             records,
         )
@@ -1534,7 +1401,7 @@ def run_dataparallel(jax, args, settings: dict, records: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from towerjax.train import expose_cpu_cores
+    from towerjax.training import expose_cpu_cores
 
     expose_cpu_cores(args.devices)  # as the CLI does, before JAX starts its backend
     warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
@@ -1551,9 +1418,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_child:
         return _train_child(args, settings)
     records: list[dict] = []
-    environment = _environment(jax)
-    environment.update({"quick": args.quick, "sections": args.sections, "settings": settings})
-    _emit(environment, records)
+    record = environment(jax)
+    record.update({"quick": args.quick, "sections": args.sections, "settings": settings})
+    emit(record, records)
     runners = {
         "items": run_items,
         "scoring": run_scoring,
@@ -1564,14 +1431,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     for section in SECTIONS:
         if section in args.sections:
-            _log(f"{section}: start")
+            log(f"{section}: start")
             start = time.perf_counter()
             runners[section](jax, args, settings, records)
-            _log(f"{section}: done in {time.perf_counter() - start:.0f}s")
+            log(f"{section}: done in {time.perf_counter() - start:.0f}s")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=2, default=str)
-    _log("all done")
+        write_records(args.json, records)
+    log("all done")
     return 0
 
 

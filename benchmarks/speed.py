@@ -25,6 +25,8 @@ import statistics
 import sys
 import time
 
+from harness import emit  # benchmarks/harness.py: one JSON line per record
+
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,35 +41,45 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--reference-epochs", type=int, default=1, help="reference epochs per round")
     parser.add_argument("--full-epochs", type=int, default=100, help="epochs in one seed-run")
+    parser.add_argument("--n-rounds", type=int, default=15000, help="logged training events of the problem")
+    parser.add_argument("--n-test-rounds", type=int, default=10000, help="held-out test events")
     parser.add_argument("--devices", type=int, default=None, help="CPU devices (default: one per core)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--json", type=str, default=None, help="also write all records here")
     args = parser.parse_args()
-    if min(args.epochs, args.rounds, args.reference_epochs, args.full_epochs) < 1:
-        parser.error("--epochs, --rounds, --reference-epochs and --full-epochs must be positive")
+    if (
+        min(
+            args.epochs,
+            args.rounds,
+            args.reference_epochs,
+            args.full_epochs,
+            args.n_rounds,
+            args.n_test_rounds,
+        )
+        < 1
+    ):
+        parser.error(
+            "--epochs, --rounds, --reference-epochs, --full-epochs, --n-rounds and --n-test-rounds must be positive"
+        )
     return args
-
-
-def _emit(record: dict, records: list[dict]) -> None:
-    records.append(record)
-    print(json.dumps(record), flush=True)
 
 
 def main() -> int:
     args = _parse()
-    from towerjax.train import expose_cpu_cores
+    from towerjax.training import expose_cpu_cores
 
     expose_cpu_cores(args.devices)
     import jax
     import numpy as np
 
     from towerjax.batching import num_batches
-    from towerjax.synthetic import blog_problem, sample_logged_data
-    from towerjax.train import TrainConfig, compile_seeds
+    from towerjax.synthetic import SyntheticProblem
+    from towerjax.training import TrainConfig, compile_seeds
 
     records: list[dict] = []
     config = TrainConfig.seed_study(objective="ips", epochs=args.epochs)
-    steps_per_epoch = num_batches(config.n_rounds, config.batch_size)
+    problem = SyntheticProblem(n_rounds=args.n_rounds, n_test_rounds=args.n_test_rounds)
+    steps_per_epoch = num_batches(problem.n_rounds, config.batch_size)
     seed_counts = [int(s) for s in args.seeds.split(",")]
     layouts = [(s, None, True) for s in seed_counts]
     layouts += [(max(seed_counts), None, False)]  # the reference's work: test value only
@@ -79,6 +91,7 @@ def main() -> int:
             seeds=seeds,
             devices=args.devices,
             seeds_per_device=per_device,
+            problem=problem,
         )
         at_once = seeds // runner.devices // runner.groups
         evaluated = "train+test" if evaluate_train else "test only (as the reference)"
@@ -95,9 +108,7 @@ def main() -> int:
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             from torch_reference import train_reference
 
-            problem = blog_problem(jax.random.key(0))
-            data = sample_logged_data(jax.random.key(1), problem, config.n_rounds)
-            test = sample_logged_data(jax.random.key(2), problem, config.n_test_rounds)
+            data, test = problem.sample(jax.random.key(0), jax.random.key(1), jax.random.key(2))
             arrays = {
                 k: np.array(getattr(data, k))
                 for k in ("context", "action_context", "action", "reward", "pscore")
@@ -126,7 +137,7 @@ def main() -> int:
 
     for name, runner in runners.items():
         per_epoch = statistics.median(epoch_seconds[name])
-        _emit(
+        emit(
             {
                 "kind": "towerjax",
                 "layout": name,
@@ -142,7 +153,7 @@ def main() -> int:
         )
     if reference_seconds:
         per_epoch = statistics.median(reference_seconds)
-        _emit(
+        emit(
             {
                 "kind": "reference",
                 "torch": torch.__version__,
@@ -158,7 +169,7 @@ def main() -> int:
                 runner.seeds * ref / mine
                 for mine, ref in zip(epoch_seconds[name], reference_seconds, strict=True)
             ]
-            _emit(
+            emit(
                 {
                     "kind": "ratio",
                     "layout": name,

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from towerjax import LoggedData
-from towerjax.adapter import (
+from towerjax.checks import InputError
+from towerjax.features import Features, FeatureSpec, Table, default_embedding_dim, nbytes
+from towerjax.tables import (
     ITEM_ID_FEATURE,
     CategoricalColumn,
     FrameEncoding,
@@ -20,8 +22,6 @@ from towerjax.adapter import (
     logged_data_from_frame,
     stable_hash_ids,
 )
-from towerjax.checks import InputError
-from towerjax.features import Features, FeatureSpec, Table, default_embedding_dim, nbytes
 
 
 def frame(**override):

@@ -8,8 +8,8 @@ import pytest
 
 from towerjax import TwoTower
 from towerjax.behavior import behavior_log_probs, behavior_loss, init_behavior_head, logged_propensity
-from towerjax.synthetic import obp_problem, sample_logged_data
-from towerjax.train import TrainConfig, train_seeds
+from towerjax.synthetic import SyntheticProblem, obp_problem, sample_logged_data
+from towerjax.training import TrainConfig, train_seeds
 
 MODEL = TwoTower(hidden_sizes=(32,), embedding_size=16)
 
@@ -58,14 +58,13 @@ def test_behaviour_head_recovers_a_known_logging_policy():
 
 def test_training_with_estimated_propensities_learns():
     config = TrainConfig(
-        n_rounds=2000,
-        n_test_rounds=2000,
         epochs=4,
         batch_size=20,
         learning_rate=0.001,
         estimate_propensities=True,
     )
-    result, _ = train_seeds(config, seeds=4, seed=11)
+    problem = SyntheticProblem(n_rounds=2000, n_test_rounds=2000)
+    result, _ = train_seeds(config, seeds=4, seed=11, problem=problem)
     assert "behavior" in result.params and result.params["behavior"]["item"].shape == (
         4,
         10,

@@ -45,7 +45,7 @@ def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monk
         figures=(4,), seeds=2, epochs=1, quick=True, values=(10,), learners=("regression",)
     )  # quick: 300 rounds, so figure 4's batch 10 is figure 1's 300 rounds
     fig1 = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(300,), learners=("regression",))
-    assert batch.config(*_cell(batch)) == fig1.config(*_cell(fig1))
+    assert batch.setup(*_cell(batch)) == fig1.setup(*_cell(fig1))
     run_blog_study(fig1, tmp_path, progress=False, log=lambda s: None)
 
     def no_training(*args, **kwargs):

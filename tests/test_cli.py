@@ -1,4 +1,5 @@
-"""The command line: the JSON schema of ``towerjax train``, the main job, and bad flags."""
+"""The command line: the JSON schema of ``towerjax train``, the main job, bad flags, and flags
+built from the fields of the values they set."""
 
 import json
 import subprocess
@@ -10,7 +11,9 @@ import pytest
 from towerjax.checks import InputError
 from towerjax.reward_model import RewardModelConfig
 from towerjax.studies.headline import run_headline
-from towerjax.train import TrainConfig
+from towerjax.synthetic import SyntheticProblem
+from towerjax.tables import EncodingOptions
+from towerjax.training import TrainConfig
 
 
 def _cli(*args, tmp_path=None):
@@ -31,9 +34,12 @@ def test_train_json_has_the_documented_schema(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(out.read_text())
-    for key in ("config", "seconds_compile", "seconds_train", "seed_steps", "devices"):
+    for key in ("config", "problem", "seconds_compile", "seconds_train", "seed_steps", "devices"):
         assert key in payload
     assert payload["config"]["objective"]["name"] == "dr" and payload["config"]["batch_size"] == 7
+    assert payload["problem"] == SyntheticProblem(n_rounds=60, n_test_rounds=50, n_actions=4).to_dict()
+    assert "n_rounds" not in payload["config"]  # training settings only
+    assert "selected_value" in proc.stdout and "compile" in proc.stdout
     assert payload["seed_steps"] == 2 * 2 * 7  # seeds * epochs * ceil(48 / 7): 12 of 60 rows validate
     for key in ("initial_value", "test_value", "behavior_value", "optimal_value"):
         assert len(payload[key]) == 2 and all(0 < v < 1 for v in payload[key])
@@ -89,6 +95,11 @@ def test_bare_command_prints_usage_and_help_shows_defaults(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "seed-study: 0.005]" in text and "--unbiased" in text and "0.01,10]" in text
+    assert "(default" not in text and "[default 128; seed-study: 10]" in text  # one default style
+    problem = text[text.index("the built-in synthetic problem") :].split("\n\n")[0]
+    assert all(
+        f"--{name}" in problem for name in ("behavior", "epsilon", "n-rounds", "n-test-rounds", "n-actions")
+    )
 
 
 def test_study_chen_writes_learned_and_expected_policies(tmp_path):
@@ -112,11 +123,12 @@ def test_unwritable_output_is_reported_before_any_work(tmp_path):
 
 def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     tiny = TrainConfig(
-        n_rounds=40, n_test_rounds=30, n_actions=3, dim=4, hidden_sizes=(8,), embedding_size=4,
-        batch_size=8, epochs=2, reward_model=RewardModelConfig(hidden_sizes=(8,), epochs=1),
+        hidden_sizes=(8,), embedding_size=4, batch_size=8, epochs=2,
+        reward_model=RewardModelConfig(hidden_sizes=(8,), epochs=1),
     )  # fmt: skip
+    problem = SyntheticProblem(n_rounds=40, n_test_rounds=30, n_actions=3, dim=4)
     lines = []
-    cells = run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=lines.append)
+    cells = run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=lines.append, problem=problem)
     assert [(c["behavior"], c["learner"]) for c in cells] == [
         (b, learner) for b in ("uniform", "epsilon-greedy") for learner in ("ips", "dr", "regression")
     ]
@@ -128,7 +140,7 @@ def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     np.testing.assert_allclose(cells[0]["test_value"], payload["cells"][0]["test_value"])
     again = []  # the same job in the same folder: every cell is already there
-    assert run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=again.append) == cells
+    assert run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=again.append, problem=problem) == cells
     assert again == [f"headline: 6 cells (6 already in {tmp_path / 'rows.jsonl'})"]
 
 
@@ -170,7 +182,8 @@ def test_a_run_that_goes_non_finite_exits_1_naming_seed_epoch_and_objective(monk
 
 
 def test_scale_flags_reach_the_train_config():
-    from towerjax.cli import _train_config, build_parser
+    from towerjax.cli import build_parser
+    from towerjax.cli.flags import train_config as _train_config
 
     args = build_parser().parse_args(
         ["train", "--sampled-softmax", "512", "--proposal", "popularity", "--data-parallel", "2",
@@ -181,3 +194,56 @@ def test_scale_flags_reach_the_train_config():
     assert (config.embedding_mode, config.embedding_weight_decay) == ("sum", 0.01)
     with pytest.raises(InputError, match="sampled_softmax"):
         _train_config(build_parser().parse_args(["train", "--objective", "dr", "--sampled-softmax", "64"]))
+
+
+def test_flags_are_built_from_the_fields_of_the_values_they_set():
+    import dataclasses
+
+    from towerjax.cli import build_parser
+    from towerjax.cli.flags import (
+        ENCODING_FLAGS,
+        PROBLEM_FLAGS,
+        TRAINING_FLAGS,
+        encoding_options,
+        synthetic_problem,
+        train_config,
+    )
+
+    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainConfig, SyntheticProblem)}
+    assert set(TRAINING_FLAGS) <= fields[TrainConfig] and set(PROBLEM_FLAGS) <= fields[SyntheticProblem]
+    assert set(ENCODING_FLAGS) == {f.name for f in dataclasses.fields(EncodingOptions)}  # every option
+    parse = build_parser().parse_args
+    args = parse(["train"])  # nothing given: the values' own defaults
+    assert (train_config(args), synthetic_problem(args)) == (TrainConfig(), SyntheticProblem())
+    args = parse(
+        ["train", "--preset", "seed-study", "--objective", "dr", "--epochs", "3", "--n-actions", "4"]
+    )
+    assert train_config(args) == TrainConfig.seed_study(objective="dr", epochs=3)
+    assert synthetic_problem(args) == SyntheticProblem(n_actions=4)
+    args = parse(["train", "--logs", "l.csv", "--hash", "user=8,city=4", "--embedding-dim", "user=3",
+                  "--hash", "device=2", "--no-item-id-embedding", "--numeric-strings", "parse"])  # fmt: skip
+    assert encoding_options(args) == EncodingOptions(
+        hash_buckets={"user": 8, "city": 4, "device": 2},
+        embedding_dims={"user": 3},
+        item_id_embedding=False,
+        numeric_strings="parse",
+    )
+    assert encoding_options(parse(["train", "--logs", "l.csv"])) == EncodingOptions()
+
+
+def test_own_logs_train_with_a_batch_larger_than_the_synthetic_problem(tmp_path):
+    """No synthetic-problem limit applies to your own logs: a batch beyond the built-in
+    problem's n_rounds uses every training row in one batch."""
+    rng = np.random.default_rng(0)
+    rows = 40
+    lines = ["item_id,reward,pscore,age"] + [
+        f"i{rng.integers(3)},{rng.integers(2)},0.3333,{rng.normal():.3f}" for _ in range(rows)
+    ]
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    proc = _cli(
+        "train", "--logs", "l.csv", "--out", "model", "--batch-size", "16384", "--epochs", "1",
+        "--hidden-sizes", "4", "--embedding-size", "2", tmp_path=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "model" / "report.json").read_text())
+    assert report["config"]["batch_size"] == 16384 and "n_rounds" not in report["config"]

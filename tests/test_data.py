@@ -8,7 +8,7 @@ import pytest
 
 from towerjax import LoggedData
 from towerjax.checks import InputError
-from towerjax.data import rating_logging_policy, rating_pscore
+from towerjax.propensities import rating_logging_policy, rating_pscore
 from towerjax.synthetic import (
     behavior_policy,
     blog_problem,

@@ -1,4 +1,4 @@
-"""Several processes, one run (towerjax.distributed): two local CPU processes joined by JAX's
+"""Several processes, one run (towerjax.training.parallel): two local CPU processes joined by JAX's
 own runtime (coordinator and Gloo collectives), each reading half of the log, train the same
 run as one process holding the whole log on as many devices."""
 
@@ -13,10 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from towerjax import distributed
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
-from towerjax.train import TrainConfig, train_seeds
+from towerjax.training import TrainConfig, parallel, train_seeds
 
 N_ROUNDS, N_ACTIONS = 32, 5
 CONFIG = TrainConfig(
@@ -33,15 +32,15 @@ CONFIG = TrainConfig(
 WORKER = textwrap.dedent(
     """
     import json, sys
-    from towerjax import distributed
-    distributed.initialize()  # TOWERJAX_COORDINATOR, TOWERJAX_NUM_PROCESSES, TOWERJAX_PROCESS_ID
+    from towerjax.training import parallel
+    parallel.initialize()  # TOWERJAX_COORDINATOR, TOWERJAX_NUM_PROCESSES, TOWERJAX_PROCESS_ID
     import jax, numpy as np
     sys.path.insert(0, sys.argv[1])
     from test_distributed import CONFIG, N_ROUNDS, logs, summary
-    from towerjax.train import train_seeds
+    from towerjax.training import train_seeds
 
-    local = logs().take_rows(np.arange(N_ROUNDS)[distributed.process_rows(N_ROUNDS)])
-    data = distributed.global_logged_data(local)
+    local = logs().take_rows(np.arange(N_ROUNDS)[parallel.process_rows(N_ROUNDS)])
+    data = parallel.global_logged_data(local)
     result, _ = train_seeds(CONFIG, seeds=1, seed=3, data=data)
     print(json.dumps({
         "processes": jax.process_count(), "devices": jax.device_count(), "rows": local.n_rounds,
@@ -78,7 +77,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def no_settings(monkeypatch):
-    for variable in (distributed.COORDINATOR, distributed.NUM_PROCESSES, distributed.PROCESS_ID):
+    for variable in (parallel.COORDINATOR, parallel.NUM_PROCESSES, parallel.PROCESS_ID):
         monkeypatch.delenv(variable, raising=False)
 
 
@@ -89,7 +88,7 @@ def test_two_processes_train_the_run_of_one_process_on_the_whole_log():
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in (distributed.COORDINATOR, distributed.NUM_PROCESSES, distributed.PROCESS_ID)
+        if key not in (parallel.COORDINATOR, parallel.NUM_PROCESSES, parallel.PROCESS_ID)
     }
     env.update(
         JAX_PLATFORMS="cpu",
@@ -109,7 +108,7 @@ def test_two_processes_train_the_run_of_one_process_on_the_whole_log():
     ]
     try:
         # Meanwhile the reference: one process, both rows halves, the same 2-device mesh.
-        reference, _ = train_seeds(CONFIG, seeds=1, seed=3, data=distributed.global_logged_data(logs()))
+        reference, _ = train_seeds(CONFIG, seeds=1, seed=3, data=parallel.global_logged_data(logs()))
         outputs = [proc.communicate(timeout=180) for proc in procs]  # a hung collective fails here
     finally:
         for proc in procs:
@@ -129,7 +128,7 @@ def test_two_processes_train_the_run_of_one_process_on_the_whole_log():
 
 def test_global_logged_data_in_one_process_is_the_log_with_rows_over_the_devices():
     data = logs()
-    spread = distributed.global_logged_data(data)
+    spread = parallel.global_logged_data(data)
     assert spread.context.sharding.spec == jax.sharding.PartitionSpec(("rows",))
     assert len(spread.action.sharding.device_set) == jax.device_count()
     assert spread.action_context.sharding.is_fully_replicated
@@ -142,20 +141,20 @@ def test_global_logged_data_needs_rows_divisible_by_the_devices():
     if jax.device_count() < 2:
         pytest.skip("needs 2 devices")
     with pytest.raises(InputError, match="local"):
-        distributed.global_logged_data(logs().take_rows(np.arange(N_ROUNDS - 1)))
+        parallel.global_logged_data(logs().take_rows(np.arange(N_ROUNDS - 1)))
 
 
 def test_process_rows_are_equal_contiguous_shares():
-    assert distributed.process_rows(10) == slice(0, 10)  # one process
-    shares = [distributed.process_rows(12, process_id=p, num_processes=3) for p in range(3)]
+    assert parallel.process_rows(10) == slice(0, 10)  # one process
+    shares = [parallel.process_rows(12, process_id=p, num_processes=3) for p in range(3)]
     assert shares == [slice(0, 4), slice(4, 8), slice(8, 12)]
     with pytest.raises(InputError, match="n_rounds"):
-        distributed.process_rows(10, process_id=0, num_processes=3)
+        parallel.process_rows(10, process_id=0, num_processes=3)
 
 
 def test_initialize_without_settings_or_with_one_process_does_nothing(no_settings):
-    assert distributed.initialize_from_environment() is False
-    assert distributed.initialize("127.0.0.1:1234", 1, 0) is False
+    assert parallel.initialize_from_environment() is False
+    assert parallel.initialize("127.0.0.1:1234", 1, 0) is False
     assert not jax.distributed.is_initialized() and jax.process_count() == 1
 
 
@@ -189,5 +188,5 @@ def test_initialize_names_the_missing_or_malformed_setting(
     for variable, value in environment.items():
         monkeypatch.setenv(variable, value)
     with pytest.raises(InputError) as error:
-        distributed.initialize(**arguments)
+        parallel.initialize(**arguments)
     assert error.value.argument == named

@@ -9,12 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import towerjax
 from towerjax import evaluation, jsonio
 from towerjax.checks import InputError
 from towerjax.evaluation import (
     ESTIMATORS,
     Estimate,
+    Lambdas,
+    estimates_from_terms,
+    estimator_terms,
     off_policy_estimates,
+    off_policy_terms,
+    paired_difference,
+    summarize_terms,
+    validation_estimates,
     weight_diagnostics,
 )
 
@@ -199,8 +207,8 @@ def test_bootstrap_is_one_vectorised_computation():
 
     def resample_draws(n_bootstrap):
         jaxpr = jax.make_jaxpr(
-            lambda key: evaluation._core(
-                *args, lambdas, None, None, None, key, has_ls=True, n_bootstrap=n_bootstrap
+            lambda key: evaluation.estimators.logged_estimates(
+                *args, lambdas, None, None, None, key, names=("ipw", "snipw"), n_bootstrap=n_bootstrap
             )
         )(jax.random.key(0))
         return str(jaxpr).count("scatter-add")
@@ -294,3 +302,118 @@ def test_bad_input_names_the_argument(change, argument):
     with pytest.raises(InputError) as info:
         off_policy_estimates(*positional, **kwargs)
     assert info.value.argument == argument
+
+
+# --- per-row terms, paired differences and training's validation estimates ---------------------
+
+
+def _row_inputs(logs=LOGS):
+    rows = np.arange(len(logs["action"]))
+    w = logs["pi"][rows, logs["action"]] / logs["pscore"]
+    direct = (logs["pi"] * logs["q_hat"]).sum(1)
+    return w, logs["reward"], direct, logs["q_hat"][rows, logs["action"]]
+
+
+def test_terms_mean_and_spread_are_every_estimate_and_its_standard_error():
+    est = _estimate(action_embedding=CATEGORY, **LAMBDAS)
+    terms = off_policy_terms(
+        LOGS["pi"], LOGS["action"], LOGS["reward"], LOGS["pscore"], LOGS["q_hat"], pi_b=LOGS["pi_b"],
+        action_embedding=CATEGORY, **LAMBDAS,
+    )  # fmt: skip
+    assert set(terms) == set(est) and set(ESTIMATORS) <= set(terms)
+    for name, phi in terms.items():
+        assert phi.shape == (N,), name
+        value, stderr = summarize_terms(phi)
+        np.testing.assert_allclose(value, est[name].value, rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(stderr, est[name].stderr, rtol=1e-4, err_msg=name)
+
+
+def test_estimates_from_terms_are_the_snips_and_dr_formulas():
+    w, reward, direct, q_logged = (jnp.asarray(x, jnp.float32) for x in _row_inputs())
+    got = estimates_from_terms(w, reward, direct, q_logged)
+    snips = jnp.sum(w * reward) / jnp.sum(w)
+    influence = w * (reward - snips) / jnp.mean(w)  # the delta method, written out
+    dr_terms = direct + w * (reward - q_logged)
+    expected = {
+        "snips": snips,
+        "snips_se": jnp.std(influence, ddof=1) / jnp.sqrt(N),
+        "dr": jnp.mean(dr_terms),
+        "dr_se": jnp.std(dr_terms, ddof=1) / jnp.sqrt(N),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=2e-6, err_msg=key)
+    without_q = estimates_from_terms(w, reward)
+    assert without_q["snips"] == got["snips"] and np.isnan(without_q["dr"]) and np.isnan(without_q["dr_se"])
+    log_pi = jnp.log(jnp.asarray(LOGS["pi"], jnp.float32))
+    logs = towerjax.LoggedData(
+        context=jnp.zeros((N, 1)), action_context=jnp.zeros((A, 1)), action=jnp.asarray(LOGS["action"]), reward=reward,
+        pscore=jnp.asarray(LOGS["pscore"], jnp.float32),
+    )  # fmt: skip
+    from_logs = validation_estimates(log_pi, logs, jnp.asarray(LOGS["q_hat"], jnp.float32))
+    for key in expected:
+        np.testing.assert_allclose(from_logs[key], got[key], rtol=1e-5, err_msg=key)
+
+
+def test_zero_weights_give_self_normalised_terms_of_zero_never_nan():
+    w, reward, direct, q_logged = (jnp.asarray(x, jnp.float32) for x in _row_inputs())
+    w = jnp.zeros_like(w)
+    terms = estimator_terms(w, reward, direct=direct, q_logged=q_logged)
+    assert all(bool(jnp.all(jnp.isfinite(t))) for t in terms.values())
+    assert set(terms) == set(ESTIMATORS) - {"mips"}
+    np.testing.assert_array_equal(terms["snipw"], 0.0)  # SNIPS: value 0, standard error 0
+    np.testing.assert_allclose(terms["sndr"], direct, rtol=1e-6)  # SNDR: DM
+    got = jax.jit(estimates_from_terms)(w, reward, direct, q_logged)
+    assert float(got["snips"]) == 0 and float(got["snips_se"]) == 0
+    grads = jax.grad(lambda w: estimates_from_terms(w, reward)["snips"])(w)
+    assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+def test_estimator_terms_jit_and_vmap_match_eager_and_a_loop():
+    w, reward, direct, q_logged = (jnp.asarray(x, jnp.float32) for x in _row_inputs())
+    lambdas = Lambdas(2.5, 4.0, 0.3, 0.5)
+
+    def terms(w):
+        return estimator_terms(w, reward, direct=direct, q_logged=q_logged, lambdas=lambdas)
+
+    eager, jitted = terms(w), jax.jit(terms)(w)
+    for name in eager:
+        np.testing.assert_allclose(jitted[name], eager[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    policies = jnp.stack([w, 0.5 * w, w**2])
+    batched = jax.vmap(terms)(policies)
+    for i, wi in enumerate(policies):
+        for name, phi in terms(wi).items():
+            np.testing.assert_allclose(batched[name][i], phi, rtol=1e-5, atol=1e-6, err_msg=name)
+    only = estimator_terms(w, reward, names=("snips", "ipw"))
+    assert list(only) == ["snips", "ipw"]
+    np.testing.assert_allclose(only["snips"], eager["snipw"], rtol=1e-6)
+
+
+def test_paired_difference_of_a_policy_with_itself_is_zero():
+    w, reward, *_ = _row_inputs()
+    phi = estimator_terms(w, reward)["snipw"]
+    same = paired_difference(phi, phi)
+    assert same.value == 0 and same.stderr == 0 and same.wald_low == same.wald_high == 0
+    vs_logging = paired_difference(phi, reward)  # against the logging policy's on-policy terms r_i
+    d = np.asarray(phi, np.float64) - reward
+    assert vs_logging.value == pytest.approx(d.mean())
+    assert vs_logging.stderr == pytest.approx(d.std(ddof=1) / math.sqrt(N))
+    assert vs_logging.wald_high - vs_logging.wald_low == pytest.approx(
+        2 * 1.959963984540054 * vs_logging.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda w, r: estimator_terms(w, r, names=("dr",)), "names"),
+        (lambda w, r: estimator_terms(w, r, names=("nope",)), "names"),
+        (lambda w, r: estimator_terms(w, r, direct=w), "q_logged"),
+        (lambda w, r: estimator_terms(w, r[:-1]), "reward"),
+        (lambda w, r: paired_difference(w, r[:-1]), "terms_b"),
+    ],
+)
+def test_bad_terms_input_names_the_argument(call, argument):
+    w, reward, *_ = _row_inputs()
+    with pytest.raises(InputError) as err:
+        call(w, reward)
+    assert err.value.argument == argument

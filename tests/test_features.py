@@ -10,10 +10,11 @@ import pytest
 from towerjax.batching import map_row_chunks
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
+from towerjax.evaluation import validation_estimates
 from towerjax.features import Features, FeatureSpec, Table, default_embedding_dim, feature_spec, nbytes, take
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.towers import TwoTower
-from towerjax.train import TrainConfig, is_embedding, make_optimizer, validation_estimates
+from towerjax.training import TrainConfig, is_embedding, make_optimizer
 
 N, USERS, ITEMS = 40, 1000, 7
 RNG = np.random.default_rng(0)
@@ -139,7 +140,7 @@ def test_embedding_weight_decay_applies_to_the_tables_only():
 def test_training_on_ids_reports_the_same_validation_in_row_chunks(monkeypatch):
     """make_train's per-epoch values and validation estimates over row chunks equal the
     one-block computation (the chunking only bounds memory)."""
-    import towerjax.train as train_module
+    import towerjax.training.loop as train_module
 
     data = LoggedData.from_arrays(
         context=CONTEXT,

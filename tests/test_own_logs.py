@@ -2,31 +2,51 @@
 
 The logs carry an integer ``user_id`` column (``--categorical user_id``: an embedded id with a
 vocabulary) and string item ids (the item tower embeds each item's id next to its price and
-genre). The trainings share one compiled program (same config and shapes: every user is in
-the first 480 rows, so each fit builds the same vocabularies; ``own_logs`` reuses it), so the
-file compiles one training run, one reward model and one OPE table.
+genre). The trainings have the same config and shapes (every user is in the first 480 rows, so
+each fit builds the same vocabularies), so with JAX's persistent compilation cache on (the
+module's ``compilation_cache`` fixture; towerjax keeps no cache of compiled programs) the file
+compiles one training run, one reward model and one OPE table.
 """
 
 import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from towerjax import own_logs
 from towerjax.checks import InputError
 from towerjax.cli import main
 from towerjax.evaluation import ESTIMATORS
-from towerjax.saved import load_model
-from towerjax.train import TrainConfig
+from towerjax.serving import load_model
+from towerjax.tables import EncodingOptions
+from towerjax.training import TrainConfig, validation_rows
 
 N_ITEMS, N_ROWS, N_USERS = 6, 600, 40
 TINY = ["--hidden-sizes", "8", "--embedding-size", "4", "--epochs", "2", "--batch-size", "32", "--seeds", "2"]
 TINY_CONFIG = TrainConfig(hidden_sizes=(8,), embedding_size=4, epochs=2, batch_size=32)
 IDS = ["--categorical", "user_id", "--embedding-dim", "user_id=4"]
 IDS_KWARGS = dict(categorical=["user_id"], embedding_dims={"user_id": 4})
+
+
+SYNTHETIC_FIELDS = {"behavior", "epsilon", "n_rounds", "n_test_rounds", "n_actions", "dim"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache in a folder of this module's own, for its tests only:
+    a fit of the same config and shapes as an earlier one (CLI or Python) loads the compiled
+    training program instead of compiling it again."""
+    previous = jax.config.jax_compilation_cache_dir
+    compilation_cache.reset_cache()
+    compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("jax_cache")))
+    yield
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", previous)
 
 
 def _logs(rng, n):
@@ -129,6 +149,7 @@ def test_train_writes_the_model_report_and_curves(files, models):
             "genre: 2 values + OOV (min count 1), dim 8",
         ]
         assert report["epochs"] == [1, 2]
+        assert not SYNTHETIC_FIELDS & set(report["config"]), report["config"]  # training settings only
         for name in ("snips", "dr"):
             curve = report["validation"][name]["per_seed"]
             value, low, high = (np.array(curve[k]) for k in ("value", "low", "high"))
@@ -157,7 +178,7 @@ def test_python_fit_reloads_to_the_same_scores_and_obp_action_dist(files, tmp_pa
     result = own_logs.fit(
         train,
         files["items_frame"],
-        validation=held_out,  # 480 training and 120 validation rows: the compiled program is reused
+        validation=held_out,  # 480 training and 120 validation rows: the shapes of the CLI fits
         position_column="position",
         config=TINY_CONFIG,
         seeds=2,
@@ -183,26 +204,34 @@ def test_python_fit_reloads_to_the_same_scores_and_obp_action_dist(files, tmp_pa
 
 def test_numbers_stored_as_text_train_when_parsed_and_stay_parsed(files):
     logs = files["frame"].assign(age=files["frame"].age.astype(str))
-    result = own_logs.fit(
+    result = own_logs.fit(  # the encoding options as one value (the other fits pass its fields)
         logs,
         files["items_frame"],
         position_column="position",
-        numeric_strings="parse",
+        options=EncodingOptions(numeric_strings="parse", **IDS_KWARGS),
         config=TINY_CONFIG,
         seeds=2,
-        **IDS_KWARGS,
     )
     assert result.encoding.context_parsed_columns == ("age",)
+    # The held-out rows are training's one validation split, drawn with the root seed's key.
+    _, held_out = validation_rows(jax.random.key(0), N_ROWS, TINY_CONFIG.validation_fraction)
+    np.testing.assert_array_equal(result.validation.reward, logs.reward.to_numpy()[np.asarray(held_out)])
+    # The report reads each seed's estimates of its returned parameters from the training result.
+    for entry in result.report["per_seed"]:
+        for name in ("snips", "dr"):
+            recorded = result.result.selected_validation[name][entry["index"]]
+            assert entry["selected"][name]["value"] == pytest.approx(float(recorded), rel=1e-6)
     recs = own_logs.recommend(result.policy, logs.head(5), k=2)  # text ages are parsed again
     assert recs.item_ids.shape == (5, 2) and recs.unseen_rows == 0
 
 
 def test_without_an_item_table_or_validation_each_logged_item_is_its_id_and_seed_0_is_kept(files):
-    config = TrainConfig(
-        hidden_sizes=(8,), embedding_size=4, epochs=1, batch_size=64, validation_fraction=0.0
+    config = TrainConfig(  # a batch larger than the logs: one batch of all 600 rows
+        hidden_sizes=(8,), embedding_size=4, epochs=1, batch_size=16384, validation_fraction=0.0
     )
     lines = []
     result = own_logs.fit(files["frame"], config=config, seeds=1, progress=lines.append)
+    assert any("batch 600, on 600 rows" in line for line in lines)
     assert result.policy.item_ids.tolist() == sorted(files["frame"].item_id.unique())
     items = result.policy.item_features  # the embedded item id alone: no [A, A] matrix
     assert items.dense.shape == (N_ITEMS, 0) and [t.name for t in items.tables] == ["item_id"]

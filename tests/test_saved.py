@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -9,18 +10,19 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from towerjax import jsonio, saved
-from towerjax.adapter import ITEM_ID_FEATURE, logged_data_from_frame
+from towerjax import jsonio, retrieval
 from towerjax.checks import InputError
 from towerjax.features import Features
 from towerjax.objectives import DR, IPS, SNIPS, TwoStage, WeightedRegression
 from towerjax.reward_model import RewardModelConfig
-from towerjax.saved import SavedPolicy, load_model, save_model
-from towerjax.train import TrainConfig, make_train
+from towerjax.serving import store
+from towerjax.serving.policy import SavedPolicy, search_top_k
+from towerjax.serving.store import load_model, save_model
+from towerjax.tables import ITEM_ID_FEATURE, logged_data_from_frame
+from towerjax.training import TrainConfig, make_train
 
 ITEM_IDS = ["i0", "i1", "i2", "i3", "i4"]
 CONFIG = TrainConfig(
-    n_actions=5,
     hidden_sizes=(8,),
     embedding_size=4,
     batch_size=16,
@@ -112,7 +114,7 @@ def test_a_loaded_model_scores_exactly_as_the_trained_one(trained, model_dir, po
     assert_same_input(policy.item_features, data.action_context)
     assert policy.context_spec == data.context.spec and policy.item_spec == data.action_context.spec
     manifest = json.loads((model_dir / "model.json").read_text())
-    assert manifest["format_version"] == saved.FORMAT_VERSION == 2
+    assert manifest["format_version"] == store.FORMAT_VERSION == 2
     assert manifest["shapes"]["context_spec"]["tables"] == [{"name": "city", "size": 4, "dim": 8}]
     np.testing.assert_array_equal(
         policy.scores(data.context), CONFIG.model.scores(params, data.context, data.action_context)
@@ -217,6 +219,29 @@ def test_top_k_is_the_k_highest_scores_and_their_ids(policy, chunk_size):
     np.testing.assert_allclose(top, np.take_along_axis(scores, expected, axis=1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_size, context_chunk_size", [(None, None), (2, None), (2, 4)])
+def test_one_top_k_search_serves_the_policy_and_plain_embeddings(policy, chunk_size, context_chunk_size):
+    context = _contexts(policy, n=13)
+    contexts, items = policy.embed_contexts(context), policy.embed_items()
+    scores, index = search_top_k(
+        contexts, items, 3, chunk_size=chunk_size, context_chunk_size=context_chunk_size
+    )
+    expected_scores, expected_index = retrieval.top_k_items(
+        contexts, items, 3, chunk_size=chunk_size, context_chunk_size=context_chunk_size
+    )
+    np.testing.assert_array_equal(index, expected_index)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    index_k, ids_k, scores_k = policy.top_k(
+        context, 3, chunk_size=chunk_size, context_chunk_size=context_chunk_size
+    )
+    np.testing.assert_array_equal(index_k, index)
+    np.testing.assert_array_equal(scores_k, scores)
+    np.testing.assert_array_equal(ids_k, np.asarray(ITEM_IDS)[np.asarray(index)])
+    with pytest.raises(InputError) as err:
+        search_top_k(contexts, items, 6)
+    assert err.value.argument == "k"
+
+
 def test_an_inner_product_index_over_the_item_embeddings_reproduces_the_scores(policy):
     context = _contexts(policy)
     items, contexts = policy.embed_items(), policy.embed_contexts(context)
@@ -279,19 +304,40 @@ def test_towers_with_ids_need_their_context_spec(trained):
 # --------------------------------------------------------------------------- export
 
 
+NUMPY_ACTIVATIONS = {
+    "elu": lambda h: np.where(h > 0, h, np.expm1(h)),
+    "relu": lambda h: np.maximum(h, 0),
+    "tanh": np.tanh,
+}
+
+
 def _numpy_context_tower(directory, x):
-    """The README's recipe: the dense columns and each table's rows of the ids, then the layers."""
-    spec = json.loads((directory / "export.json").read_text())
+    """The recipe from the exported files alone: each table's rows of the ids, concatenated
+    with the dense columns before the first layer ("concat") or added to its output ("sum"),
+    then the layers and their activations as ``export.json`` lists them."""
+    spec = json.loads((directory / "export.json").read_text())["context_tower"]
     tower = np.load(directory / "context_tower.npz")
-    parts = [np.asarray(x.dense, np.float32)]
-    for table in spec["context_tower"]["tables"]:
-        parts.append(tower[table["embedding"]][np.asarray(x.ids[table["name"]])])
-    h = np.concatenate(parts, axis=1)
-    for layer in spec["context_tower"]["layers"]:
+    dense = np.asarray(x.dense, np.float32)
+    rows = [tower[table["embedding"]][np.asarray(x.ids[table["name"]])] for table in spec["tables"]]
+    summed = spec["embedding_mode"] == "sum"
+    h = dense if summed else np.concatenate([dense, *rows], axis=1)
+    for i, layer in enumerate(spec["layers"]):
         h = h @ tower[layer["name"] + "/kernel"] + tower[layer["name"] + "/bias"]
-        if layer["activation"] == "elu":
-            h = np.where(h > 0, h, np.expm1(h))
+        if summed and i == 0:
+            h = h + sum(rows, np.zeros_like(h))
+        if layer["activation"]:
+            h = NUMPY_ACTIVATIONS[layer["activation"]](h)
     return h
+
+
+def _readme_context_tower(directory, x, monkeypatch):
+    """The README's "In numpy" code, run as written in the export directory."""
+    readme = (directory / "README.txt").read_text()
+    code = textwrap.dedent(readme.split("In numpy:\n", 1)[1])
+    monkeypatch.chdir(directory)
+    names = {"dense": np.asarray(x.dense), "ids": {k: np.asarray(v) for k, v in x.ids.items()}}
+    exec(code, names)
+    return names["scores"]
 
 
 def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
@@ -318,6 +364,60 @@ def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, restored, policy.params["context"])
     readme = (directory / "README.txt").read_text()
     assert "Dense_0" in readme and "embed_<name>/embedding" in readme and "out-of-vocabulary" in readme
+
+
+@pytest.mark.parametrize(
+    "mode, activation, hidden_sizes",
+    [("concat", "elu", (8, 6)), ("sum", "tanh", (8, 6)), ("sum", "relu", ())],
+)
+def test_the_exported_recipe_reproduces_the_scores_in_either_embedding_mode(
+    tmp_path, monkeypatch, mode, activation, hidden_sizes
+):
+    # "concat": each id's dim-wide row joins the dense columns before the first layer;
+    # "sum": tables as wide as the first layer, their rows added to its output.
+    rng = np.random.default_rng(0)
+    n, n_items = 7, 6
+    context = Features.from_arrays(
+        ids={"user": rng.integers(0, 9, n), "city": rng.integers(0, 4, n)},
+        sizes={"user": 9, "city": 4},
+        dense=rng.normal(size=(n, 3)).astype(np.float32),
+        dims={"user": 3, "city": 2},
+    )
+    items = Features.from_arrays(
+        ids={"item": np.arange(1, n_items + 1)},
+        sizes={"item": n_items + 1},
+        dense=rng.normal(size=(n_items, 2)).astype(np.float32),
+        dims={"item": 3},
+    )
+    config = TrainConfig(
+        hidden_sizes=hidden_sizes,
+        embedding_size=4,
+        activation=activation,
+        embedding_mode=mode,
+        temperature=0.5,
+    )
+    params = config.model.init(jax.random.key(0), context.spec, items.spec)
+    leaves, treedef = jax.tree.flatten(params)  # nonzero biases too
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = treedef.unflatten(
+        [a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    )
+    policy = SavedPolicy(
+        config=config, params=params, item_features=items, item_ids=list("abcdef"), context_spec=context.spec
+    )
+    directory = policy.export(tmp_path / "export")
+    spec = json.loads((directory / "export.json").read_text())["context_tower"]
+    first_width = (hidden_sizes or (4,))[0]
+    widths = {"user": 3, "city": 2} if mode == "concat" else {"user": first_width, "city": first_width}
+    assert spec["embedding_mode"] == mode
+    assert {t["name"]: t["dim"] for t in spec["tables"]} == widths
+    assert len(spec["layers"]) == len(hidden_sizes) + 1
+    item_embeddings = np.load(directory / "item_embeddings.npy")
+    expected = np.asarray(policy.scores(context))
+    np.testing.assert_allclose(
+        _numpy_context_tower(directory, context) @ item_embeddings.T, expected, atol=1e-5
+    )
+    np.testing.assert_allclose(_readme_context_tower(directory, context, monkeypatch), expected, atol=1e-5)
 
 
 def test_an_export_of_integer_ids_writes_them_as_npy_and_drops_the_old_json(trained, policy, tmp_path):
@@ -362,7 +462,7 @@ def test_loading_names_the_model_and_what_is_missing_or_wrong(model_dir, tmp_pat
 
     newer = _copy(model_dir, tmp_path / "newer")
     manifest = json.loads((newer / "model.json").read_text())
-    (newer / "model.json").write_text(json.dumps({**manifest, "format_version": saved.FORMAT_VERSION + 1}))
+    (newer / "model.json").write_text(json.dumps({**manifest, "format_version": store.FORMAT_VERSION + 1}))
     assert "upgrade towerjax" in _load_error(newer)
 
     foreign = _copy(model_dir, tmp_path / "foreign")
@@ -454,14 +554,14 @@ def test_saving_names_bad_arguments(trained, tmp_path):
 
 
 def _interrupt_at(monkeypatch, target_name):
-    original = saved._rename
+    original = store._rename
 
     def rename(source, target):
         if target.name == target_name:
             raise KeyboardInterrupt("interrupted")
         original(source, target)
 
-    monkeypatch.setattr(saved, "_rename", rename)
+    monkeypatch.setattr(store, "_rename", rename)
 
 
 @pytest.mark.parametrize("at", ["model.json", "params.msgpack", "items.npz"])

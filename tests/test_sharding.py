@@ -11,18 +11,18 @@ SCRIPT = textwrap.dedent(
     import dataclasses, json
     import jax, jax.numpy as jnp, numpy as np
     import towerjax
-    from towerjax.synthetic import blog_problem, sample_logged_data
-    from towerjax.train import Batch, TrainConfig, objective_loss, shard_batch, train_seeds
+    from towerjax.synthetic import SyntheticProblem, blog_problem, sample_logged_data
+    from towerjax.training import Batch, TrainConfig, objective_loss, shard_batch, train_seeds
 
     assert jax.device_count() == 4, jax.devices()
     config = TrainConfig(
-        n_rounds=64, n_test_rounds=40, n_actions=5, dim=4, hidden_sizes=(8,), embedding_size=4,
-        batch_size=8, epochs=2, objective="dr",
+        hidden_sizes=(8,), embedding_size=4, batch_size=8, epochs=2, objective="dr",
         reward_model=towerjax.RewardModelConfig(hidden_sizes=(8,), epochs=2, batch_size=16),
     )
+    tiny = SyntheticProblem(n_rounds=64, n_test_rounds=40, n_actions=5, dim=4)
     out = {}
-    sharded, timing = train_seeds(config, seeds=8, seed=3)
-    single, single_timing = train_seeds(config, seeds=8, seed=3, devices=1)
+    sharded, timing = train_seeds(config, seeds=8, seed=3, problem=tiny)
+    single, single_timing = train_seeds(config, seeds=8, seed=3, devices=1, problem=tiny)
     out["devices"] = [timing["devices"], single_timing["devices"]]
     out["seed_axis_max_diff"] = max(
         float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single))
@@ -47,8 +47,8 @@ SCRIPT = textwrap.dedent(
     # seed x batch mesh of the 4 devices. Same loss curve as one device; the parameters
     # only to Adam's amplification of rounding (tiny gradients whose sign flips move +-lr).
     spmd = dataclasses.replace(config, objective=towerjax.IPS(), batch_size=8, validation_fraction=0.25)
-    reference, _ = train_seeds(spmd, seeds=2, seed=3, devices=1)
-    runner = towerjax.compile_seeds(dataclasses.replace(spmd, data_parallel=2), seeds=2, seed=3)
+    reference, _ = train_seeds(spmd, seeds=2, seed=3, devices=1, problem=tiny)
+    runner = towerjax.compile_seeds(dataclasses.replace(spmd, data_parallel=2), seeds=2, seed=3, problem=tiny)
     out["spmd_all_reduce"] = "all-reduce" in runner.compiled.as_text()
     out["spmd_devices"] = runner.devices
     parallel_run = jax.device_get(runner.run())

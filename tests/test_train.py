@@ -12,14 +12,11 @@ import towerjax
 from towerjax.batching import epoch_batches
 from towerjax.checks import InputError
 from towerjax.objectives import DR, IPS, SNIPS, TwoStage
-from towerjax.synthetic import blog_problem, sample_logged_data
-from towerjax.train import TrainConfig, make_train, seed_sharding, train_seeds
+from towerjax.synthetic import SyntheticProblem, blog_problem, sample_logged_data
+from towerjax.training import TrainConfig, make_train, seed_sharding, train_seeds, validation_rows
 
+PROBLEM = SyntheticProblem(n_rounds=53, n_test_rounds=40, n_actions=3, dim=4)
 TINY = TrainConfig(
-    n_rounds=53,
-    n_test_rounds=40,
-    n_actions=3,
-    dim=4,
     hidden_sizes=(8,),
     embedding_size=4,
     batch_size=7,
@@ -43,7 +40,7 @@ def test_epoch_batches_cover_every_event_once(n, batch_size):
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.name)
 def test_vmapped_training_matches_a_loop_over_seeds(objective):
     config = dataclasses.replace(TINY, objective=objective)
-    train = make_train(config)
+    train = make_train(config, PROBLEM)
     keys = jax.random.split(jax.random.key(1), 2)
     batched = jax.jit(jax.vmap(train))(keys)
     looped = [jax.jit(train)(k) for k in keys]
@@ -65,7 +62,7 @@ def _assert_same_run(a, b):
 
 def test_jitted_training_matches_eager():
     config = dataclasses.replace(TINY, objective="dr", epochs=1)
-    train = make_train(config)
+    train = make_train(config, PROBLEM)
     key = jax.random.key(2)
     _assert_same_run(jax.jit(train)(key), train(key))
 
@@ -110,16 +107,16 @@ def test_per_seed_data_gives_each_seed_its_own_logs():
 
 
 def test_sharded_seeds_equal_a_single_device_run():
-    sharded, timing = train_seeds(TINY, seeds=2, seed=0)
-    single, _ = train_seeds(TINY, seeds=2, seed=0, devices=1)
+    sharded, timing = train_seeds(TINY, seeds=2, seed=0, problem=PROBLEM)
+    single, _ = train_seeds(TINY, seeds=2, seed=0, devices=1, problem=PROBLEM)
     chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
     assert timing["devices"] == len(seed_sharding(2).mesh.devices.flat)
     assert timing["seed_steps"] == 2 * TINY.epochs * 6  # ceil(42 / 7): 11 of the 53 rows validate
 
 
 def test_seed_layout_changes_speed_not_results():
-    grouped, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=1)
-    together, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=4)
+    grouped, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=1, problem=PROBLEM)
+    together, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=4, problem=PROBLEM)
     for i in range(4):
         _assert_same_run(
             jax.tree.map(lambda v, i=i: v[i], grouped), jax.tree.map(lambda v, i=i: v[i], together)
@@ -128,34 +125,68 @@ def test_seed_layout_changes_speed_not_results():
 
 def test_skipping_the_train_value_leaves_the_rest_unchanged():
     key = jax.random.key(4)
-    full = jax.jit(make_train(TINY))(key)
-    lean = jax.jit(make_train(dataclasses.replace(TINY, evaluate_train=False)))(key)
+    full = jax.jit(make_train(TINY, PROBLEM))(key)
+    lean = jax.jit(make_train(dataclasses.replace(TINY, evaluate_train=False), PROBLEM))(key)
     assert np.all(np.isnan(lean.train_value)) and np.all(np.isfinite(full.train_value))
     np.testing.assert_allclose(lean.test_value, full.test_value, rtol=1e-5)
 
 
-def test_config_rejects_bad_values_naming_the_field():
-    for field, value in [
-        ("objective", "magic"),
-        ("behavior", "greedy"),
-        ("epsilon", 1.5),
-        ("batch_size", 0),
-        ("n_rounds", -3),
-        ("temperature", 0.0),
-        ("activation", "swish"),
-        ("optimizer", "sgd"),
-        ("hidden_sizes", (8, 0)),
+def test_config_and_problem_reject_bad_values_naming_the_field():
+    for settings, field, value in [
+        (TINY, "objective", "magic"),
+        (PROBLEM, "behavior", "greedy"),
+        (PROBLEM, "epsilon", 1.5),
+        (TINY, "batch_size", 0),
+        (PROBLEM, "n_rounds", -3),
+        (PROBLEM, "n_actions", 1),
+        (TINY, "temperature", 0.0),
+        (TINY, "activation", "swish"),
+        (TINY, "optimizer", "sgd"),
+        (TINY, "hidden_sizes", (8, 0)),
     ]:
         with pytest.raises(InputError, match=field) as err:
-            dataclasses.replace(TINY, **{field: value})
+            dataclasses.replace(settings, **{field: value})
         assert err.value.argument == field
-    with pytest.raises(ValueError, match="batch_size"):
-        dataclasses.replace(TINY, batch_size=54)
+    # A batch may not exceed the synthetic problem's logs; your own logs use all of them at once.
+    for run in (
+        lambda: make_train(dataclasses.replace(TINY, batch_size=54), PROBLEM)(jax.random.key(0)),
+        lambda: train_seeds(dataclasses.replace(TINY, batch_size=54), seeds=1, problem=PROBLEM),
+    ):
+        with pytest.raises(InputError, match="expected at most n_rounds=53, got 54") as err:
+            run()
+        assert err.value.argument == "batch_size"
+    with pytest.raises(InputError, match="problem"):
+        train_seeds(TINY, seeds=1, problem=PROBLEM, data=_LOGS)
+
+
+def test_the_problem_draws_the_seed_studys_logs_and_old_configs_still_load():
+    keys = jax.random.split(jax.random.key(0), 3)
+    problem = SyntheticProblem(
+        behavior="epsilon-greedy", epsilon=0.2, n_rounds=30, n_test_rounds=20, n_actions=4
+    )
+    train, test = problem.sample(*keys)
+    instance = blog_problem(keys[0], n_actions=4, dim=50, behavior="epsilon-greedy", epsilon=0.2)
+    chex.assert_trees_all_equal(train, sample_logged_data(keys[1], instance, 30))
+    chex.assert_trees_all_equal(test, sample_logged_data(keys[2], instance, 20))
+    assert SyntheticProblem(**problem.to_dict()) == problem
+    legacy = {**TINY.to_dict(), "behavior": "uniform", "n_rounds": 53, "n_actions": 3, "dim": 4}
+    assert TrainConfig.from_dict(legacy) == TINY and "n_rounds" not in TINY.to_dict()
+
+
+def test_validation_rows_hold_out_a_random_share_once():
+    train_rows, held_out = jax.jit(validation_rows, static_argnums=(1, 2))(jax.random.key(3), 50, 0.2)
+    assert train_rows.shape == (40,) and held_out.shape == (10,)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train_rows, held_out])), np.arange(50))
+    order = jax.random.permutation(jax.random.key(3), 50)
+    np.testing.assert_array_equal(np.concatenate([train_rows, held_out]), order)
+    with pytest.raises(InputError, match="leaves 1 for validation") as err:
+        validation_rows(jax.random.key(3), 5, 0.2)
+    assert err.value.argument == "validation_fraction"
 
 
 # --- learning works on the seed study's setting -------------------------------------------
 
-LEARN = TrainConfig(n_rounds=2000, n_test_rounds=2000, epochs=4, batch_size=20, learning_rate=0.001)
+LEARN = TrainConfig(epochs=4, batch_size=20, learning_rate=0.001)
 
 
 @pytest.mark.parametrize(
@@ -163,8 +194,9 @@ LEARN = TrainConfig(n_rounds=2000, n_test_rounds=2000, epochs=4, batch_size=20, 
     [("ips", "uniform"), ("ips", "epsilon-greedy"), ("dr", "uniform"), ("regression", "epsilon-greedy")],
 )
 def test_learners_beat_the_initial_and_logging_policies(objective, behavior):
-    config = dataclasses.replace(LEARN, objective=objective, behavior=behavior)
-    result, _ = train_seeds(config, seeds=4, seed=11)
+    config = dataclasses.replace(LEARN, objective=objective)
+    problem = SyntheticProblem(behavior=behavior, n_rounds=2000, n_test_rounds=2000)
+    result, _ = train_seeds(config, seeds=4, seed=11, problem=problem)
     final = result.test_value[:, -1]
     assert final.mean() > result.initial_value.mean() + 0.02, (final, result.initial_value)
     if behavior == "uniform":
@@ -235,6 +267,7 @@ def test_check_finite_names_the_first_bad_run_and_epoch():
         params={"w": np.ones((3, 2))}, loss=loss, train_value=loss, test_value=loss,
         initial_value=np.zeros(3), behavior_value=np.zeros(3), optimal_value=np.zeros(3),
         top_share=loss, validation={}, selected_epoch=np.zeros(3), selected_value=np.zeros(3),
+        selected_validation={},
     )  # fmt: skip
     with pytest.raises(towerjax.NonFiniteError, match="run 2 of root seed 5, objective snips") as err:
         towerjax.check_finite(result, SNIPS(), seed=5)
@@ -275,15 +308,20 @@ def test_select_returns_the_best_validated_epochs_parameters():
     scores = config.model.scores(result.params, _TEST.context, _TEST.action_context)
     value = towerjax.policy_value(towerjax.log_policy(scores), _TEST.expected_reward)
     np.testing.assert_allclose(value, result.selected_value, rtol=1e-5)
+    log_pi = towerjax.log_policy(
+        config.model.scores(result.params, _VALIDATION.context, _VALIDATION.action_context)
+    )
+    # The returned parameters' estimates: the selected epoch's (or the initial policy's).
+    np.testing.assert_allclose(
+        result.selected_validation["snips"],
+        towerjax.validation_estimates(log_pi, _VALIDATION, None)["snips"],
+        rtol=1e-5,
+    )
     if epoch > 0:
         assert epoch - 1 == int(np.argmax(snips))
         np.testing.assert_allclose(result.selected_value, result.test_value[epoch - 1], rtol=1e-6)
-        log_pi = towerjax.log_policy(
-            config.model.scores(result.params, _VALIDATION.context, _VALIDATION.action_context)
-        )
-        np.testing.assert_allclose(
-            towerjax.validation_estimates(log_pi, _VALIDATION, None)["snips"], snips[epoch - 1], rtol=1e-5
-        )
+        for name, curve in result.validation.items():
+            np.testing.assert_array_equal(result.selected_validation[name], curve[epoch - 1], err_msg=name)
 
 
 def test_patience_stops_updating_after_epochs_without_improvement():
@@ -294,11 +332,14 @@ def test_patience_stops_updating_after_epochs_without_improvement():
     stopped = jax.jit(make_train(config))(jax.random.key(4), silent, _TEST)
     assert int(stopped.selected_epoch) == 0
     np.testing.assert_allclose(stopped.selected_value, stopped.initial_value, rtol=1e-6)
+    assert float(stopped.selected_validation["snips"]) == 0.0  # the initial policy's estimate
     np.testing.assert_array_equal(stopped.test_value[2:], stopped.test_value[1])
     moving = jax.jit(make_train(dataclasses.replace(config, patience=None, select=None)))(
         jax.random.key(4), silent, _TEST
     )
     assert np.unique(np.asarray(moving.test_value)).size > 1
+    for name, curve in moving.validation.items():  # no selection: the last epoch's parameters
+        np.testing.assert_array_equal(moving.selected_validation[name], curve[-1], err_msg=name)
 
 
 def test_validation_options_are_checked_and_the_seed_preset_is_the_seed_studys():
@@ -331,6 +372,6 @@ def test_validation_options_are_checked_and_the_seed_preset_is_the_seed_studys()
 def test_progress_is_called_after_every_epoch_of_every_seed():
     calls = []
     config = dataclasses.replace(TINY, epochs=3)
-    train_seeds(config, seeds=2, progress=calls.append)
+    train_seeds(config, seeds=2, progress=calls.append, problem=PROBLEM)
     # once per epoch of each sequential group of vmapped seeds
     assert all(isinstance(c, int) for c in calls) and set(calls) == {1, 2, 3} and len(calls) % 3 == 0

@@ -5,15 +5,20 @@ reachable through its module (``towerjax.losses``, ``towerjax.large_softmax``, .
 """
 
 from towerjax import synthetic
-from towerjax.adapter import (
-    FrameEncoding,
-    FrameValidationError,
-    UnseenCategoryWarning,
-    logged_data_from_frame,
-)
 from towerjax.checks import InputError
-from towerjax.data import LoggedData, rating_logging_policy, rating_pscore
-from towerjax.evaluation import Estimate, WeightDiagnostics, mean_se, off_policy_estimates, weight_diagnostics
+from towerjax.data import LoggedData
+from towerjax.evaluation import (
+    Estimate,
+    WeightDiagnostics,
+    estimator_terms,
+    mean_se,
+    off_policy_estimates,
+    off_policy_terms,
+    paired_difference,
+    summarize_terms,
+    validation_estimates,
+    weight_diagnostics,
+)
 from towerjax.features import Features, FeatureSpec, Table
 from towerjax.large_softmax import (
     chunked_log_prob,
@@ -67,11 +72,20 @@ from towerjax.policy import (
     slate_inclusion,
     slate_value,
 )
+from towerjax.propensities import rating_logging_policy, rating_pscore
 from towerjax.retrieval import approx_top_k_items, boltzmann_slate, recall_at_k, top_k_items
 from towerjax.reward_model import RewardModel, RewardModelConfig
-from towerjax.saved import SavedPolicy, load_model, save_model
+from towerjax.serving import SavedPolicy, load_model, save_model
+from towerjax.synthetic import SyntheticProblem
+from towerjax.tables import (
+    EncodingOptions,
+    FrameEncoding,
+    FrameValidationError,
+    UnseenCategoryWarning,
+    logged_data_from_frame,
+)
 from towerjax.towers import TwoTower
-from towerjax.train import (
+from towerjax.training import (
     Batch,
     NonFiniteError,
     SeedRunner,
@@ -84,7 +98,6 @@ from towerjax.train import (
     make_update_step,
     shard_batch,
     train_seeds,
-    validation_estimates,
 )
 from towerjax.two_stage import two_stage_ips_loss, two_stage_policy, two_stage_value
 
@@ -98,6 +111,7 @@ __all__ = [
     "SNDR",
     "SNIPS",
     "Batch",
+    "EncodingOptions",
     "Estimate",
     "FeatureSpec",
     "Features",
@@ -116,6 +130,7 @@ __all__ = [
     "SeedRunner",
     "SubGaussianIPS",
     "SwitchDR",
+    "SyntheticProblem",
     "Table",
     "TopK",
     "TrainConfig",
@@ -134,6 +149,7 @@ __all__ = [
     "dr_loss",
     "dr_os_loss",
     "entropy_bonus",
+    "estimator_terms",
     "exact_value_sampled_grad",
     "expose_cpu_cores",
     "importance_weight",
@@ -150,6 +166,8 @@ __all__ = [
     "mean_se",
     "naive_loss",
     "off_policy_estimates",
+    "off_policy_terms",
+    "paired_difference",
     "policy_value",
     "popularity_log_q",
     "rating_logging_policy",
@@ -166,6 +184,7 @@ __all__ = [
     "slate_inclusion",
     "slate_value",
     "subgaussian_ips_loss",
+    "summarize_terms",
     "switch_dr_loss",
     "synthetic",
     "top_k_items",

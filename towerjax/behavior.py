@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from towerjax.checks import InputError, masked_mean, take_logged
+from towerjax.checks import InputError
+from towerjax.rows import masked_mean, take_logged
 
 __all__ = ["behavior_log_probs", "behavior_loss", "init_behavior_head", "logged_propensity"]
 

@@ -1,4 +1,4 @@
-"""Shared argument checks and batch helpers used by several modules.
+"""Shared argument checks used by several modules.
 
 :class:`InputError` is the one exception type for bad user input: it carries the name of
 the offending argument (a config field, a function argument or a CLI flag's field), so
@@ -9,7 +9,7 @@ the command line can report ``--flag: message`` without parsing message text. It
 from __future__ import annotations
 
 import numbers
-from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,8 @@ from jax.typing import ArrayLike
 
 __all__ = [
     "InputError",
+    "as_float_array",
+    "as_int_array",
     "check_batch",
     "check_choice",
     "check_embeddings",
@@ -26,10 +28,6 @@ __all__ = [
     "check_positive_int",
     "check_sizes",
     "check_temperature",
-    "event_mask",
-    "masked_mean",
-    "take_logged",
-    "unwritable",
 ]
 
 
@@ -95,43 +93,6 @@ def check_choice(name: str, value, choices) -> None:
         raise InputError(name, f"expected one of {tuple(choices)}, got {value!r}")
 
 
-def take_logged(values: jax.Array, action: jax.Array) -> jax.Array:
-    """``[B, A], [B] -> [B]``: the entry of each row at its logged action.
-
-    An action outside ``[0, A)`` is an :class:`InputError` when it can be checked (eager
-    calls) and gives NaN under ``jit``/``vmap``, never another column's entry.
-    """
-    n_items = values.shape[-1]
-    if not isinstance(action, jax.core.Tracer):
-        found = np.asarray(action)
-        if found.size and (found.min() < 0 or found.max() >= n_items):
-            raise InputError(
-                "action",
-                f"expected item indices in [0, {n_items}), got values from {found.min()} to {found.max()}",
-            )
-    valid = (action >= 0) & (action < n_items)
-    picked = jnp.take_along_axis(values, jnp.where(valid, action, 0)[:, None], axis=-1)[:, 0]
-    return jnp.where(valid, picked, jnp.nan)
-
-
-def event_mask(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
-    """``mask`` as an array of ``values``' shape and dtype (all ones when ``None``)."""
-    if mask is None:
-        return jnp.ones_like(values)
-    mask = jnp.asarray(mask, values.dtype)
-    if mask.shape != values.shape:
-        raise InputError("mask", f"expected shape {values.shape}, got {mask.shape}")
-    return mask
-
-
-def masked_mean(values: jax.Array, mask: ArrayLike | None) -> jax.Array:
-    """Mean over the batch, or over the events with nonzero ``mask`` (0 when none is)."""
-    if mask is None:
-        return jnp.mean(values)
-    mask = event_mask(values, mask)
-    return jnp.sum(mask * values) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def check_batch(
     matrix: ArrayLike,
     action: ArrayLike,
@@ -179,14 +140,39 @@ def check_embeddings(context_emb: ArrayLike, item_emb: ArrayLike) -> tuple[jax.A
     return context_emb, item_emb
 
 
-def unwritable(path: Path) -> str | None:
-    """Creates the folder ``path`` if need be and writes a probe file into it: ``None`` when
-    that works, else why not (``"cannot write to '...' (Permission denied)"``)."""
+def as_int_array(value: Any, name: str, length: int) -> np.ndarray:
+    """An ``[length]`` int64 array (whole floats accepted), or an InputError/TypeError naming ``name``."""
+    array = np.asarray(value)
+    if array.ndim != 1 or array.shape[0] != length:
+        raise InputError(name, f"expected shape ({length},) to match context, got {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
+            return array.astype(np.int64)
+        raise TypeError(f"{name}: expected integer indices, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def as_float_array(
+    value: Any,
+    name: str,
+    *,
+    ndim: int,
+    length: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """A finite float numpy array of the given rank, or an InputError naming ``name``."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".towerjax-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        return f"cannot write to {str(path)!r} ({err.strerror or err})"
-    return None
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: expected a numeric array ({err})") from None
+    if array.ndim != ndim:
+        raise InputError(name, f"expected a {ndim}-d array, got shape {array.shape}")
+    if length is not None and array.shape[0] != length:
+        raise InputError(name, f"expected length {length} to match context, got {array.shape[0]}")
+    if shape is not None and array.shape != shape:
+        raise InputError(name, f"expected shape {shape}, got {array.shape}")
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        where = tuple(int(i) for i in bad[0])
+        raise InputError(name, f"expected finite values, got {array[where]} at index {where}")
+    return array

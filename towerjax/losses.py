@@ -37,10 +37,8 @@ from towerjax.checks import (
     check_batch,
     check_positive,
     check_positive_int,
-    event_mask,
-    masked_mean,
-    take_logged,
 )
+from towerjax.rows import event_mask, masked_mean, take_logged
 
 __all__ = [
     "BASELINES",

@@ -24,7 +24,6 @@ chosen items such as Yahoo! R3 or Coat), two model-free evaluations are availabl
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -32,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from towerjax.checks import InputError, check_positive_int, take_logged
+from towerjax.checks import InputError, check_positive_int
+from towerjax.evaluation import mean_se, summarize_terms
+from towerjax.rows import safe_ratio, take_logged
 
 __all__ = [
     "METRICS",
@@ -102,7 +103,7 @@ def recall_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
     """
     hits = jnp.sum(_ranked_labels(ranked, labels, k), axis=1)
     total = _relevant(labels)
-    return jnp.where(total > 0, hits / jnp.maximum(total, 1.0), 0.0)
+    return safe_ratio(hits, total)
 
 
 def ndcg_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
@@ -122,7 +123,7 @@ def ndcg_at_k(ranked: ArrayLike, labels: ArrayLike, k: int) -> jax.Array:
     discount = 1.0 / jnp.log2(jnp.arange(2, k + 2, dtype=jnp.float32))
     dcg = jnp.sum(gains * discount, axis=1)
     ideal = jnp.sum(jnp.where(jnp.arange(k) < _relevant(labels)[:, None], discount, 0.0), axis=1)
-    return jnp.where(ideal > 0, dcg / jnp.maximum(ideal, 1e-12), 0.0)
+    return safe_ratio(dcg, ideal)
 
 
 def metric_names(ks: tuple[int, ...]) -> list[str]:
@@ -228,9 +229,7 @@ def randomized_value(
         if pscore.shape != (n,):
             raise InputError("pscore", f"expected shape ({n},) to match pi's rows, got {pscore.shape}")
     terms = take_logged(pi, action) / pscore * reward
-    value = jnp.mean(terms)
-    stderr = jnp.std(terms, ddof=1) / math.sqrt(n) if n > 1 else jnp.full((), jnp.nan)
-    return PolicyValue(value, stderr)
+    return PolicyValue(*summarize_terms(terms))
 
 
 def logged_item_metrics(
@@ -406,5 +405,4 @@ def _mean_and_se(values: np.ndarray) -> tuple[float, float]:
     """Mean and its standard error over users (NaN when there are none; se NaN for one)."""
     if values.size == 0:
         return float("nan"), float("nan")
-    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
-    return float(values.mean()), se
+    return mean_se(values)

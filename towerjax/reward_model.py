@@ -16,9 +16,7 @@ predicts on the same rows, an explicit choice: an overfit ``q_hat`` absorbs the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -26,8 +24,8 @@ import optax
 from towerjax.batching import epoch_batches, row_chunk
 from towerjax.checks import InputError, check_choice, check_positive_int, check_sizes
 from towerjax.data import LoggedData
-from towerjax.features import Features, FeatureSpec, example_input, feature_spec, num_rows, take
-from towerjax.towers import ACTIVATIONS, MLP, check_activation, embed_inputs
+from towerjax.features import FeatureSpec, feature_spec, num_rows, take
+from towerjax.towers import PairMLP, check_activation
 
 __all__ = ["RewardModel", "RewardModelConfig"]
 
@@ -63,28 +61,6 @@ class RewardModelConfig:
         object.__setattr__(self, "hidden_sizes", sizes)
 
 
-class _ConcatMLP(nn.Module):
-    """The MLP on ``concat(x, e)``, with the first layer split as ``W_x x + W_e e``.
-
-    ``context [..., d_x]`` and ``action_context [..., d_a]`` broadcast against each other:
-    aligned rows ``[n, d_x], [n, d_a]`` give ``[n]``; ``[n, 1, d_x], [1, A, d_a]`` give
-    ``[n, A]`` without materialising the ``[n, A, d_x + d_a]`` concatenation.
-    :class:`~towerjax.features.Features` inputs are embedded first (tables
-    ``context_embed_<name>`` and ``action_embed_<name>``, the reward model's own).
-    """
-
-    hidden_sizes: Sequence[int]
-    activation: str
-
-    @nn.compact
-    def __call__(self, context: jax.Array | Features, action_context: jax.Array | Features) -> jax.Array:
-        first = self.hidden_sizes[0]
-        h = nn.Dense(first, name="context_in")(embed_inputs(context, "context_"))
-        h = h + nn.Dense(first, use_bias=False, name="action_in")(embed_inputs(action_context, "action_"))
-        h = ACTIVATIONS[self.activation](h)
-        return MLP(self.hidden_sizes[1:], 1, self.activation, name="head")(h)[..., 0]
-
-
 @dataclasses.dataclass(frozen=True)
 class RewardModel:
     """Pure functions to fit and query ``q_hat``; parameters are a plain pytree."""
@@ -92,20 +68,19 @@ class RewardModel:
     config: RewardModelConfig = dataclasses.field(default_factory=RewardModelConfig)
 
     @property
-    def _module(self) -> _ConcatMLP:
-        return _ConcatMLP(self.config.hidden_sizes, self.config.activation)
+    def _mlp(self) -> PairMLP:
+        """The MLP on ``concat(x, e_a)`` (:class:`towerjax.towers.PairMLP`)."""
+        return PairMLP(self.config.hidden_sizes, self.config.activation)
 
     def init(self, key: jax.Array, context_dim: int | FeatureSpec, action_dim: int | FeatureSpec) -> dict:
-        module = self._module
-        return module.init(key, example_input(context_dim), example_input(action_dim))["params"]
+        return self._mlp.init(key, context_dim, action_dim)
 
     def _link(self, logit: jax.Array) -> jax.Array:
         return jax.nn.sigmoid(logit) if self.config.loss == "bce" else logit
 
     def predict_logged(self, params: dict, context: jax.Array, item_features: jax.Array) -> jax.Array:
         """``[n]`` ``q_hat(x_i, a_i)`` for aligned rows of contexts and logged items' features."""
-        module = self._module
-        return self._link(module.apply({"params": params}, context, item_features))
+        return self._link(self._mlp.apply(params, context, item_features))
 
     def predict(
         self,
@@ -121,12 +96,11 @@ class RewardModel:
         ``None`` (default) picks the rows per chunk so that ``rows * A * H`` stays within
         :data:`~towerjax.batching.ROW_CHUNK_ELEMENTS` (``H`` the widest hidden layer).
         """
-        module = self._module
-
+        mlp = self._mlp
         items = jax.tree.map(lambda v: v[None], action_context)
 
         def pairs(x):
-            return self._link(module.apply({"params": params}, jax.tree.map(lambda v: v[:, None], x), items))
+            return self._link(mlp.apply(params, jax.tree.map(lambda v: v[:, None], x), items))
 
         if chunk_size is None:
             chunk_size = row_chunk(
@@ -140,8 +114,7 @@ class RewardModel:
 
     def loss(self, params: dict, context, item_features, reward, mask) -> jax.Array:
         """Masked mean BCE (from logits) or squared error of the logged rewards."""
-        module = self._module
-        out = module.apply({"params": params}, context, item_features)
+        out = self._mlp.apply(params, context, item_features)
         if self.config.loss == "bce":
             per_event = optax.sigmoid_binary_cross_entropy(out, reward)
         else:

@@ -1,10 +1,14 @@
 """Synthetic logged bandit feedback with a known reward function (SPEC 5.1, 5.2).
 
-A :class:`SyntheticProblem` is one problem instance: the items' features, the reward
+A :class:`ProblemInstance` is one problem instance: the items' features, the reward
 function's coefficients and the behaviour policy. Everything about it is fixed by one
 key, so a training set and a held-out test set drawn from the same problem share the
 reward function and the items and differ only in their contexts. Generation is pure,
 ``jit``-able and ``vmap``-able over keys.
+
+:class:`SyntheticProblem` is the built-in problem training draws when it is given no logs
+of its own: the settings of :func:`blog_problem` (logging policy, ``A``, ``d``) and how many
+training and test events to log from it.
 
 Two settings:
 
@@ -25,11 +29,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from towerjax.checks import InputError, check_positive_int
+from towerjax.checks import InputError, check_choice, check_positive_int
 from towerjax.data import LoggedData
 
 __all__ = [
     "BEHAVIORS",
+    "ProblemInstance",
     "SyntheticProblem",
     "behavior_policy",
     "blog_problem",
@@ -45,7 +50,7 @@ _REFERENCE_CONTEXTS = 2048  # contexts used once per problem to fix the z-score 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class SyntheticProblem:
+class ProblemInstance:
     """One problem instance. Coefficient shapes use ``d~ = d + 1`` (a bias term).
 
     Attributes:
@@ -83,7 +88,7 @@ def blog_problem(
     dim: int = 50,
     behavior: str = "uniform",
     epsilon: float = 0.1,
-) -> SyntheticProblem:
+) -> ProblemInstance:
     """The seed study's setting (SPEC 5.1).
 
     Args:
@@ -110,7 +115,7 @@ def obp_problem(
     dim_context: int = 5,
     beta: float = 1.0,
     action_context: jax.Array | None = None,
-) -> SyntheticProblem:
+) -> ProblemInstance:
     """Open Bandit Pipeline's ``SyntheticBanditDataset`` setting (SPEC 5.2).
 
     Args:
@@ -132,7 +137,7 @@ def obp_problem(
     )
 
 
-def sample_contexts(key: jax.Array, problem: SyntheticProblem, n: int) -> jax.Array:
+def sample_contexts(key: jax.Array, problem: ProblemInstance, n: int) -> jax.Array:
     """``[n, d_x]`` fresh contexts from the problem's context distribution."""
     shape = (n, problem.context_dim)
     if problem.context_distribution == "uniform":
@@ -140,14 +145,14 @@ def sample_contexts(key: jax.Array, problem: SyntheticProblem, n: int) -> jax.Ar
     return jax.random.normal(key, shape)
 
 
-def expected_reward(problem: SyntheticProblem, context: jax.Array) -> jax.Array:
+def expected_reward(problem: ProblemInstance, context: jax.Array) -> jax.Array:
     """``[n, A]`` ``q(x, a) = sigmoid((f(x, a) - mean) / std)``, row by row."""
     return jax.nn.sigmoid(
         _standardised_logit(problem.reward_coef, problem.reward_moments, context, problem.action_context)
     )
 
 
-def behavior_policy(problem: SyntheticProblem, context: jax.Array) -> jax.Array:
+def behavior_policy(problem: ProblemInstance, context: jax.Array) -> jax.Array:
     """``[n, A]`` the logging policy ``pi_0(. | x)``."""
     n, n_actions = context.shape[0], problem.n_actions
     if problem.behavior == "uniform":
@@ -161,7 +166,7 @@ def behavior_policy(problem: SyntheticProblem, context: jax.Array) -> jax.Array:
     return jax.nn.softmax(problem.beta * logit, axis=-1)
 
 
-def sample_logged_data(key: jax.Array, problem: SyntheticProblem, n_rounds: int) -> LoggedData:
+def sample_logged_data(key: jax.Array, problem: ProblemInstance, n_rounds: int) -> LoggedData:
     """Logs ``n_rounds`` events of the behaviour policy on fresh contexts.
 
     Contexts, actions and rewards use separate sub-keys. The result carries ``pi_b`` and
@@ -185,6 +190,68 @@ def sample_logged_data(key: jax.Array, problem: SyntheticProblem, n_rounds: int)
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticProblem:
+    """The built-in synthetic problem: :func:`blog_problem`'s settings and how much to log.
+
+    Training draws it when it is given no logs of its own (``make_train(config, problem)``,
+    ``train_seeds(config, problem=...)``; the default ``SyntheticProblem()`` without one).
+    Each run draws its own instance and logs from its key (:meth:`sample`).
+
+    Attributes:
+      behavior: the logging policy, ``"uniform"`` or ``"epsilon-greedy"``.
+      epsilon: exploration rate in ``[0, 1]`` of epsilon-greedy logging.
+      n_rounds: logged training events ``n`` (a training batch holds at most this many).
+      n_test_rounds: held-out test events, whose true values are reported.
+      n_actions: items ``A`` (at least 2).
+      dim: ``d_x = d_a``.
+    """
+
+    behavior: str = "uniform"
+    epsilon: float = 0.1
+    n_rounds: int = 15000
+    n_test_rounds: int = 10000
+    n_actions: int = 10
+    dim: int = 50
+
+    def __post_init__(self) -> None:
+        check_choice("behavior", self.behavior, ("uniform", "epsilon-greedy"))
+        if isinstance(self.epsilon, bool) or not 0.0 <= self.epsilon <= 1.0:
+            raise InputError("epsilon", f"expected a value in [0, 1], got {self.epsilon}")
+        for name in ("n_rounds", "n_test_rounds", "n_actions", "dim"):
+            object.__setattr__(self, name, check_positive_int(name, getattr(self, name)))
+        if self.n_actions < 2:
+            raise InputError("n_actions", f"expected at least 2, got {self.n_actions}")
+
+    def instance(self, key: jax.Array) -> ProblemInstance:
+        """The problem instance of ``key`` (:func:`blog_problem` with these settings)."""
+        return blog_problem(
+            key, n_actions=self.n_actions, dim=self.dim, behavior=self.behavior, epsilon=self.epsilon
+        )
+
+    def sample(
+        self, key_problem: jax.Array, key_train: jax.Array, key_test: jax.Array
+    ) -> tuple[LoggedData, LoggedData]:
+        """``(train, test)`` logs: the instance of ``key_problem``, then ``n_rounds`` training
+        events from ``key_train`` and ``n_test_rounds`` test events from ``key_test`` on fresh
+        contexts of that instance (:func:`sample_logged_data`). Jit-able and vmap-able over keys."""
+        problem = self.instance(key_problem)
+        return (
+            sample_logged_data(key_train, problem, self.n_rounds),
+            sample_logged_data(key_test, problem, self.n_test_rounds),
+        )
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raises :class:`~towerjax.checks.InputError` naming ``batch_size`` when a batch would
+        need more than the ``n_rounds`` logged events."""
+        if batch_size > self.n_rounds:
+            raise InputError("batch_size", f"expected at most n_rounds={self.n_rounds}, got {batch_size}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready: every field."""
+        return dataclasses.asdict(self)
+
+
 def _make_problem(
     key: jax.Array,
     action_context: jax.Array,
@@ -193,12 +260,12 @@ def _make_problem(
     behavior: str,
     epsilon: float,
     beta: float,
-) -> SyntheticProblem:
+) -> ProblemInstance:
     key_reward, key_behavior, key_reference = jax.random.split(key, 3)
     dim_x, dim_a = context_dim + 1, action_context.shape[1] + 1
     reward_coef = _coefficients(key_reward, dim_x, dim_a, low=-1.0)
     behavior_coef = _coefficients(key_behavior, dim_x, dim_a, low=0.0)
-    partial = SyntheticProblem(
+    partial = ProblemInstance(
         action_context=action_context,
         reward_coef=reward_coef,
         reward_moments=(jnp.zeros(()), jnp.ones(())),

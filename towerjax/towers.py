@@ -1,22 +1,36 @@
 """Two-tower model: a context tower and an action tower whose inner product is the score (SPEC 2).
 
-Flax is used only here, to declare the layers; everything outside this module sees the
-parameters as a plain pytree and calls the pure functions of :class:`TwoTower`.
+Flax is used only here, to declare the layers and to write parameters as bytes; everything
+outside this module sees the parameters as a plain pytree and calls pure functions:
+:class:`TwoTower` (the policy's towers), :class:`PairMLP` (the reward model's MLP on
+``concat(x, e)``) and :func:`params_to_bytes` / :func:`params_from_bytes` (msgpack).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import serialization
 
 from towerjax.checks import InputError, check_positive_int, check_sizes
 from towerjax.features import Features, FeatureSpec, example_input
 
-__all__ = ["ACTIVATIONS", "EMBEDDING_MODES", "MLP", "Tower", "TwoTower", "embed_inputs"]
+__all__ = [
+    "ACTIVATIONS",
+    "EMBEDDING_MODES",
+    "MLP",
+    "PairMLP",
+    "Tower",
+    "TwoTower",
+    "embed_inputs",
+    "params_from_bytes",
+    "params_to_bytes",
+]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,
@@ -198,3 +212,80 @@ class TwoTower:
     def scores(self, params: dict, context, action_context) -> jax.Array:
         """``[B, A]`` scores ``f(X) @ g(E).T``; the action tower runs once, not per pair."""
         return self.embed_context(params, context) @ self.embed_actions(params, action_context).T
+
+
+class _ConcatMLP(nn.Module):
+    """The MLP on ``concat(x, e)``, with the first layer split as ``W_x x + W_e e``.
+
+    ``context [..., d_x]`` and ``action_context [..., d_a]`` broadcast against each other:
+    aligned rows ``[n, d_x], [n, d_a]`` give ``[n]``; ``[n, 1, d_x], [1, A, d_a]`` give
+    ``[n, A]`` without materialising the ``[n, A, d_x + d_a]`` concatenation.
+    :class:`~towerjax.features.Features` inputs are embedded first (tables
+    ``context_embed_<name>`` and ``action_embed_<name>``, the model's own).
+    """
+
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, context: jax.Array | Features, action_context: jax.Array | Features) -> jax.Array:
+        first = self.hidden_sizes[0]
+        h = nn.Dense(first, name="context_in")(embed_inputs(context, "context_"))
+        h = h + nn.Dense(first, use_bias=False, name="action_in")(embed_inputs(action_context, "action_"))
+        h = ACTIVATIONS[self.activation](h)
+        return MLP(self.hidden_sizes[1:], 1, self.activation, name="head")(h)[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PairMLP:
+    """``m(x, e)``: one output of an MLP on ``concat(x, e)``, as pure functions of a plain pytree.
+
+    The first layer is split as ``W [x; e] = W_x x + W_e e`` (parameters ``context_in``,
+    ``action_in`` without bias, then ``head``: the other hidden layers and a linear output),
+    so inputs broadcast: aligned rows ``[n, d_x], [n, d_a]`` give ``[n]``;
+    ``[n, 1, d_x], [1, A, d_a]`` give ``[n, A]`` without the ``[n, A, d_x + d_a]``
+    concatenation. :class:`~towerjax.features.Features` inputs are embedded first (tables
+    ``context_embed_<name>`` and ``action_embed_<name>``). The reward model's ``q_hat``
+    (:class:`towerjax.reward_model.RewardModel`) is this MLP.
+    """
+
+    hidden_sizes: tuple[int, ...]
+    activation: str = "elu"
+
+    @property
+    def _module(self) -> _ConcatMLP:
+        return _ConcatMLP(self.hidden_sizes, self.activation)
+
+    def init(self, key: jax.Array, context_dim: int | FeatureSpec, action_dim: int | FeatureSpec) -> dict:
+        """Initial parameters for inputs of ``d`` dense features (an int) or of a
+        :class:`~towerjax.features.FeatureSpec`."""
+        return self._module.init(key, example_input(context_dim), example_input(action_dim))["params"]
+
+    def apply(
+        self, params: dict, context: jax.Array | Features, action_context: jax.Array | Features
+    ) -> jax.Array:
+        """``[..., d_x], [..., d_a] -> [...]``: the output ``m(x, e)`` (broadcasting the leading axes)."""
+        return self._module.apply({"params": params}, context, action_context)
+
+
+def params_to_bytes(params: Any) -> bytes:
+    """A parameter pytree (numpy or jax arrays) as msgpack bytes (``flax.serialization.to_bytes``).
+
+    The format of a saved model's ``params.msgpack`` and an export's ``context_tower.msgpack``;
+    ``flax.serialization.msgpack_restore`` reads it back as nested dicts of numpy arrays.
+    """
+    return serialization.to_bytes(params)
+
+
+def params_from_bytes(template: Any, data: bytes) -> Any:
+    """Parameters restored from :func:`params_to_bytes`' ``data`` into ``template``'s structure.
+
+    Args:
+      template: a pytree of the expected structure (arrays or ``jax.ShapeDtypeStruct``, e.g.
+        ``jax.eval_shape`` of an init).
+      data: the msgpack bytes.
+
+    Raises:
+      Whatever msgpack and flax raise for bytes that are not such parameters (many types).
+    """
+    return serialization.from_bytes(template, data)

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from towerjax.checks import check_batch, take_logged
+from towerjax.checks import check_batch
 from towerjax.losses import importance_weight, score_surrogate
+from towerjax.rows import take_logged
 
 __all__ = ["candidate_sets", "two_stage_ips_loss", "two_stage_policy", "two_stage_value"]
 

@@ -90,6 +90,10 @@ class MovieLens100K:
         """Number of ratings ``n``."""
         return int(self.rating.shape[0])
 
+    def summary(self) -> str:
+        """One line: users, items and ratings."""
+        return f"movielens-100k: {self.n_users} users, {self.n_items} items, {self.n_ratings} ratings"
+
 
 def load_movielens_100k(
     *,

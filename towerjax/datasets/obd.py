@@ -115,6 +115,13 @@ class OpenBanditData:
         """Number of items in the item table."""
         return int(self.item_ids.shape[0])
 
+    def summary(self) -> str:
+        """One line: the log's name, rows, items, positions and click rate."""
+        return (
+            f"obd {self.behavior_policy}/{self.campaign}: {self.n_rounds} rows, {self.n_actions} items, "
+            f"{self.n_positions} positions, click rate {self.click.mean():.4f}"
+        )
+
     def context(self, *, affinity: bool = True) -> np.ndarray:
         """``[n, d_x]``: the user one-hot features, then (``affinity=True``) the affinity columns."""
         blocks = [self.user_features] + ([self.user_item_affinity] if affinity else [])

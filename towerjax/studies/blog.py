@@ -1,7 +1,7 @@
 """The seed study's four figures (SPEC 8), many seeds per cell, resumable.
 
 A *cell* is one (figure, x value, learner): one compiled call over the seeds
-(:func:`towerjax.train.train_seeds`; the grid's other axes change array shapes, so they run
+(:func:`towerjax.training.train_seeds`; the grid's other axes change array shapes, so they run
 one after another). The cells run through :func:`towerjax.studies.runner.run_study`: each
 finished cell appends its rows, one per seed, to ``rows.jsonl``, and a restarted study with
 the same ``--out`` skips finished cells, so an interruption loses at most the cell in
@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from towerjax import jsonio
-from towerjax.arguments import (
+from towerjax.checks import InputError, check_positive_int
+from towerjax.cli.arguments import (
     add_seed_arguments,
     check_out_dir,
     positive_int,
     positive_int_list,
     subcommand,
 )
-from towerjax.checks import InputError, check_positive_int
 from towerjax.evaluation import mean_se
 from towerjax.reward_model import RewardModelConfig
 from towerjax.studies.headline import HEADLINE_LEARNERS
@@ -50,7 +50,8 @@ from towerjax.studies.runner import (
     read_rows,
     run_study,
 )
-from towerjax.train import TrainConfig, train_seeds
+from towerjax.synthetic import SyntheticProblem
+from towerjax.training import TrainConfig, train_seeds
 
 __all__ = [
     "FIGURES",
@@ -69,7 +70,8 @@ Cell = tuple[int, int, str]  # (figure, x, learner)
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """One figure of the seed study: ``field`` of :class:`TrainConfig` swept over ``values``."""
+    """One figure of the seed study: ``field`` of :class:`TrainConfig` or of the synthetic problem
+    (:class:`SyntheticProblem`) swept over ``values``."""
 
     number: int
     title: str
@@ -88,6 +90,7 @@ FIGURES = {
     4: Figure(4, "batch size", "batch_size", (10, 100, 200, 500, 1000, 2000, 5000), "uniform", (10, 100)),
 }
 
+# Fields of TrainConfig and SyntheticProblem (n_rounds, n_test_rounds) in the quick study.
 QUICK = {
     "n_rounds": 300,
     "n_test_rounds": 500,
@@ -145,22 +148,27 @@ class StudyOptions:
             return tuple(self.values)
         return figure.quick_values if self.quick else figure.values
 
-    def config(self, figure: Figure, x: int, learner: str) -> TrainConfig:
-        """The cell's configuration (raises InputError naming the field if ``x`` does not fit)."""
+    def setup(self, figure: Figure, x: int, learner: str) -> tuple[TrainConfig, SyntheticProblem]:
+        """The cell's training configuration and synthetic problem (raises InputError naming
+        the field if ``x`` does not fit)."""
         fields = dict(QUICK) if self.quick else {}
         fields.update(objective=learner, behavior=figure.behavior, epochs=self.epochs, evaluate_train=True)
         fields[figure.field] = int(x)
-        return TrainConfig.seed_study(**fields)
+        problem_fields = {f.name for f in dataclasses.fields(SyntheticProblem)}
+        problem = SyntheticProblem(**{k: fields.pop(k) for k in list(fields) if k in problem_fields})
+        config = TrainConfig.seed_study(**fields)
+        problem.check_batch_size(config.batch_size)
+        return config, problem
 
     def cells(self) -> list[Cell]:
-        """Every ``(figure, x, learner)`` in run order; validates each cell's config."""
+        """Every ``(figure, x, learner)`` in run order; validates each cell's settings."""
         cells = []
         for number in self.figures:
             figure = FIGURES[number]
             for x in self.grid(figure):
                 for learner in self.learners:
                     try:
-                        self.config(figure, x, learner)
+                        self.setup(figure, x, learner)
                     except ValueError as err:
                         raise InputError(
                             "values", f"figure {number} cannot use {figure.field}={x} ({err})"
@@ -203,10 +211,10 @@ class BlogStudy(Study):
 
     def run_cell(self, cell: Cell) -> list[dict]:
         number, x, learner = cell
-        config = self.options.config(FIGURES[number], x, learner)
+        config, problem = self.options.setup(FIGURES[number], x, learner)
         start = time.perf_counter()
         result, _ = train_seeds(
-            config, seeds=self.options.seeds, seed=self.options.seed, devices=self.devices
+            config, seeds=self.options.seeds, seed=self.options.seed, devices=self.devices, problem=problem
         )
         seconds = time.perf_counter() - start
         return [
@@ -227,17 +235,17 @@ class BlogStudy(Study):
 
     def reuse(self, cell: Cell, finished: Mapping[Cell, list[dict]]) -> list[dict] | None:
         """Figure 4's batch 10 is figure 1's 15000 rounds, for example: the same runs."""
-        config = self._config(cell)
+        setup = self._setup(cell)
         for other, rows in finished.items():
-            if self._config(other) == config:
+            if self._setup(other) == setup:
                 return [{**row, "figure": cell[0], "x": cell[1]} for row in rows]
         return None
 
-    def _config(self, cell) -> TrainConfig | None:
-        """The configuration a finished cell ran with (any figure of this folder), if still valid."""
+    def _setup(self, cell) -> tuple[TrainConfig, SyntheticProblem] | None:
+        """The settings a finished cell ran with (any figure of this folder), if still valid."""
         try:
             number, x, learner = cell
-            return self.options.config(FIGURES[number], x, learner)
+            return self.options.setup(FIGURES[number], x, learner)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -320,7 +328,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--figure", choices=("1", "2", "3", "4", "all"), default="all", help="which figure")
     add_seed_arguments(parser, seeds=12)
-    parser.add_argument("--epochs", type=positive_int, default=None, help="default 100 (3 with --quick)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="passes over the logs [default 100; 3 with --quick]"
+    )
     parser.add_argument("--out", type=Path, default=Path("towerjax-blog"), help="output folder (resumes)")
     parser.add_argument(
         "--quick", action="store_true", help="tiny grids and models: a smoke test of the pipeline"

@@ -23,8 +23,8 @@ import numpy as np
 import optax
 
 from towerjax import losses
-from towerjax.arguments import integer, positive_int, subcommand
 from towerjax.checks import check_positive_int
+from towerjax.cli.arguments import integer, positive_int, subcommand
 from towerjax.studies.runner import Study, check_json, report, run_study
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 IPS, DR and regression learners under uniform and epsilon-greedy logging; each cell
 (logging policy, learner) is one compiled call over the seeds
-(:func:`towerjax.train.train_seeds`) and one row holding every seed's values. The cells run
+(:func:`towerjax.training.train_seeds`) and one row holding every seed's values. The cells run
 through :func:`towerjax.studies.runner.run_study`, so an interrupted job resumes from
 ``--out``; at the end it writes ``results.json``, ``results.csv`` and ``results.png``.
 """
@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from towerjax import jsonio
-from towerjax.arguments import add_seed_arguments, check_out_dir, positive_int, subcommand
 from towerjax.checks import check_positive_int
+from towerjax.cli.arguments import add_seed_arguments, check_out_dir, positive_int, subcommand
 from towerjax.evaluation import mean_se
 from towerjax.objectives import objective_from_name
 from towerjax.studies.runner import ROWS_FILE, Study, interrupted, run_study
-from towerjax.train import TrainConfig, train_seeds
+from towerjax.synthetic import SyntheticProblem
+from towerjax.training import TrainConfig, train_seeds
 
 __all__ = [
     "HEADLINE_BEHAVIORS",
@@ -55,21 +56,32 @@ CSV_FIELDS = (
 
 def headline_settings(*, n_rounds: int = 15000, epochs: int | None = None) -> dict[str, TrainConfig]:
     """The two settings ``towerjax run`` compares: the library's defaults, and the seed
-    study's (``TrainConfig.seed_study``, 10 epochs unless ``epochs`` is given)."""
-    defaults = TrainConfig(n_rounds=n_rounds, batch_size=min(TrainConfig().batch_size, n_rounds))
-    seed = TrainConfig.seed_study(n_rounds=n_rounds, epochs=10, batch_size=min(10, n_rounds))
+    study's (``TrainConfig.seed_study``, 10 epochs unless ``epochs`` is given); batches of at
+    most the problem's ``n_rounds`` logged events."""
+    defaults = TrainConfig(batch_size=min(TrainConfig().batch_size, n_rounds))
+    seed = TrainConfig.seed_study(epochs=10, batch_size=min(10, n_rounds))
     if epochs is not None:
         defaults, seed = (dataclasses.replace(c, epochs=epochs) for c in (defaults, seed))
     return {"defaults": defaults, "seed-study": seed}
 
 
 class HeadlineStudy(Study):
-    """Cells ``(settings, behavior, learner)``; each row is one cell's per-seed values, curves and timings."""
+    """Cells ``(settings, behavior, learner)``; each row is one cell's per-seed values, curves and timings.
+
+    Every cell draws ``problem`` (default :class:`SyntheticProblem()`) under the cell's
+    logging policy.
+    """
 
     name = "headline"
 
     def __init__(
-        self, settings: dict[str, TrainConfig], *, seeds: int, seed: int, devices: int | None = None
+        self,
+        settings: dict[str, TrainConfig],
+        *,
+        seeds: int,
+        seed: int,
+        devices: int | None = None,
+        problem: SyntheticProblem | None = None,
     ):
         self.settings, self.seeds, self.seed, self.devices = (
             dict(settings),
@@ -77,15 +89,19 @@ class HeadlineStudy(Study):
             seed,
             devices,
         )
+        self.problem = problem or SyntheticProblem()
 
     def manifest(self) -> dict:
         return {
             "settings": {name: config.to_dict() for name, config in self.settings.items()},
+            "problem": self.problem.to_dict(),
             "seeds": self.seeds,
             "seed": self.seed,
         }
 
     def cells(self) -> list[tuple[str, str, str]]:
+        for config in self.settings.values():
+            self.problem.check_batch_size(config.batch_size)
         return [
             (name, behavior, learner)
             for name in self.settings
@@ -107,10 +123,11 @@ class HeadlineStudy(Study):
         objective = objective_from_name(learner)
         if name == "seed-study":  # the seed's learners had no entropy bonus (TrainConfig.seed_study)
             objective = dataclasses.replace(objective, entropy=0.0)
-        config = dataclasses.replace(self.settings[name], behavior=behavior, objective=objective)
+        config = dataclasses.replace(self.settings[name], objective=objective)
+        problem = dataclasses.replace(self.problem, behavior=behavior)
         progress = sys.stderr.isatty()  # a bar of seed-epochs inside the cell, on a terminal
         result, timing = train_seeds(
-            config, seeds=self.seeds, seed=self.seed, devices=self.devices, progress=progress
+            config, seeds=self.seeds, seed=self.seed, devices=self.devices, problem=problem, progress=progress
         )
         # Epoch 0 is the initial policy; the curves are the seed mean and its standard error.
         curves = np.concatenate([result.initial_value[:, None], result.test_value], axis=1)
@@ -121,6 +138,7 @@ class HeadlineStudy(Study):
                 "behavior": behavior,
                 "learner": learner,
                 "config": config.to_dict(),
+                "problem": problem.to_dict(),
                 "test_value": result.test_value[:, -1].tolist(),
                 "selected_value": result.selected_value.tolist(),
                 "selected_epoch": result.selected_epoch.tolist(),
@@ -147,20 +165,22 @@ def run_headline(
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
     devices: int | None = None,
+    problem: SyntheticProblem | None = None,
 ) -> list[dict]:
     """Runs every (settings, logging policy, learner) cell not yet in ``out``; returns one dict per cell.
 
     ``settings`` names the training configurations to compare (:func:`headline_settings`;
-    one :class:`TrainConfig` is ``{"defaults": config}``). Each dict holds the cell's
-    ``settings``, ``behavior``, ``learner``, ``config``, per-seed ``test_value`` (final),
+    one :class:`TrainConfig` is ``{"defaults": config}``); every cell draws ``problem``
+    (default :class:`SyntheticProblem()`) under its logging policy. Each dict holds the cell's
+    ``settings``, ``behavior``, ``learner``, ``config``, ``problem``, per-seed ``test_value`` (final),
     ``selected_value`` (the validation-selected epoch's, when the config selects),
     ``initial_value``, ``behavior_value`` and ``optimal_value``, the seed-mean
     ``test_curve`` from epoch 0 with its ``test_curve_se``, and the timings of
-    :func:`towerjax.train.train_seeds`.
+    :func:`towerjax.training.train_seeds`.
     """
     if isinstance(settings, TrainConfig):
         settings = {"defaults": settings}
-    study = HeadlineStudy(settings, seeds=seeds, seed=seed, devices=devices)
+    study = HeadlineStudy(settings, seeds=seeds, seed=seed, devices=devices, problem=problem)
     return run_study(study, out, progress=progress, log=log)
 
 
@@ -262,7 +282,7 @@ def add_parser(subparsers) -> None:
         "--epochs",
         type=positive_int,
         default=None,
-        help="passes over the logs (default: the library's for its defaults, 10 for the seed study's settings)",
+        help="passes over the logs [default the library's for its defaults, 10 for the seed study's settings]",
     )
     parser.add_argument("--n-rounds", type=positive_int, default=15000, help="logged training events")
     add_seed_arguments(parser, seeds=8)
@@ -270,6 +290,7 @@ def add_parser(subparsers) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     settings = headline_settings(n_rounds=args.n_rounds, epochs=args.epochs)
+    problem = SyntheticProblem(n_rounds=args.n_rounds)
     check_out_dir(args.subparser, "--out", args.out)
     described = "; ".join(
         f"{name}: {c.epochs} epochs, batch {c.batch_size}, lr {c.learning_rate:g}"
@@ -281,7 +302,9 @@ def _main(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        cells = run_headline(settings, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices)
+        cells = run_headline(
+            settings, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices, problem=problem
+        )
     except KeyboardInterrupt:
         return interrupted(args.out / ROWS_FILE)
     print()

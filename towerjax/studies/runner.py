@@ -35,8 +35,8 @@ from typing import ClassVar
 from tqdm.auto import tqdm
 
 from towerjax import jsonio
-from towerjax.arguments import check_out_dir
 from towerjax.checks import InputError
+from towerjax.cli.arguments import check_out_dir
 
 __all__ = [
     "MANIFEST_FILE",

@@ -1,24 +1,12 @@
-"""Off-policy evaluation of a policy from single-position logs (SPEC 7).
-
-:func:`off_policy_estimates` gives Open Bandit Pipeline's estimators, under its
-``estimator_name`` s, each as an :class:`Estimate`: a value, a standard error, a 95% Wald
-interval, a 95% bootstrap percentile interval and the diagnostics of the importance weights
-it relies on (:func:`weight_diagnostics`). :func:`towerjax.jsonio.plain` makes any nested result
-JSON-strict. The true value on data with known ``q`` is :func:`towerjax.policy.policy_value`.
-
-Every estimator is a function ``g`` of the column means ``m`` of a per-row table ``C [n, K]``
-(``w r``, ``w``, ``dm``, ``w res``, ...). So one jitted computation gives all of them at once:
-the values ``g(m)``; the standard errors by the delta method, from the per-row influence
-``(C_i - m) . grad g(m)`` (for a plain mean, the row's term minus the mean); and the bootstrap,
-where resample ``b`` is ``g(counts_b @ C / n)`` with ``counts_b`` the rows' multiplicities.
+"""The host entry points of off-policy evaluation (SPEC 7): :func:`off_policy_estimates` and
+:func:`off_policy_terms` check the logs and call the estimators of
+:mod:`towerjax.evaluation.estimators`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,26 +14,16 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from towerjax.checks import InputError, check_positive_int
+from towerjax.evaluation.estimators import (
+    ALIASES,
+    Lambdas,
+    applicable_estimators,
+    logged_estimates,
+    logged_terms,
+)
+from towerjax.evaluation.results import Z_95, Estimate, WeightDiagnostics
 
-__all__ = [
-    "ALIASES",
-    "ESTIMATORS",
-    "Z_95",
-    "Estimate",
-    "WeightDiagnostics",
-    "mean_se",
-    "normal_interval",
-    "off_policy_estimates",
-    "weight_diagnostics",
-]
-
-Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
-
-ESTIMATORS = ("ipw", "snipw", "dm", "dr", "sndr", "switch-dr", "dr-os", "ipw-subgauss", "ipw-ls", "mips")
-"""Open Bandit Pipeline's ``estimator_name`` s, in the order :func:`off_policy_estimates` lists them."""
-
-ALIASES = {"ips": "ipw", "snips": "snipw"}
-"""The names of towerjax's first releases, kept as aliases (the same :class:`Estimate`)."""
+__all__ = ["DM_NOTE", "ROW_SUM_TOLERANCE", "SHRUNK_NOTE", "off_policy_estimates", "off_policy_terms"]
 
 ROW_SUM_TOLERANCE = 1e-3
 """How far a row of ``pi`` or ``pi_b`` may sum from 1 (float32 softmax over many items drifts)."""
@@ -60,215 +38,6 @@ SHRUNK_NOTE = (
     "bias of the order of the standard error, so the intervals do not cover V(pi) at 95% "
     "(benchmarks/RESULTS.md, coverage)"
 )
-_BOOTSTRAP_CELLS = 1 << 22  # resamples x rows held at once in the bootstrap (16 MiB of float32 counts)
-
-
-def mean_se(values: ArrayLike) -> tuple[float, float]:
-    """Mean and standard error of the mean (``std(ddof=1) / sqrt(n)``; NaN for one value), on the host."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
-    return float(values.mean()), se
-
-
-def normal_interval(value: float, stderr: float, z: float = Z_95) -> tuple[float, float]:
-    """``value ± z * stderr``: the normal (Wald) interval, 95% by default."""
-    return value - z * stderr, value + z * stderr
-
-
-# --------------------------------------------------------------------------- result types
-
-
-class WeightDiagnostics(NamedTuple):
-    """What to read before trusting an importance-weighted estimate.
-
-    Attributes:
-      ess: effective sample size ``(sum_i w_i)^2 / sum_i w_i^2`` (``n`` for equal weights; far
-        below ``n`` means a few rows carry the estimate). 0 when every weight is 0.
-      max_weight: ``max_i w_i``; one row moves a mean over ``n`` rows by ``w_i r_i / n``.
-      top1_share: the share of ``sum_i w_i`` held by the ``ceil(n / 100)`` largest weights
-        (at least one row); 0 when every weight is 0.
-      mean_weight: ``mean_i w_i``, 1 in expectation when ``pi_0`` covers ``pi``; far from 1
-        flags wrong propensities or a policy the logs do not support.
-    """
-
-    ess: Any
-    max_weight: Any
-    top1_share: Any
-    mean_weight: Any
-
-    def to_dict(self) -> dict[str, float]:
-        """The fields as plain floats."""
-        return {name: float(value) for name, value in self._asdict().items()}
-
-
-class Estimate(NamedTuple):
-    """One off-policy estimate of ``V(pi)``; the first two fields are the original ``(value, stderr)``.
-
-    Attributes:
-      value: the point estimate.
-      stderr: its standard error: ``std(ddof=1) / sqrt(n)`` of the per-row terms, by the delta
-        method for the self-normalised estimators.
-      wald_low, wald_high: ``value ± 1.96 stderr``.
-      bootstrap_low, bootstrap_high: the 2.5% and 97.5% percentiles of the estimate over row
-        resamples; NaN when no bootstrap ran (no ``key``).
-      diagnostics: :class:`WeightDiagnostics` of the weights the estimate uses (the marginal
-        weights for ``mips``); ``None`` for ``dm``.
-      note: how to read it (for ``dm``: that its uncertainty is conditional on ``q_hat``; for an
-        estimator with a hyperparameter: the ``lambda`` used), or ``None``.
-    """
-
-    value: float
-    stderr: float
-    wald_low: float = math.nan
-    wald_high: float = math.nan
-    bootstrap_low: float = math.nan
-    bootstrap_high: float = math.nan
-    diagnostics: WeightDiagnostics | None = None
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain floats (NaN kept; pass the result through :func:`towerjax.jsonio.plain` for strict JSON)."""
-        out: dict[str, Any] = {name: float(getattr(self, name)) for name in self._fields[:6]}
-        out["diagnostics"] = None if self.diagnostics is None else self.diagnostics.to_dict()
-        out["note"] = self.note
-        return out
-
-
-def weight_diagnostics(w: ArrayLike) -> WeightDiagnostics:
-    """``w [n] -> WeightDiagnostics`` (jax scalars; jit-able): ESS, max weight, top-1% share, mean.
-
-    .. math::
-      \\mathrm{ESS} = \\frac{(\\sum_i w_i)^2}{\\sum_i w_i^2}, \\quad
-      \\mathrm{top1} = \\frac{\\sum_{i \\in \\text{top } \\lceil n/100 \\rceil} w_i}{\\sum_i w_i}
-
-    Args:
-      w: ``[n]`` nonnegative importance weights, ``n >= 1``.
-
-    >>> d = weight_diagnostics(jnp.array([1.0, 1.0, 2.0, 0.0]))
-    >>> float(d.ess), float(d.max_weight), float(d.top1_share), float(d.mean_weight)
-    (2.6666667461395264, 2.0, 0.5, 1.0)
-    """
-    w = jnp.asarray(w, dtype=float)
-    if w.ndim != 1 or w.shape[0] < 1:
-        raise InputError("w", f"expected shape [n] with n >= 1, got {w.shape}")
-    n = w.shape[0]
-    total = jnp.sum(w)
-    top = jnp.sum(jax.lax.top_k(w, -(-n // 100))[0])
-    return WeightDiagnostics(
-        ess=_safe_ratio(total**2, jnp.sum(w**2)),
-        max_weight=jnp.max(w),
-        top1_share=_safe_ratio(top, total),
-        mean_weight=total / n,
-    )
-
-
-# --------------------------------------------------------------------------- the estimators
-
-
-def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den``, and 0 (with a zero gradient) where ``den == 0``."""
-    ok = den != 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
-class _Lambdas(NamedTuple):
-    switch: float
-    dros: float
-    subgauss: float
-    ls: float
-
-
-def _default_lambdas(n: int) -> _Lambdas:
-    root = math.sqrt(n)
-    return _Lambdas(switch=root, dros=float(n), subgauss=1 / root, ls=1 / root)
-
-
-def _names(has_q: bool, has_mips: bool, has_ls: bool) -> tuple[str, ...]:
-    skip = set()
-    if not has_q:
-        skip |= {"dm", "dr", "sndr", "switch-dr", "dr-os"}
-    if not has_mips:
-        skip.add("mips")
-    if not has_ls:
-        skip.add("ipw-ls")
-    return tuple(name for name in ESTIMATORS if name not in skip)
-
-
-def _columns(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, has_ls):
-    """The per-row table ``{column: [n]}`` and the importance weights ``w``, ``w(x, e)`` (or None)."""
-    rows = jnp.arange(pi.shape[0])
-    w = pi[rows, action] / pscore
-    lam_switch, lam_dros, lam_sg, lam_ls = lambdas
-    cols = {"wr": w * reward, "w": w}
-    if q_hat is not None:
-        res = reward - q_hat[rows, action]
-        # dr-os: lambda w / (w^2 + lambda), written so that lambda = inf gives w and lambda = 0 gives 0.
-        shrunk = jnp.where(lam_dros > 0, w / (1 + w**2 / jnp.where(lam_dros > 0, lam_dros, 1)), 0)
-        cols |= {
-            "dm": jnp.sum(pi * q_hat, axis=-1),
-            "wres": w * res,
-            "switch": jnp.where(w <= lam_switch, w, 0) * res,
-            "dros": shrunk * res,
-        }
-    cols["subgauss"] = _safe_ratio(w, 1 - lam_sg + lam_sg * w) * reward
-    if has_ls:
-        safe_ls = jnp.where(lam_ls > 0, lam_ls, 1)
-        cols["ls"] = jnp.where(lam_ls > 0, jnp.log1p(lam_ls * w * reward) / safe_ls, w * reward)
-    w_e = None
-    if pi_b is not None:
-        same = category[None, :] == category[action][:, None]  # [n, A]: a shares e(a_i)
-        w_e = jnp.sum(jnp.where(same, pi, 0), -1) / jnp.sum(jnp.where(same, pi_b, 0), -1)
-        cols["mips"] = w_e * reward
-    return cols, w, w_e
-
-
-_VALUE = {
-    "ipw": lambda m: m["wr"],
-    "snipw": lambda m: _safe_ratio(m["wr"], m["w"]),
-    "dm": lambda m: m["dm"],
-    "dr": lambda m: m["dm"] + m["wres"],
-    "sndr": lambda m: m["dm"] + _safe_ratio(m["wres"], m["w"]),
-    "switch-dr": lambda m: m["dm"] + m["switch"],
-    "dr-os": lambda m: m["dm"] + m["dros"],
-    "ipw-subgauss": lambda m: m["subgauss"],
-    "ipw-ls": lambda m: m["ls"],
-    "mips": lambda m: m["mips"],
-}
-
-
-@functools.partial(jax.jit, static_argnames=("has_ls", "n_bootstrap"))
-def _core(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, key, *, has_ls, n_bootstrap):
-    """All estimates as ``[E]`` arrays (in :func:`_names` order), plus weight diagnostics."""
-    cols, w, w_e = _columns(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, has_ls)
-    names = _names(q_hat is not None, pi_b is not None, has_ls)
-    keys = tuple(cols)
-    table = jnp.stack([cols[k] for k in keys], axis=1)  # C [n, K]
-    n = table.shape[0]
-
-    def estimates(means):  # g: [K] column means -> [E] estimates
-        m = dict(zip(keys, means, strict=True))
-        return jnp.stack([_VALUE[name](m) for name in names])
-
-    means = jnp.mean(table, axis=0)
-    value = estimates(means)
-    influence = (table - means) @ jax.jacfwd(estimates)(means).T  # [n, E], delta method
-    stderr = jnp.std(influence, axis=0, ddof=1) / jnp.sqrt(n)
-    if key is None:
-        low = high = jnp.full_like(value, jnp.nan)
-    else:
-
-        def resample(k):  # one bootstrap resample as count-weighted column means
-            counts = jnp.zeros(n, table.dtype).at[jax.random.randint(k, (n,), 0, n)].add(1)
-            return estimates(counts @ table / n)
-
-        batch = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS // n))
-        stats = jax.lax.map(resample, jax.random.split(key, n_bootstrap), batch_size=batch)  # [B, E]
-        low, high = jnp.quantile(stats, jnp.array([0.025, 0.975]), axis=0)
-    diagnostics = weight_diagnostics(w), None if w_e is None else weight_diagnostics(w_e)
-    return value, stderr, low, high, diagnostics
-
-
-# --------------------------------------------------------------------------- the entry point
 
 
 def off_policy_estimates(
@@ -375,43 +144,22 @@ def off_policy_estimates(
     >>> round(est["ipw"].value, 4), round(est["snipw"].value, 4), est["ips"] == est["ipw"]
     (0.8667, 0.5909, True)
     """
-    pi_h, action_h, reward_h, pscore_h = _check_logs(pi, action, reward, pscore)
-    n, n_actions = pi_h.shape
-    q_hat_h = None if q_hat is None else _check_matrix("q_hat", q_hat, pi_h.shape)
-    category = pi_b_h = None
-    if pi_b is not None and action_embedding is not None:
-        pi_b_h = _check_distribution("pi_b", pi_b, pi_h.shape)
-        if np.any(pi_b_h[np.arange(n), action_h] <= 0):
-            raise InputError("pi_b", "expected pi_b > 0 at every logged action")
-        category = _check_embedding(action_embedding, n_actions)
-    elif pi_b is not None:
-        _check_distribution("pi_b", pi_b, pi_h.shape)
-    elif action_embedding is not None:
-        _check_embedding(action_embedding, n_actions)
-    defaults = _default_lambdas(n)
-    lambdas = _Lambdas(
-        switch=_check_lambda("switch_lambda", switch_lambda, defaults.switch, allow_inf=True),
-        dros=_check_lambda("dros_lambda", dros_lambda, defaults.dros, allow_inf=True),
-        subgauss=_check_lambda("subgauss_lambda", subgauss_lambda, defaults.subgauss, upper=1.0),
-        ls=_check_lambda("ls_lambda", ls_lambda, defaults.ls),
+    logs, lambdas, names = _prepare(
+        pi,
+        action,
+        reward,
+        pscore,
+        q_hat,
+        pi_b,
+        action_embedding,
+        switch_lambda,
+        dros_lambda,
+        subgauss_lambda,
+        ls_lambda,
     )
     n_bootstrap = check_positive_int("n_bootstrap", n_bootstrap)
-    has_ls = bool(np.all((reward_h >= 0) & (reward_h <= 1)))
-
     value, stderr, low, high, (diag_w, diag_e) = jax.device_get(
-        _core(
-            jnp.asarray(pi_h, float),
-            jnp.asarray(action_h),
-            jnp.asarray(reward_h, float),
-            jnp.asarray(pscore_h, float),
-            jnp.asarray(lambdas, float),
-            None if q_hat_h is None else jnp.asarray(q_hat_h, float),
-            None if pi_b_h is None else jnp.asarray(pi_b_h, float),
-            None if category is None else jnp.asarray(category),
-            key,
-            has_ls=has_ls,
-            n_bootstrap=n_bootstrap,
-        )
+        logged_estimates(*logs, key, names=names, n_bootstrap=n_bootstrap)
     )
     diag_w = WeightDiagnostics(*map(float, diag_w))
     diag_e = None if diag_e is None else WeightDiagnostics(*map(float, diag_e))
@@ -423,7 +171,7 @@ def off_policy_estimates(
         "ipw-ls": f"lambda={lambdas.ls:.6g}; {SHRUNK_NOTE}",
     }
     out = {}
-    for i, name in enumerate(_names(q_hat_h is not None, pi_b_h is not None, has_ls)):
+    for i, name in enumerate(names):
         v, se = float(value[i]), float(stderr[i])
         out[name] = Estimate(
             value=v,
@@ -438,6 +186,89 @@ def off_policy_estimates(
     for alias, name in ALIASES.items():
         out[alias] = out[name]
     return out
+
+
+def off_policy_terms(
+    pi: ArrayLike,
+    action: ArrayLike,
+    reward: ArrayLike,
+    pscore: ArrayLike,
+    q_hat: ArrayLike | None = None,
+    *,
+    pi_b: ArrayLike | None = None,
+    action_embedding: ArrayLike | None = None,
+    switch_lambda: float | None = None,
+    dros_lambda: float | None = None,
+    subgauss_lambda: float | None = None,
+    ls_lambda: float | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-row terms ``phi [n]`` of every estimate :func:`off_policy_estimates` gives, on the host.
+
+    The same arguments, checks and estimators (aliases included); ``mean(phi)`` is the estimate's
+    value and ``std(phi, ddof=1) / sqrt(n)`` its standard error, up to float rounding
+    (:func:`estimator_terms` says what the terms are). Terms of two policies on the same logs give
+    their paired difference (:func:`paired_difference`).
+
+    Returns:
+      ``{name: phi [n]}`` as numpy arrays.
+
+    Raises:
+      InputError: as :func:`off_policy_estimates`.
+    """
+    logs, _, names = _prepare(
+        pi,
+        action,
+        reward,
+        pscore,
+        q_hat,
+        pi_b,
+        action_embedding,
+        switch_lambda,
+        dros_lambda,
+        subgauss_lambda,
+        ls_lambda,
+    )
+    terms = {name: np.asarray(t) for name, t in jax.device_get(logged_terms(*logs, names=names)).items()}
+    for alias, name in ALIASES.items():
+        terms[alias] = terms[name]
+    return terms
+
+
+def _prepare(pi, action, reward, pscore, q_hat, pi_b, action_embedding, switch, dros, subgauss, ls):
+    """Checked logs as device arrays ``(pi, action, reward, pscore, lambdas, q_hat, pi_b, category)``,
+    the :class:`Lambdas` (floats) and the estimators that apply."""
+    pi_h, action_h, reward_h, pscore_h = _check_logs(pi, action, reward, pscore)
+    n, n_actions = pi_h.shape
+    q_hat_h = None if q_hat is None else _check_matrix("q_hat", q_hat, pi_h.shape)
+    category = pi_b_h = None
+    if pi_b is not None and action_embedding is not None:
+        pi_b_h = _check_distribution("pi_b", pi_b, pi_h.shape)
+        if np.any(pi_b_h[np.arange(n), action_h] <= 0):
+            raise InputError("pi_b", "expected pi_b > 0 at every logged action")
+        category = _check_embedding(action_embedding, n_actions)
+    elif pi_b is not None:
+        _check_distribution("pi_b", pi_b, pi_h.shape)
+    elif action_embedding is not None:
+        _check_embedding(action_embedding, n_actions)
+    defaults = Lambdas.default(n)
+    lambdas = Lambdas(
+        switch=_check_lambda("switch_lambda", switch, defaults.switch, allow_inf=True),
+        dros=_check_lambda("dros_lambda", dros, defaults.dros, allow_inf=True),
+        subgauss=_check_lambda("subgauss_lambda", subgauss, defaults.subgauss, upper=1.0),
+        ls=_check_lambda("ls_lambda", ls, defaults.ls),
+    )
+    has_ls = bool(np.all((reward_h >= 0) & (reward_h <= 1)))
+    logs = (
+        jnp.asarray(pi_h, float),
+        jnp.asarray(action_h),
+        jnp.asarray(reward_h, float),
+        jnp.asarray(pscore_h, float),
+        jnp.asarray(lambdas, float),
+        None if q_hat_h is None else jnp.asarray(q_hat_h, float),
+        None if pi_b_h is None else jnp.asarray(pi_b_h, float),
+        None if category is None else jnp.asarray(category),
+    )
+    return logs, lambdas, applicable_estimators(q_hat_h is not None, pi_b_h is not None, has_ls)
 
 
 # --------------------------------------------------------------------------- input checks (host)

@@ -1,8 +1,10 @@
-"""Command-line argument types and checks shared by ``towerjax.cli`` and the studies' parsers.
+"""Command-line argument types and checks shared by :mod:`towerjax.cli` and the studies' parsers.
 
 Each type raises ``argparse.ArgumentTypeError`` (argparse then names the flag); a value
 that only the library can judge is raised as :class:`towerjax.checks.InputError` naming
-the field, and :func:`flag` turns that field into the flag the user typed.
+the field, and :func:`flag` turns that field into the flag the user typed. :class:`Parser`
+reports errors in one line (exit 2) and shows every default one way, ``[default X]``
+(:class:`HelpFormatter`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from towerjax.checks import unwritable
+from towerjax.outputs import unwritable
 
 __all__ = [
+    "HelpFormatter",
     "Parser",
     "add_seed_arguments",
     "check_out_dir",
     "column_ints",
+    "default_text",
     "flag",
+    "fraction",
     "integer",
     "merge_column_ints",
     "name_list",
@@ -147,7 +152,7 @@ def add_seed_arguments(parser: argparse.ArgumentParser, *, seeds: int) -> None:
         "--devices",
         type=positive_int,
         default=None,
-        help="local devices to shard the seeds over (default: all; on CPU one per core)",
+        help="local devices to shard the seeds over [default all; on CPU one per core]",
     )
 
 
@@ -172,11 +177,34 @@ def check_out_dir(parser: argparse.ArgumentParser, name: str, path: Path) -> Non
         parser.error(f"argument {name}: {problem}")
 
 
+def default_text(value) -> str:
+    """A default as help text shows it: ``none``, ``true``/``false``, ``64,64`` for a sequence."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else default_text(v) for v in value) or "none"
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends `` [default X]`` to a flag's help, unless the help already states its default
+    (``[default ...]``) or there is none to show (``None``, ``False``: unset, or a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS
+        if not action.option_strings or "[default" in text or unset:
+            return text
+        return f"{text} [default {default_text(default).replace('%', '%%')}]"
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit 2, and whose help shows defaults."""
+    """An ArgumentParser whose errors are one line and exit 2, and whose help shows defaults
+    (:class:`HelpFormatter`)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):

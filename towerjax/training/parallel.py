@@ -1,5 +1,11 @@
-"""Several processes, one run: JAX's own multi-controller runtime (``jax.distributed``).
+"""Devices: seeds and minibatches laid out over them, and several processes joined into one run.
 
+One process: :func:`expose_cpu_cores` (one XLA CPU device per core), :func:`seed_sharding`
+(a ``seed`` or ``seed x batch`` mesh for :func:`~towerjax.training.seeds.compile_seeds`),
+:func:`batch_mesh` and :func:`shard_batch` (a minibatch's events over devices),
+:func:`put_sharded` and :func:`to_host` (arrays onto a mesh and back).
+
+Several processes, one run: JAX's own multi-controller runtime (``jax.distributed``).
 Each process runs the same program on its own devices (its CPU cores, its GPUs) and reads
 only its share of the logs; JAX's coordinator lets the processes find each other and the
 compiled step's collectives (``all-reduce`` of the gradients, NCCL on GPUs, Gloo over TCP
@@ -16,18 +22,18 @@ Then, in every process::
 
     import jax
     import towerjax
-    from towerjax import distributed
+    from towerjax.training import parallel
 
-    distributed.initialize()                    # before any other JAX call
+    parallel.initialize()                       # before any other JAX call
     n = ...                                     # rows of the whole log (P divides it)
-    rows = distributed.process_rows(n)          # this process's contiguous share
+    rows = parallel.process_rows(n)             # this process's contiguous share
     local = read_my_rows(rows)                  # a LoggedData of those rows only
-    data = distributed.global_logged_data(local)
+    data = parallel.global_logged_data(local)
     config = towerjax.TrainConfig(data_parallel=jax.device_count())
     result, _ = towerjax.train_seeds(config, seeds=1, data=data)   # the same on every process
 
 The run equals one process's run on the same devices and the whole log (up to the order in
-which the collectives sum). :func:`~towerjax.train.train_seeds` lays its ``seed x batch``
+which the collectives sum). :func:`~towerjax.training.seeds.train_seeds` lays its ``seed x batch``
 mesh over every process's devices, and with several processes it must use all of them
 (seed slots times ``data_parallel`` equal to ``jax.device_count()``); it returns host numpy
 results, gathered, on every process. With nothing configured :func:`initialize` does nothing
@@ -52,15 +58,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
+from towerjax.training.step import Batch
 
 __all__ = [
     "COORDINATOR",
     "NUM_PROCESSES",
     "PROCESS_ID",
+    "batch_mesh",
+    "expose_cpu_cores",
     "global_logged_data",
     "initialize",
     "initialize_from_environment",
     "process_rows",
+    "put_sharded",
+    "run_devices",
+    "seed_sharding",
+    "shard_batch",
+    "to_host",
 ]
 
 COORDINATOR = "TOWERJAX_COORDINATOR"
@@ -194,7 +208,7 @@ def global_logged_data(local: LoggedData, mesh_or_devices: Mesh | Sequence | Non
     Args:
       local: this process's rows of the log; ``action_context`` the whole item table.
       mesh_or_devices: where the rows go: a :class:`jax.sharding.Mesh` (rows over all its
-        axes, e.g. the mesh of :func:`~towerjax.train.seed_sharding`), a sequence of
+        axes, e.g. the mesh of :func:`seed_sharding`), a sequence of
         devices, or ``None`` for ``jax.devices()``, every process's devices in order.
 
     Raises:
@@ -248,3 +262,97 @@ def global_logged_data(local: LoggedData, mesh_or_devices: Mesh | Sequence | Non
     return LoggedData(
         **{name: items(v) if name == "action_context" else rows(v) for name, v in fields.items()}
     )
+
+
+def expose_cpu_cores(count: int | None = None) -> None:
+    """Asks XLA for one CPU device per core (or ``count``), so seeds run in parallel.
+
+    Only takes effect before JAX starts its backend, and never overrides a
+    ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS``.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    if count is None:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(1, count or 1)}".strip()
+
+
+def run_devices() -> list:
+    """The devices runs are laid out on: this process's, or every process's after
+    ``jax.distributed.initialize`` (:func:`initialize`)."""
+    return jax.devices() if jax.process_count() > 1 else jax.local_devices()
+
+
+def batch_mesh(data_parallel: int) -> Mesh:
+    """A 1-d ``("batch",)`` mesh of the first ``data_parallel`` devices."""
+    devices = run_devices()
+    if data_parallel > len(devices):
+        raise InputError(
+            "data_parallel", f"expected at most the {len(devices)} available devices, got {data_parallel}"
+        )
+    return Mesh(np.array(devices[:data_parallel]), ("batch",))
+
+
+def seed_sharding(seeds: int, devices: int | None = None, data_parallel: int = 1) -> NamedSharding:
+    """Shards a leading seed axis of length ``seeds`` over the devices.
+
+    Uses the largest number of seed slots ``k``, with ``k * data_parallel`` at most
+    ``devices`` (all devices by default), such that ``k`` divides ``seeds``; the runs are
+    independent, so each slot runs its seeds with no communication and the numbers equal a
+    single-device run's. With ``data_parallel > 1`` the mesh is ``("seed", "batch")`` of
+    shape ``(k, data_parallel)``: each run's minibatches are spread over its slot's
+    ``data_parallel`` devices.
+    """
+    available = run_devices()
+    limit = len(available) if devices is None else max(1, min(int(devices), len(available)))
+    if data_parallel > limit:
+        raise InputError("data_parallel", f"expected at most the {limit} devices in use, got {data_parallel}")
+    count = max(k for k in range(1, limit // data_parallel + 1) if seeds % k == 0)
+    if data_parallel == 1:
+        return NamedSharding(Mesh(np.array(available[:count]), ("seed",)), PartitionSpec("seed"))
+    grid = np.array(available[: count * data_parallel]).reshape(count, data_parallel)
+    return NamedSharding(Mesh(grid, ("seed", "batch")), PartitionSpec("seed"))
+
+
+def shard_batch(batch: Batch, devices: int | None = None) -> Batch:
+    """Places a :class:`Batch`'s event axis across local devices; the items are replicated.
+
+    Data parallelism for large batches: the jitted update step then runs as one SPMD
+    program, each device computing its rows' part of the loss and XLA summing the
+    gradients across devices, so the numbers equal a single-device step up to the order of
+    summation. Uses the largest number of devices, at most ``devices``, dividing ``B``.
+    """
+    size = batch.data.action.shape[0]
+    local = jax.local_devices()
+    limit = len(local) if devices is None else max(1, min(int(devices), len(local)))
+    count = max(k for k in range(1, limit + 1) if size % k == 0)
+    mesh = Mesh(np.array(local[:count]), ("batch",))
+    rows, replicated = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+    data = jax.tree.map(
+        lambda a: jax.device_put(a, rows), dataclasses.replace(batch.data, action_context=None)
+    )
+    return Batch(
+        data=dataclasses.replace(data, action_context=jax.device_put(batch.data.action_context, replicated)),
+        mask=jax.device_put(batch.mask, rows),
+        q_hat=None if batch.q_hat is None else jax.device_put(batch.q_hat, rows),
+    )
+
+
+def put_sharded(value, sharding: NamedSharding) -> jax.Array:
+    """``jax.device_put(value, sharding)``; across processes (``jax.distributed``), where
+    every process holds the same ``value``, each puts its own devices' part of it."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(value, sharding)
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        data = put_sharded(jax.random.key_data(value), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def to_host(tree):
+    """Host numpy copies; across processes every process gets every array whole."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -1,0 +1,423 @@
+"""The command line's flags: ``towerjax train``'s built from the fields of the values they set,
+those values built back from the flags, and the flags of ``evaluate``, ``recommend``,
+``export`` and ``data``.
+
+Each group of ``train``'s flags comes from one dataclass: the training settings
+(:class:`~towerjax.training.TrainConfig`), the built-in synthetic problem
+(:class:`~towerjax.synthetic.SyntheticProblem`), every objective's options
+(:data:`~towerjax.objectives.OBJECTIVES`, help from each field's metadata) and the encoding of
+your own logs (:class:`~towerjax.tables.EncodingOptions`, beside the arguments of
+:func:`towerjax.own_logs.fit`). A field's flag is ``--`` and its name with dashes (a table below
+may name another flag); its argument type follows the field's annotation (:func:`field_kwargs`)
+unless the table narrows it, and its help shows the dataclass's default. Every such flag
+defaults to ``None`` (unset): a value is built from the flags given, and the rest keep the
+dataclass's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+from towerjax.checks import InputError
+from towerjax.cli.arguments import (
+    add_seed_arguments,
+    column_ints,
+    default_text,
+    fraction,
+    integer,
+    merge_column_ints,
+    name_list,
+    nonnegative_float,
+    optional_pair,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    probability,
+)
+from towerjax.objectives import OBJECTIVES
+from towerjax.synthetic import SyntheticProblem
+from towerjax.tables import NUMERIC_STRINGS, EncodingOptions
+from towerjax.towers import EMBEDDING_MODES
+from towerjax.training import OPTIMIZERS, PROPOSALS, SELECTIONS, TrainConfig
+
+__all__ = [
+    "ENCODING_FLAGS",
+    "FIT_FLAGS",
+    "PRESETS",
+    "PROBLEM_FLAGS",
+    "TRAINING_FLAGS",
+    "add_data_flags",
+    "add_evaluate_flags",
+    "add_export_flags",
+    "add_field_flags",
+    "add_recommend_flags",
+    "add_train_flags",
+    "encoding_options",
+    "field_kwargs",
+    "fit_arguments",
+    "given",
+    "objective_options",
+    "synthetic_problem",
+    "train_config",
+]
+
+PRESETS = ("defaults", "seed-study")
+# TrainConfig fields that ``towerjax train`` sets: help, and choices or a narrower type.
+TRAINING_FLAGS = {
+    "batch_size": dict(help="events per update step"),
+    "epochs": dict(help="passes over the logs"),
+    "optimizer": dict(choices=OPTIMIZERS, help="adam: L2 decay coupled (PyTorch Adam); adamw: decoupled"),
+    "learning_rate": dict(type=positive_float, help="optimiser step size"),
+    "weight_decay": dict(help="L2 / decoupled weight decay"),
+    "temperature": dict(type=positive_float, help="softmax temperature tau of the policy"),
+    "validation_fraction": dict(
+        type=fraction, help="share of the logs held out to validate each epoch by off-policy evaluation"
+    ),
+    "select": dict(
+        choices=(*SELECTIONS, "none"),
+        help="return the epoch with the best validation estimate (or its lower 95%% bound); none: the last",
+    ),
+    "patience": dict(help="stop after this many epochs without improvement"),
+    "hidden_sizes": dict(help="hidden layer sizes of each tower, comma-separated"),
+    "embedding_size": dict(help="embedding size D of both towers"),
+    "embedding_weight_decay": dict(
+        help="L2 / decoupled decay of the id embedding tables (none: --weight-decay)"
+    ),
+    "embedding_mode": dict(
+        choices=EMBEDDING_MODES,
+        help="id tables concatenated with the dense columns, or as wide as the first layer and added to it",
+    ),
+    "sampled_softmax": dict(
+        help="train on a sampled softmax of this many items per step (log-Q corrected; large catalogues)"
+    ),
+    "proposal": dict(
+        choices=PROPOSALS, help="item proposal of --sampled-softmax: uniform, or logged-item popularity"
+    ),
+    "data_parallel": dict(help="devices each run's minibatches are spread over (divides --batch-size)"),
+    "estimate_propensities": dict(
+        action="store_true",
+        help="ignore logged propensities; learn a behaviour head and use its probabilities",
+    ),
+}
+# SyntheticProblem fields that ``towerjax train`` sets (without --logs).
+PROBLEM_FLAGS = {
+    "behavior": dict(choices=("uniform", "epsilon-greedy"), help="logging policy of the synthetic problem"),
+    "epsilon": dict(type=probability, help="exploration rate of epsilon-greedy logging"),
+    "n_rounds": dict(help="logged training events"),
+    "n_test_rounds": dict(help="held-out test events"),
+    "n_actions": dict(help="items"),
+}
+# EncodingOptions fields that ``towerjax train --logs`` sets.
+ENCODING_FLAGS = {
+    "numeric_strings": dict(
+        choices=NUMERIC_STRINGS,
+        help="a text column that looks numeric: error, parse it as numbers, or embed its values as ids",
+    ),
+    "categorical": dict(
+        type=name_list,
+        metavar="COL[,COL]",
+        help="columns of numbers to embed as ids (an integer user_id); text and category columns are "
+        "embedded ids anyway",
+    ),
+    "min_count": dict(
+        help="the fewest training rows a context value needs for its own id; rarer, unseen and missing "
+        "values share the out-of-vocabulary id 0, which rare values train for unseen ones"
+    ),
+    "hash_buckets": dict(
+        flag="--hash",
+        type=column_ints,
+        action="append",
+        metavar="COL=BUCKETS",
+        help="hash a column's values (text or integer ids) into BUCKETS ids instead of a vocabulary, for "
+        "unbounded ids (stable across processes); repeat or comma-separate for several",
+    ),
+    "embedding_dims": dict(
+        flag="--embedding-dim",
+        type=column_ints,
+        action="append",
+        metavar="COL=DIM",
+        help="embedding width of a categorical column, or of --item-column for the item id; repeat or "
+        "comma-separate [default min(32, round(6 * size ** 0.25))]",
+    ),
+    "item_id_embedding": dict(
+        flag="--no-item-id-embedding",
+        action="store_false",
+        help="leave the item id out of the item tower (the --items table then needs feature columns)",
+    ),
+    "standardize": dict(action="store_true", help="standardise numeric features"),
+}
+# Arguments of towerjax.own_logs.fit that ``towerjax train --logs`` sets (unset: fit's defaults).
+FIT_FLAGS = {
+    "items": dict(
+        type=Path,
+        help="item table, .csv or .parquet: the id column and feature columns [default the distinct logged "
+        "ids, each known by its embedded id]",
+    ),
+    "out": dict(type=Path, help="directory for the model, report.json and curves.png"),
+    "item_column": dict(help="the logged item's id (also the item table's id column) [default item_id]"),
+    "reward_column": dict(help="the observed reward [default reward]"),
+    "pscore_column": dict(help="the logging propensity pi_0(a|x) in (0, 1] [default pscore]"),
+    "context_columns": dict(
+        type=name_list, help="comma-separated context columns [default every other column of --logs]"
+    ),
+    "position_column": dict(help="slot of each row: left out of the contexts (rows pooled)"),
+    "validation": dict(
+        type=Path,
+        help="validation logs (same columns) instead of holding out --validation-fraction of --logs",
+    ),
+    "overwrite": dict(action="store_true", help="write into a non-empty --out that holds no model"),
+}
+_SWITCHES = ("store_true", "store_false", argparse.BooleanOptionalAction)
+
+
+def field_kwargs(annotation: typing.Any) -> dict:
+    """argparse keywords for a field of type ``annotation`` (``None`` in a union is ignored):
+    ``bool`` ``--x/--no-x``, ``int`` a positive integer, ``str`` text (the value's own check
+    judges it), ``float`` a number >= 0, ``tuple[int, ...]`` comma-separated positive integers,
+    anything else ``'LO,HI'`` or ``none`` (:func:`~towerjax.cli.arguments.optional_pair`)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = set(typing.get_args(annotation)) - {type(None)} if union else {annotation}
+    if bool in kinds:
+        return dict(action=argparse.BooleanOptionalAction)
+    if int in kinds:
+        return dict(type=positive_int)
+    if str in kinds:
+        return dict(type=str)
+    if float in kinds:
+        return dict(type=nonnegative_float)
+    if tuple[int, ...] in kinds:
+        return dict(type=positive_int_list)
+    return dict(type=optional_pair)
+
+
+def add_field_flags(
+    parser: typing.Any, cls: type, flags: dict[str, dict], defaults: dict[str, typing.Any]
+) -> None:
+    """Adds to ``parser`` (a parser or an argument group) a flag (default ``None``: unset) for
+    each field of dataclass ``cls`` named in ``flags``.
+
+    ``flags`` maps a field to argparse keywords: ``help``, and optionally ``flag`` (the flag's
+    name), ``choices``, ``type`` or ``action`` (otherwise :func:`field_kwargs` of the field's
+    annotation). ``defaults`` maps a label to a value of ``cls`` whose field the help shows as
+    the default (``{"": cls()}``; ``"seed-study": ...`` adds that value where it differs).
+    """
+    hints = typing.get_type_hints(cls)
+    for name, spec in flags.items():
+        kwargs = {key: value for key, value in spec.items() if key != "flag"}
+        if not {"choices", "type", "action"} & set(kwargs):
+            kwargs.update(field_kwargs(hints[name]))
+        if "[default" not in kwargs["help"] and kwargs.get("action") not in _SWITCHES:
+            shown = {label: default_text(getattr(value, name)) for label, value in defaults.items()}
+            first = next(iter(shown.values()))
+            extra = "".join(f"; {label}: {text}" for label, text in shown.items() if label and text != first)
+            kwargs["help"] += f" [default {first}{extra}]"
+        parser.add_argument(
+            spec.get("flag", "--" + name.replace("_", "-")), dest=name, default=None, **kwargs
+        )
+
+
+def _objective_fields() -> dict[str, tuple[dataclasses.Field, type]]:
+    """Every objective's fields by name, with the first objective that declares it."""
+    fields: dict[str, tuple[dataclasses.Field, type]] = {}
+    for cls in OBJECTIVES.values():
+        for field in dataclasses.fields(cls):
+            fields.setdefault(field.name, (field, cls))
+    return fields
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """``towerjax train``'s flags of the training settings, the synthetic problem, the
+    objectives' options and your own logs (:func:`train_config`, :func:`synthetic_problem`,
+    :func:`fit_arguments`)."""
+    defaults, seed = TrainConfig(), TrainConfig.seed_study()
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="defaults",
+        help="the library's defaults (chosen by benchmarks/learning.py) or the seed study's settings; "
+        "flags below override it",
+    )
+    parser.add_argument(
+        "--objective", choices=tuple(OBJECTIVES), default=defaults.objective.name, help="learning objective"
+    )
+    add_field_flags(parser, TrainConfig, TRAINING_FLAGS, {"": defaults, "seed-study": seed})
+    parser.add_argument(
+        "--reward-folds",
+        type=positive_int,
+        default=None,
+        help="cross-fitting folds of the reward model (dr, sndr, switch-dr, dr-os, two-stage); 1 fits and "
+        "predicts on the same rows (in-sample: biased toward DM) "
+        f"[default {defaults.reward_model.folds}; seed-study: {seed.reward_model.folds}]",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.set_defaults(flags={"reward_model.folds": "--reward-folds"})
+    problem = parser.add_argument_group("the built-in synthetic problem (trained on without --logs)")
+    add_field_flags(problem, SyntheticProblem, PROBLEM_FLAGS, {"": SyntheticProblem()})
+    objectives = parser.add_argument_group("objective options (each lists its objectives and their defaults)")
+    for name, (field, cls) in _objective_fields().items():
+        users = ", ".join(
+            f"{n}: {default_text(f.default)}"
+            for n, c in OBJECTIVES.items()
+            for f in dataclasses.fields(c)
+            if f.name == name
+        )
+        objectives.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help=f"{field.metadata.get('help', '')} [default {users}]",
+            **field_kwargs(typing.get_type_hints(cls)[name]),
+        )
+    own = parser.add_argument_group(
+        "your own logs (--logs trains on a file instead of the synthetic problem; towerjax.own_logs.fit)"
+    )
+    own.add_argument(
+        "--logs", type=Path, default=None, help="events, .csv or .parquet: one row per logged event"
+    )
+    for name, spec in FIT_FLAGS.items():
+        own.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
+    add_field_flags(own, EncodingOptions, ENCODING_FLAGS, {"": EncodingOptions()})
+    add_seed_arguments(parser, seeds=1)
+
+
+def given(args: argparse.Namespace, flags: typing.Iterable[str]) -> dict[str, typing.Any]:
+    """``{field: value}`` of the fields among ``flags`` whose flags were given (not ``None``)."""
+    return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+
+
+def objective_options(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The options of ``--objective`` given as flags; InputError naming an option of another objective."""
+    own = {f.name for f in dataclasses.fields(OBJECTIVES[args.objective])}
+    options = given(args, _objective_fields())
+    for name in options:
+        if name not in own:
+            raise InputError(name, f"not an option of the {args.objective} objective")
+    return {name: None if value == "none" else value for name, value in options.items()}
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of ``towerjax train``'s flags: ``--preset``'s settings with the
+    flags given; InputError names a rejected field."""
+    options = objective_options(args)
+    fields = given(args, TRAINING_FLAGS)
+    if fields.get("select") == "none":
+        fields["select"] = None
+    base = TrainConfig.seed_study(objective=args.objective) if args.preset == "seed-study" else TrainConfig()
+    if base.objective.name == args.objective:
+        objective = dataclasses.replace(base.objective, **options)
+    else:
+        objective = OBJECTIVES[args.objective](**options)
+    reward_model = base.reward_model
+    if args.reward_folds is not None:
+        reward_model = dataclasses.replace(reward_model, folds=args.reward_folds)
+    return dataclasses.replace(base, objective=objective, reward_model=reward_model, **fields)
+
+
+def synthetic_problem(args: argparse.Namespace) -> SyntheticProblem:
+    """The :class:`SyntheticProblem` of the flags given (the rest: its defaults); InputError
+    naming a flag of your own logs (given without ``--logs``)."""
+    for name in (*FIT_FLAGS, *ENCODING_FLAGS):
+        if getattr(args, name) is not None:
+            raise InputError(name, "is for your own logs: pass --logs too")
+    return SyntheticProblem(**given(args, PROBLEM_FLAGS))
+
+
+def encoding_options(args: argparse.Namespace) -> EncodingOptions:
+    """The :class:`EncodingOptions` of the flags given (repeated ``COL=N`` flags merged into one
+    mapping; InputError naming the field for a column given twice)."""
+    fields = given(args, ENCODING_FLAGS)
+    for name in ("hash_buckets", "embedding_dims"):
+        if name in fields:
+            fields[name] = merge_column_ints(name, fields[name])
+    return EncodingOptions(**fields)
+
+
+def fit_arguments(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """Keyword arguments of :func:`towerjax.own_logs.fit` from ``towerjax train --logs``'s flags.
+
+    Raises:
+      InputError: naming a synthetic-problem flag (not used with ``--logs``), ``out`` when it
+        is missing, or ``validation_fraction`` given with ``validation``.
+    """
+    for name in PROBLEM_FLAGS:
+        if getattr(args, name) is not None:
+            raise InputError(name, "describes the synthetic problem, not used with --logs")
+    if args.out is None:
+        raise InputError("out", "expected a directory to save the model into (required with --logs)")
+    if args.validation is not None and args.validation_fraction is not None:
+        raise InputError("validation_fraction", "not used with --validation (the validation logs)")
+    return dict(given(args, FIT_FLAGS), options=encoding_options(args), config=train_config(args))
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    """``towerjax evaluate``: the arguments of :func:`towerjax.own_logs.evaluate`, ``--json`` and ``--plot``."""
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        help="a model directory (towerjax train --out); repeat it to compare models (each minus the first)",
+    )
+    parser.add_argument("--logs", type=Path, required=True, help="evaluation logs, .csv or .parquet")
+    parser.add_argument(
+        "--items", type=Path, default=None, help="item table to evaluate over [default the model's catalogue]"
+    )
+    parser.add_argument(
+        "--item-column", default="item_id", help="the logged item's id (and the item table's)"
+    )
+    parser.add_argument("--reward-column", default="reward", help="the observed reward")
+    parser.add_argument("--pscore-column", default="pscore", help="the logging propensity")
+    parser.add_argument(
+        "--randomized",
+        action="store_true",
+        help="the logs come from a uniform logging policy: add the unbiased value (pscore 1/A if no column)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the estimates here")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="plot each estimator with its interval (.png, .pdf, .svg)"
+    )
+    parser.add_argument("--seed", type=integer, default=0, help="key of the reward models and the bootstrap")
+    parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples")
+
+
+def add_recommend_flags(parser: argparse.ArgumentParser) -> None:
+    """``towerjax recommend``: the arguments of :func:`towerjax.own_logs.recommend`."""
+    parser.add_argument("--model", type=Path, required=True, help="a model directory (towerjax train --out)")
+    parser.add_argument("--contexts", type=Path, required=True, help="contexts, .csv or .parquet")
+    parser.add_argument("--k", type=positive_int, required=True, help="items per context")
+    parser.add_argument("--out", type=Path, required=True, help="output table, .csv or .parquet")
+    parser.add_argument("--explore", action="store_true", help="Boltzmann slates drawn from the policy")
+    parser.add_argument("--seed", type=integer, default=0, help="key of the --explore draws")
+    parser.add_argument(
+        "--keep-columns", type=name_list, default=(), help="context columns to copy into --out"
+    )
+
+
+def add_export_flags(parser: argparse.ArgumentParser) -> None:
+    """``towerjax export``: the arguments of :func:`towerjax.own_logs.export`."""
+    parser.add_argument("--model", type=Path, required=True, help="a model directory (towerjax train --out)")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the serving files")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """``towerjax data NAME``: the dataset, its cache and (OBD) the files to export."""
+    parser.add_argument(
+        "name",
+        choices=("obd", "movielens"),
+        help="obd: Open Bandit Dataset sample (obp 0.4.1 wheel); movielens: MovieLens-100K (recbole 1.2.1 wheel)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="[default $TOWERJAX_CACHE or ~/.cache/towerjax]"
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="obd: also write bts.csv, random.csv, items.csv and README.txt here, "
+        "for towerjax train / evaluate --logs",
+    )

@@ -1,0 +1,57 @@
+"""Training two-tower policies from logged feedback (SPEC 6).
+
+Modules: :mod:`~towerjax.training.config` (:class:`TrainConfig`, training settings only),
+:mod:`~towerjax.training.step` (a minibatch, the objective's loss, the optimiser and one
+update), :mod:`~towerjax.training.loop` (``make_train(config, problem)`` returning
+``train(key)``, and the functions it composes), :mod:`~towerjax.training.seeds` (many seeds as
+one compiled call) and :mod:`~towerjax.training.parallel` (devices, meshes and several
+processes). The built-in synthetic problem a run draws without logs of its own is
+:class:`towerjax.synthetic.SyntheticProblem`.
+"""
+
+from towerjax.training.config import (
+    LEGACY_SYNTHETIC_FIELDS,
+    OPTIMIZERS,
+    PROPOSALS,
+    SELECTIONS,
+    VALIDATION_DR_PAIRS,
+    TrainConfig,
+)
+from towerjax.training.loop import TrainResult, make_train, validation_rows
+from towerjax.training.parallel import batch_mesh, expose_cpu_cores, seed_sharding, shard_batch
+from towerjax.training.seeds import NonFiniteError, SeedRunner, check_finite, compile_seeds, train_seeds
+from towerjax.training.step import (
+    Batch,
+    is_embedding,
+    make_optimizer,
+    make_update_step,
+    objective_loss,
+    sampled_objective_loss,
+)
+
+__all__ = [
+    "LEGACY_SYNTHETIC_FIELDS",
+    "OPTIMIZERS",
+    "PROPOSALS",
+    "SELECTIONS",
+    "VALIDATION_DR_PAIRS",
+    "Batch",
+    "NonFiniteError",
+    "SeedRunner",
+    "TrainConfig",
+    "TrainResult",
+    "batch_mesh",
+    "check_finite",
+    "compile_seeds",
+    "expose_cpu_cores",
+    "is_embedding",
+    "make_optimizer",
+    "make_train",
+    "make_update_step",
+    "objective_loss",
+    "sampled_objective_loss",
+    "seed_sharding",
+    "shard_batch",
+    "train_seeds",
+    "validation_rows",
+]

@@ -1,0 +1,43 @@
+"""The own-logs workflow as a package of one-job modules: tables in, policies out.
+
+Modules:
+
+- :mod:`~towerjax.workflow.io`: tables from ``.csv`` / ``.parquet`` files (or DataFrames and
+  dicts of arrays) and back, figure paths, column checks, loading a saved model and encoding
+  a table's contexts with its encoding.
+- :mod:`~towerjax.workflow.fit`: :func:`fit`, a recipe of named steps from tables to the best
+  seed's policy (encoding, validation rows, :func:`towerjax.training.train_seeds`, the choice of
+  seed from training's own validation estimates, saving).
+- :mod:`~towerjax.workflow.report`: ``report.json``, its summary lines and
+  :func:`plot_curves`, all read from the training result.
+- :mod:`~towerjax.workflow.evaluate`: :func:`evaluate`, off-policy estimates of saved policies
+  with their paired differences (the estimator core of :mod:`towerjax.evaluation`).
+- :mod:`~towerjax.workflow.recommend`: :func:`recommend` (top-k lists or Boltzmann slates as a
+  table) and :func:`export` (serving files).
+
+Users import it as :mod:`towerjax.own_logs`.
+"""
+
+from towerjax.workflow.evaluate import DIFFERENCE_ESTIMATORS, Evaluation, evaluate
+from towerjax.workflow.fit import FitResult, fit
+from towerjax.workflow.io import IMAGE_SUFFIXES, TABLE_SUFFIXES, check_image_path, read_table, write_table
+from towerjax.workflow.recommend import Recommendations, export, recommend
+from towerjax.workflow.report import REPORT_FORMAT, plot_curves
+
+__all__ = [
+    "DIFFERENCE_ESTIMATORS",
+    "IMAGE_SUFFIXES",
+    "REPORT_FORMAT",
+    "TABLE_SUFFIXES",
+    "Evaluation",
+    "FitResult",
+    "Recommendations",
+    "check_image_path",
+    "evaluate",
+    "export",
+    "fit",
+    "plot_curves",
+    "read_table",
+    "recommend",
+    "write_table",
+]

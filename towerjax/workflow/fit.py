@@ -1,0 +1,463 @@
+"""Training a two-tower policy on your own logs: tables in, the best seed's policy out.
+
+:func:`fit` is a recipe of named steps: read the tables (:mod:`towerjax.workflow.io`), check
+the columns' roles, encode them (:func:`towerjax.tables.logged_data_from_frame`), hold out
+validation rows, train every seed in one compiled call (:func:`towerjax.training.train_seeds`),
+keep the seed whose returned parameters validate best (training's own estimates of them, not
+estimated again here), report (:mod:`towerjax.workflow.report`) and save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from towerjax import jsonio
+from towerjax.checks import InputError, check_positive_int
+from towerjax.data import LoggedData
+from towerjax.outputs import unwritable
+from towerjax.serving import SavedPolicy, save_model
+from towerjax.tables import (
+    EncodingOptions,
+    FrameEncoding,
+    FrameValidationError,
+    check_option_names,
+    is_missing,
+    logged_data_from_frame,
+    resolve_options,
+)
+from towerjax.training import TrainConfig, TrainResult, train_seeds, validation_rows
+from towerjax.workflow.io import (
+    Progress,
+    catching_unseen,
+    column_names,
+    frame_error,
+    listed,
+    n_rows,
+    object_column,
+    plain_id,
+    read_table,
+    require_columns,
+    say_to,
+    source_label,
+)
+from towerjax.workflow.report import (
+    criterion_values,
+    feature_summary,
+    fit_report,
+    fit_summary,
+    id_like_columns,
+    plot_curves,
+    position_counts,
+)
+
+__all__ = ["FitResult", "fit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      policy: the saved (chosen) seed's policy, ready to score, recommend and export.
+      result: the :class:`~towerjax.training.TrainResult` of every seed (leading ``[S]`` axis).
+      chosen_seed: the index (in ``0..S-1``) of the seed ``policy`` holds.
+      report: what ``report.json`` holds (:func:`~towerjax.workflow.report.plot_curves` draws it).
+      encoding: how the tables' columns became features.
+      data: the training rows.
+      validation: the validation rows (``None`` without validation).
+      directory: where the model was saved, or ``None``.
+    """
+
+    policy: SavedPolicy
+    result: TrainResult
+    chosen_seed: int
+    report: dict
+    encoding: FrameEncoding
+    data: LoggedData
+    validation: LoggedData | None
+    directory: Path | None = None
+
+    def summary(self) -> str:
+        """A few lines: the data, each seed's selected epoch and estimate, the chosen seed."""
+        return fit_summary(self.report)
+
+
+def fit(
+    logs: Any,
+    items: Any = None,
+    *,
+    item_column: Hashable = "item_id",
+    reward_column: Hashable = "reward",
+    pscore_column: Hashable = "pscore",
+    context_columns: Sequence[Hashable] | None = None,
+    position_column: Hashable | None = None,
+    validation: Any = None,
+    config: TrainConfig | None = None,
+    seeds: int = 1,
+    seed: int = 0,
+    devices: int | None = None,
+    options: EncodingOptions | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: Progress = None,
+    **option_fields: Any,
+) -> FitResult:
+    """Trains a two-tower policy on your logs and keeps the seed that validates best.
+
+    Args:
+      logs: the events: a ``.csv`` / ``.parquet`` path, a DataFrame or a dict of arrays,
+        one row per logged event.
+      items: the item table (path or table): one row per item, its id in ``item_column``
+        and its features in every other column. ``None``: the distinct logged ids, each
+        item known by its id alone (the item tower embeds the id).
+        The item id is always an embedded feature of the item tower (unless
+        ``item_id_embedding=False``), next to the table's feature columns.
+      item_column: the logged item's id in ``logs``, and the id column of ``items``.
+      reward_column: the observed reward.
+      pscore_column: the logging propensity ``pi_0(a_i|x_i)`` in ``(0, 1]``.
+      context_columns: the context features; default every other column of ``logs``
+        (all but the item, reward, pscore and position columns). Numeric columns are dense
+        features; text and category columns (a user id, a country) are embedded ids, each
+        with a vocabulary built from the training rows (:mod:`towerjax.tables`).
+      position_column: the slot each row was shown in: left out of the contexts and counted
+        in the report (rows of all positions are pooled).
+      validation: validation logs (path or table, the same columns), encoded with the
+        training encoding (a value not in the training vocabulary gets the
+        out-of-vocabulary id 0 and is counted). ``None``: ``config.validation_fraction`` of
+        the rows held out at random (the same rows for every seed); ``0`` trains without
+        validation, so the last epoch and seed 0 are kept.
+      config: the :class:`~towerjax.training.TrainConfig` (objective, towers, optimiser,
+        ``epochs``, ``select``, ...); default ``TrainConfig()``.
+      seeds: independent runs, trained as one compiled call.
+      seed: root random seed (runs, validation split).
+      devices: local devices to shard the seeds over (default all).
+      options: how the feature columns are encoded (:class:`~towerjax.tables.EncodingOptions`:
+        ``categorical`` for integer columns to embed as ids such as ``user_id``,
+        ``min_count`` (default 2: rarer context values share the out-of-vocabulary id 0,
+        which trains that id for the contexts never seen in training), ``hash_buckets``,
+        ``embedding_dims``, ``item_id_embedding``, ``numeric_strings``, ``standardize``).
+        Text and category columns are embedded ids anyway.
+      out: a directory to save the model, ``report.json`` and ``curves.png`` into.
+      overwrite: write into a non-empty ``out`` that is not a towerjax model.
+      progress: called with one line per step (e.g. ``print``); ``None`` is silent.
+      **option_fields: the fields of ``options`` as keywords instead
+        (``fit(..., categorical=["user_id"], standardize=True)``).
+
+    Returns:
+      A :class:`FitResult`. Which seed is kept: each seed's run returns the parameters of
+      its ``config.select`` epoch (the last without ``select``) with their SNIPS and DR
+      estimates on the validation rows (:attr:`~towerjax.training.TrainResult.selected_validation`,
+      DR with that run's reward model fitted on the training rows); the seed with the best
+      criterion (``config.select``'s estimate, SNIPS without it, or its lower 95% bound for
+      ``"*-lower"``) is kept.
+
+    Compiling. Each call compiles its training program (:func:`~towerjax.training.train_seeds`;
+    seconds to a minute on a CPU), and towerjax keeps no cache of compiled programs. Fits of
+    the same config, seeds and data shapes can share one through JAX's persistent compilation
+    cache, across calls and processes alike:
+    ``jax.config.update("jax_compilation_cache_dir", path)`` before the first compile.
+
+    Raises:
+      InputError: naming the argument (``logs``, ``items``, ``validation``, a ``*_column``,
+        ``validation_fraction``, ``out``) with the file, column and rows in its message.
+      NonFiniteError: a run's loss or parameters became NaN/inf.
+    """
+    say = say_to(progress)
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise InputError("config", f"expected a TrainConfig, got {type(config).__name__}")
+    seeds = check_positive_int("seeds", seeds)
+    check_option_names(option_fields, "fit")
+    options = resolve_options(options, option_fields)
+    out_dir = None if out is None else check_out_dir(out, overwrite)
+
+    logs_label = source_label(logs, "logs")
+    frame = read_table(logs, argument="logs")
+    columns = column_roles(frame, item_column, reward_column, pscore_column, context_columns, position_column)
+    items_label = None if items is None else source_label(items, "items")
+    item_table = read_items(items, frame, item_column, items_label)
+    say(f"read {logs_label}: {n_rows(frame, item_column)} rows; contexts from {listed(columns['context'])}")
+    data, encoding = encode_logs(frame, item_table, columns, options, logs_label, items_label)
+    features = feature_summary(encoding, data)
+    say(f"items: {data.n_actions} ({items_label or 'the distinct logged ids'})")
+    say("  context features: " + "; ".join(features["context"]))
+    say("  item features: " + "; ".join(features["items"]))
+    notes = id_like_columns(frame, encoding)
+    for note in notes:
+        say(f"  note: {note}")
+    check_item_ids(encoding.item_ids, item_column, argument="items" if items is not None else "logs")
+
+    if validation is None:  # training's one validation split, the same rows for every seed
+        train_data, validation_data, validation_source = split_validation(
+            data, config.validation_fraction, seed
+        )
+        unseen = None
+    else:
+        train_data = data
+        validation_data, validation_source, unseen = read_validation(
+            validation, columns, item_table, encoding, options.numeric_strings
+        )
+    if validation_data is None and config.select is not None:
+        notes.append(f"no validation rows: select={config.select!r} needs them, so the last epoch is kept")
+        config = dataclasses.replace(config, select=None, patience=None)
+    if validation_data is not None:
+        say(f"validation: {validation_data.n_rounds} rows ({validation_source})")
+    say(
+        f"training {config.objective.name}: {seeds} seed(s), {config.epochs} epochs, batch "
+        f"{min(config.batch_size, train_data.n_rounds)}, on {train_data.n_rounds} rows ..."
+    )
+    result, timing = train_seeds(
+        config, seeds=seeds, seed=seed, devices=devices, data=train_data, validation=validation_data
+    )
+    say(f"  compiled in {timing['seconds_compile']:.1f}s, trained in {timing['seconds_train']:.1f}s")
+
+    selected, criterion = selected_estimates(result, config, validation_data is not None)
+    chosen = 0 if selected is None else int(np.argmax(criterion_values(selected, criterion)))
+    policy = SavedPolicy(
+        config=config,
+        params=jax.tree.map(lambda a: a[chosen], result.params),
+        item_features=train_data.action_context,
+        item_ids=list(encoding.item_ids),
+        encoding=encoding,
+    )
+    report = fit_report(
+        config=config,
+        result=result,
+        timing=timing,
+        selected=selected,
+        criterion=criterion,
+        chosen=chosen,
+        seeds=seeds,
+        seed=seed,
+        data=data,
+        features=features,
+        train_data=train_data,
+        validation_data=validation_data,
+        sources={"logs": logs_label, "items": items_label, "validation": validation_source},
+        columns=columns,
+        positions=position_counts(frame, position_column),
+        unseen=unseen,
+        notes=notes,
+    )
+    for line in fit_summary(report, features=False).splitlines()[1:]:
+        say(line)
+    if out_dir is not None:
+        save_fit(out_dir, policy, report, overwrite)
+        say(f"saved seed {chosen} to {out_dir} (model, report.json, curves.png)")
+    return FitResult(policy, result, chosen, report, encoding, train_data, validation_data, out_dir)
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def column_roles(frame, item_column, reward_column, pscore_column, context_columns, position_column) -> dict:
+    """``{"item", "reward", "pscore", "position", "context"}``: the role of each column of the
+    logs ``frame``, checked (InputError naming the ``*_column`` argument); the contexts default
+    to every column without another role."""
+    where = "the logs"
+    named = [("item_column", item_column), ("reward_column", reward_column), ("pscore_column", pscore_column)]
+    if position_column is not None:
+        named.append(("position_column", position_column))
+    for argument, column in named:
+        require_columns(frame, [column], argument=argument, where=where)
+    roles = {column for _, column in named}
+    if context_columns is None:
+        context_columns = [c for c in column_names(frame) if c not in roles]
+        if not context_columns:
+            raise InputError(
+                "context_columns",
+                f"the logs have no columns besides {listed([c for _, c in named])}: nothing to build contexts from",
+            )
+    else:
+        if isinstance(context_columns, str | bytes):
+            raise InputError("context_columns", f"expected a list of column names, got {context_columns!r}")
+        context_columns = list(context_columns)
+        if not context_columns:
+            raise InputError("context_columns", "expected at least one column")
+        require_columns(frame, context_columns, argument="context_columns", where=where)
+        for column in context_columns:
+            if column in roles:
+                raise InputError(
+                    "context_columns", f"{column!r} is the item, reward, pscore or position column"
+                )
+    return {
+        "item": item_column,
+        "reward": reward_column,
+        "pscore": pscore_column,
+        "position": position_column,
+        "context": context_columns,
+    }
+
+
+def read_items(items: Any, frame: Any, item_column: Hashable, label: str | None) -> Any:
+    """The item table from ``items`` (checked for ``item_column``), or without one
+    (``items=None``) the distinct logged ids of ``frame`` (:func:`logged_item_table`)."""
+    if items is None:
+        return logged_item_table(frame, item_column)
+    item_table = read_table(items, argument="items")
+    require_columns(item_table, [item_column], argument="item_column", where=f"items {label}")
+    return item_table
+
+
+def encode_logs(
+    frame: Any,
+    item_table: Any,
+    columns: dict,
+    options: EncodingOptions,
+    logs_label: str,
+    items_label: str | None,
+) -> tuple[LoggedData, FrameEncoding]:
+    """``(data, encoding)``: the logs with the item table, encoded as ``options`` say
+    (:func:`~towerjax.tables.logged_data_from_frame`); a problem is an InputError naming
+    ``items`` (one of the item table, when given) or ``logs`` with the file and the column."""
+    try:
+        return logged_data_from_frame(
+            frame,
+            context_columns=columns["context"],
+            action_column=columns["item"],
+            reward_column=columns["reward"],
+            pscore_column=columns["pscore"],
+            item_table=item_table,
+            item_id_column=columns["item"],
+            options=options,
+        )
+    except FrameValidationError as err:
+        on_items = items_label is not None and err.problems[0].startswith("item table")
+        raise frame_error(
+            err, "items" if on_items else "logs", items_label if on_items else logs_label
+        ) from None
+
+
+def logged_item_table(frame: Any, item_column: Hashable) -> dict[Hashable, np.ndarray]:
+    """An item table of the distinct logged item ids (sorted), for logs without one."""
+    import pandas as pd
+
+    distinct = pd.unique(object_column(frame[item_column]))
+    ids = {plain_id(v) for v in distinct.tolist() if not is_missing(v)}
+    try:
+        ordered = sorted(ids)
+    except TypeError:
+        ordered = sorted(ids, key=lambda v: (type(v).__name__, str(v)))
+    return {item_column: np.asarray(ordered, dtype=object)}
+
+
+def check_item_ids(ids: Sequence[Any], item_column: Hashable, *, argument: str) -> None:
+    """InputError naming ``argument`` unless the item ids are all strings or all integers."""
+    ids = list(ids)
+    if all(isinstance(v, str) for v in ids) or all(
+        isinstance(v, int) and not isinstance(v, bool) for v in ids
+    ):
+        return
+    kinds = ", ".join(sorted({type(v).__name__ for v in ids}))
+    raise InputError(
+        argument,
+        f"column {item_column!r}: expected item ids that are all strings or all integers, got {kinds}",
+    )
+
+
+def read_validation(
+    validation: Any, columns: dict, item_table: Any, encoding: FrameEncoding, numeric_strings: Any
+) -> tuple[LoggedData, str, dict]:
+    """``(validation rows, their label, unseen-category counts)`` of validation logs encoded
+    with the training ``encoding`` (a value not in its vocabulary is counted, not an error)."""
+    label = source_label(validation, "validation")
+    table = read_table(validation, argument="validation")
+    needed = [columns["item"], columns["reward"], columns["pscore"], *columns["context"]]
+    require_columns(table, needed, argument="validation", where=f"validation logs {label}")
+    try:
+        (held_out, _), counts, rows = catching_unseen(
+            lambda: logged_data_from_frame(
+                table,
+                context_columns=columns["context"],
+                action_column=columns["item"],
+                reward_column=columns["reward"],
+                pscore_column=columns["pscore"],
+                item_table=item_table,
+                item_id_column=columns["item"],
+                numeric_strings=numeric_strings,
+                encoding=encoding,
+                unknown="warn",
+            )
+        )
+    except FrameValidationError as err:
+        raise frame_error(err, "validation", label) from None
+    if held_out.n_rounds < 2:
+        raise InputError("validation", f"{label}: has {held_out.n_rounds} row, expected at least 2")
+    return held_out, label, {"rows": rows, "columns": {str(k): v for k, v in counts.items()}}
+
+
+def split_validation(
+    data: LoggedData, fraction: float, seed: int
+) -> tuple[LoggedData, LoggedData | None, str | None]:
+    """``(training rows, validation rows, where they came from)``: ``fraction`` of the rows
+    held out at random by :func:`~towerjax.training.validation_rows` with key ``seed`` (the same
+    rows for every seed); ``fraction == 0`` holds out none."""
+    if fraction == 0:
+        return data, None, None
+    train_rows, held_out = validation_rows(jax.random.key(seed), data.n_rounds, fraction)
+    source = f"{fraction:g} of the logs held out at random (seed {seed})"
+    return data.take_rows(train_rows), data.take_rows(held_out), source
+
+
+def selected_estimates(
+    result: TrainResult, config: TrainConfig, validated: bool
+) -> tuple[dict | None, str | None]:
+    """``(each seed's {"snips", "snips_se", "dr", "dr_se"} [S] of its returned parameters, the
+    criterion the seed is chosen by)``, as training recorded them; ``(None, None)`` without
+    validation rows."""
+    if not validated:
+        return None, None
+    selected = {k: np.asarray(v, np.float64) for k, v in result.selected_validation.items()}
+    return selected, config.select or "snips"
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` as a directory a model can be written into, checked before training
+    (InputError naming ``out``)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError("out", f"{path} is a file, expected a directory")
+    if path.is_dir() and any(path.iterdir()) and not (path / "model.json").is_file() and not overwrite:
+        raise InputError("out", f"{path} is not empty and holds no towerjax model; pass overwrite=True")
+    problem = unwritable(path)
+    if problem:
+        raise InputError("out", problem)
+    return path
+
+
+def save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: bool) -> None:
+    """Saves the policy (:func:`~towerjax.serving.save_model`), ``report.json`` and ``curves.png``."""
+    try:
+        save_model(
+            directory,
+            params=policy.params,
+            config=policy.config,
+            item_ids=policy.item_ids,
+            item_features=policy.item_features,
+            encoding=policy.encoding,
+            metadata={
+                "source": report["sources"],
+                "columns": {
+                    k: None if v is None else str(v) for k, v in report["columns"].items() if k != "context"
+                },
+                "chosen_seed": report["selection"]["chosen_seed"],
+                "report": "report.json",
+            },
+            overwrite=overwrite,
+        )
+    except InputError as err:
+        if err.argument == "directory":
+            raise InputError("out", err.message) from None
+        raise
+    (directory / "report.json").write_text(jsonio.dumps(report, indent=2))
+    plot_curves(report, directory / "curves.png")
