@@ -197,7 +197,7 @@ def test_encoding_is_reused_for_a_test_frame():
         (frame(age=np.array([20.0, 30.0, 40.0])), None,
          "context column 'age': has 3 rows, expected 5 (the frame's length)"),
         (frame(p=np.array(["0.5", "x", "0.2", "0.5", "1"])), None,
-         "pscore column 'p': row 0 is '0.5', expected a number"),
+         "pscore column 'p': row 1 is 'x', expected a number"),
     ],
 )  # fmt: skip
 def test_each_bad_input_names_column_and_row(events, table, message):
@@ -432,11 +432,11 @@ AGE_NA = np.array(["20", "30", "n/a", "50", "60"], dtype=object)
         (frame(age=AGE_TEXT), None, "age",
          "context column 'age': holds numbers stored as text (row 0 is '20'), "),
         (frame(age=AGE_NA), None, "age",
-         "context column 'age': holds numbers stored as text (row 0 is '20'; row 2 is 'n/a', not a number)"),
+         "context column 'age': row 2 is 'n/a', expected a number; its other values are numbers stored as text (row 0 is '20')"),
         (frame(age=np.array([20.0, 30.0, "n/a", 50.0, 60.0], dtype=object)), None, "age",
-         "context column 'age': holds numbers mixed with text (row 0 is 20.0; row 2 is 'n/a', not a number)"),
+         "context column 'age': row 2 is 'n/a', expected a number; its other values are numbers (row 0 is 20.0)"),
         (frame(age=np.array([" 2e1", "30", "x", "50", "60"])), None, "age",
-         "context column 'age': holds numbers stored as text (row 0 is ' 2e1'; row 2 is 'x', not a number)"),
+         "context column 'age': row 2 is 'x', expected a number; its other values are numbers stored as text (row 0 is ' 2e1')"),
         (None, items(price=np.array(["1.0", "2.5", "4"])), "price",
          "item table column 'price': holds numbers stored as text (row 0 is '1.0')"),
     ],
@@ -486,7 +486,9 @@ def test_numeric_strings_categorical_embeds_the_values_on_request():
 def test_numeric_strings_from_a_pandas_frame():
     pd = pytest.importorskip("pandas")
     events = pd.DataFrame(frame(age=np.array(["20", "30", "n/a", "50", "60"])))
-    with pytest.raises(FrameValidationError, match=r"^context column 'age': holds numbers stored as text"):
+    with pytest.raises(
+        FrameValidationError, match=r"^context column 'age': row 2 is 'n/a', expected a number"
+    ):
         build(events)
     data, _ = build(events.assign(age=events["age"].replace("n/a", "40")), numeric_strings="parse")
     np.testing.assert_allclose(data.context.dense[:, 0], [20, 30, 40, 50, 60])
@@ -696,3 +698,56 @@ def test_items_are_encoded_by_id_and_unseen_items_get_id_0():
         FrameValidationError, match=r"item table id column 'id': row 1 is 'zz', an item id not in"
     ):
         info.encode_items({"id": np.array(["c", "zz", "a"])}, unknown="error")
+
+
+# --- the exact row and value of text in a numeric column (issue 23) -----------------------
+
+# Text in a column of numbers: every value is text (as pandas reads such a CSV column), one is
+# not a number. The message names that row and value (not row 0), and counts the others.
+P_TEXT = np.array(["0.5", "0.25", "0.2", "abc", "1.0"], dtype=object)
+CLICK_TEXT = np.array(["1", "0", "yes", "1", "no"], dtype=object)
+
+
+@pytest.mark.parametrize("numeric_strings", ["error", "parse"])
+@pytest.mark.parametrize(
+    "events, message",
+    [
+        (frame(p=P_TEXT), "pscore column 'p': row 3 is 'abc', expected a number"),
+        (frame(p=[0.5, 0.25, "abc", 0.5, 1.0]), "pscore column 'p': row 2 is 'abc', expected a number"),
+        (frame(click=CLICK_TEXT), "reward column 'click': row 2 is 'yes', expected a number (and 1 more: row 4)"),
+        (frame(age=np.array(["20", "30", "40", "x", "60"], dtype=object)), "context column 'age': row 3 is 'x', expected a number"),
+    ],
+)  # fmt: skip
+def test_text_in_a_numeric_column_names_its_row_and_value(events, message, numeric_strings):
+    with pytest.raises(FrameValidationError) as err:
+        build(events, numeric_strings=numeric_strings)
+    assert str(err.value).startswith(message)
+    assert "row 0" not in str(err.value).split(";")[0]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_text_in_a_numeric_column_of_a_file_names_its_row_and_value(tmp_path, suffix):
+    pd = pytest.importorskip("pandas")
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    events = pd.concat([pd.DataFrame(frame())] * 4, ignore_index=True).astype({"p": str})
+    events.loc[5, "p"], events.loc[11, "p"] = "abc", "?x"
+    path = tmp_path / f"logs.{suffix}"
+    events.to_csv(path, index=False) if suffix == "csv" else events.to_parquet(path)
+    read = pd.read_csv(path) if suffix == "csv" else pd.read_parquet(path)
+    assert not pd.api.types.is_numeric_dtype(read["p"])  # text, as a user's file gives it
+    for numeric_strings in ("error", "parse"):
+        with pytest.raises(FrameValidationError) as err:
+            build(read, numeric_strings=numeric_strings)
+        assert str(err.value) == "pscore column 'p': row 5 is 'abc', expected a number (and 1 more: row 11)"
+
+
+def test_numbers_stored_as_text_in_the_reward_and_pscore_columns_are_read_as_numbers():
+    # They can only be numbers: numeric_strings decides what a feature column becomes, not these.
+    numeric, _ = build()
+    text = frame(p=np.array(["0.5", "0.25", "0.2", "0.5", "1"]), click=np.array(["1", "0", "0", "1", "0"]))
+    data, _ = build(text)
+    np.testing.assert_array_equal(data.pscore, numeric.pscore)
+    np.testing.assert_array_equal(data.reward, numeric.reward)
+    with pytest.raises(FrameValidationError, match=r"^pscore column 'p': row 2 is missing \(NaN\)"):
+        build(frame(p=np.array(["0.5", "0.25", "n/a", "0.5", "1"])))

@@ -9,6 +9,7 @@ compiles one training run, one reward model and one OPE table.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ from towerjax.evaluation import ESTIMATORS
 from towerjax.serving import load_model
 from towerjax.tables import EncodingOptions
 from towerjax.training import TrainConfig, validation_rows
+from towerjax.workflow.fit import save_fit
 
 N_ITEMS, N_ROWS, N_USERS = 6, 600, 40
 TINY = ["--hidden-sizes", "8", "--embedding-size", "4", "--epochs", "2", "--batch-size", "32", "--seeds", "2"]
@@ -148,12 +150,12 @@ def test_train_writes_the_model_report_and_curves(files, models):
             "price: dense",
             "genre: 2 values + OOV (min count 1), dim 8",
         ]
-        assert report["epochs"] == [1, 2]
+        assert report["epochs"] == [0, 1, 2]  # epoch 0: the initial policy
         assert not SYNTHETIC_FIELDS & set(report["config"]), report["config"]  # training settings only
         for name in ("snips", "dr"):
             curve = report["validation"][name]["per_seed"]
             value, low, high = (np.array(curve[k]) for k in ("value", "low", "high"))
-            assert value.shape == (2, 2) and np.all(low < value) and np.all(value < high)
+            assert value.shape == (2, 3) and np.all(low < value) and np.all(value < high)
             np.testing.assert_allclose(report["validation"][name]["mean"]["value"], value.mean(axis=0))
 
 
@@ -163,10 +165,8 @@ def test_the_saved_seed_is_the_one_with_the_best_selected_validation_estimate(mo
     chosen = report["selection"]["chosen_seed"]
     assert chosen == int(np.argmax(criteria)) and report["selection"]["seed_criterion"] == "snips"
     for seed in report["per_seed"]:  # SNIPS of the returned parameters = the curve at the selected epoch
-        epoch = seed["selected_epoch"]
-        if epoch > 0:
-            curve = report["validation"]["snips"]["per_seed"]["value"][seed["index"]]
-            assert seed["selected"]["snips"]["value"] == pytest.approx(curve[epoch - 1], rel=1e-5)
+        curve = report["validation"]["snips"]["per_seed"]["value"][seed["index"]]
+        assert seed["selected"]["snips"]["value"] == pytest.approx(curve[seed["selected_epoch"]], rel=1e-5)
     assert json.loads((models[0] / "model.json").read_text())["metadata"]["chosen_seed"] == chosen
 
 
@@ -238,7 +238,7 @@ def test_without_an_item_table_or_validation_each_logged_item_is_its_id_and_seed
     np.testing.assert_array_equal(items.ids["item_id"], np.arange(1, N_ITEMS + 1))
     # An integer column named like an id is a number unless named categorical: a note says so.
     assert any("'user_id' holds integers and is used as a number" in line for line in lines)
-    assert "--categorical user_id" in result.report["notes"][0]
+    assert "pass categorical=['user_id']" in result.report["notes"][0]  # the CLI shows --categorical user_id
     assert result.validation is None and result.chosen_seed == 0 and result.policy.config.select is None
     assert result.report["data"]["validation_rows"] == 0 and "no validation rows" in result.report["notes"][1]
     assert np.isnan(np.asarray(result.report["validation"]["snips"]["per_seed"]["value"], float)).all()
@@ -439,3 +439,100 @@ def test_read_table_passes_tables_through_and_names_the_argument():
     assert own_logs.read_table(table, argument="logs") is table
     with pytest.raises(InputError, match="logs"):
         own_logs.read_table(3, argument="logs")
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _files_of(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_train_replaces_a_model_only_with_overwrite_and_keeps_other_files(files, models, tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    for path in models[0].iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    (out / "notes.txt").write_text("mine")
+    before = _files_of(out)
+    args = ["train", "--logs", str(files["logs_csv"]), "--items", str(files["items_csv"]), "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--position-column", "position", *IDS, *TINY])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "argument --out:" in lines[0] and "pass --overwrite" in lines[0], lines
+    with pytest.raises(InputError, match=r"pass overwrite=True") as err:
+        own_logs.fit(files["logs_csv"], files["items_csv"], out=out, config=TINY_CONFIG)
+    assert err.value.argument == "out"
+    assert _files_of(out) == before  # refused before any work: nothing touched
+    # With overwrite, fit's save (the other model's policy and report; no training here):
+    report = json.loads((models[1] / "report.json").read_text())
+    save_fit(out, load_model(models[1]), report, overwrite=True)
+    after = _files_of(out)
+    assert after["notes.txt"] == b"mine" and after["params.msgpack"] != before["params.msgpack"]
+    assert after["report.json"] != before["report.json"] and after["curves.png"][:4] == b"\x89PNG"
+    assert load_model(out).metadata["chosen_seed"] == report["selection"]["chosen_seed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+
+
+def test_export_replaces_an_export_only_with_overwrite(models, tmp_path, capsys):
+    out = tmp_path / "serving"
+    assert main(["export", "--model", str(models[0]), "--out", str(out)]) == 0
+    before = _files_of(out)
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--model", str(models[1]), "--out", str(out)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "argument --out:" in lines[-1] and "pass --overwrite" in lines[-1], lines
+    assert _files_of(out) == before
+    with pytest.raises(InputError, match=r"pass overwrite=True") as err:
+        own_logs.export(models[1], out)
+    assert err.value.argument == "out"
+    assert main(["export", "--model", str(models[1]), "--out", str(out), "--overwrite"]) == 0
+    assert _files_of(out)["item_embeddings.npy"] != before["item_embeddings.npy"]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_export_out_that_cannot_be_written_is_one_line_and_exit_2(models, tmp_path, capsys, where):
+    if where == "proc" and not os.path.isdir("/proc/self"):
+        pytest.skip("needs Linux's /proc")
+    (tmp_path / "afile").write_text("")
+    out = str(tmp_path / "afile" / "x") if where == "under_a_file" else "/proc/towerjax-export"
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--model", str(models[0]), "--out", out])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("towerjax export: error: argument --out: cannot write")
+    assert ("afile' is a file, not a folder" if where == "under_a_file" else "'/proc'") in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--logs", "{logs_csv}", "--items", "{items_csv}", "--out", "{out}/m", "--reward-column", "click"],
+        ["train", "--logs", "{root}/missing.csv", "--out", "{out}/m"],
+        ["train", "--logs", "{strings}", "--items", "{items_csv}", "--out", "{out}/m"],
+        ["train", "--logs", "{logs_csv}", "--out", "{out}/m", "--json", "{out}/r/run.json", "--hash", "nosuch=9"],
+        ["recommend", "--model", "{root}/model_csv", "--contexts", "{no_age}", "--k", "2", "--out", "{out}/r.csv"],
+        ["evaluate", "--model", "{root}/model_csv", "--logs", "{unknown_item}", "--json", "{out}/e.json",
+         "--plot", "{out}/e.png"],
+        ["export", "--model", "{root}/no_such_model", "--out", "{out}/e"],
+    ],
+)  # fmt: skip
+def test_an_input_error_leaves_no_output_folder_behind(args, files, bad_files, models, tmp_path, capsys):
+    names = {"root": files["root"], "out": tmp_path / "out", **files, **bad_files}
+    with pytest.raises(SystemExit) as exit_:
+        main([a.format(**names) for a in args])
+    assert exit_.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_names_the_flag_where_python_names_the_argument(files, bad_files, tmp_path, capsys):
+    with pytest.raises(InputError) as err:
+        own_logs.fit(bad_files["strings"], files["items_csv"], config=TINY_CONFIG)
+    assert err.value.argument == "logs"
+    assert "numeric_strings='parse'" in err.value.message and "--numeric-strings" not in err.value.message
+    with pytest.raises(SystemExit):
+        main(["train", "--logs", bad_files["strings"], "--items", str(files["items_csv"]), "--out", str(tmp_path / "m")])  # fmt: skip
+    line = capsys.readouterr().err.strip()
+    assert "pass --numeric-strings parse" in line and "numeric_strings=" not in line

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from towerjax import jsonio, retrieval
+from towerjax import jsonio, outputs, retrieval
 from towerjax.checks import InputError
 from towerjax.features import Features
 from towerjax.objectives import DR, IPS, SNIPS, TwoStage, WeightedRegression
@@ -346,9 +346,11 @@ def test_an_export_reproduces_the_scores_with_plain_numpy(policy, tmp_path):
         "README.txt",
         "context_tower.msgpack",
         "context_tower.npz",
+        "encoding.json",
         "export.json",
         "item_embeddings.npy",
         "item_ids.json",
+        "score.py",
     ]
     spec = json.loads((directory / "export.json").read_text())
     assert (spec["n_items"], spec["context_dim"], spec["embedding_size"]) == (5, policy.context_dim, 4)
@@ -430,7 +432,7 @@ def test_an_export_of_integer_ids_writes_them_as_npy_and_drops_the_old_json(trai
         item_ids=[7, 3, 9, 1, 5],
         context_spec=data.context.spec,
     )
-    directory = numbered.export(tmp_path / "export")
+    directory = numbered.export(tmp_path / "export", overwrite=True)
     np.testing.assert_array_equal(np.load(directory / "item_ids.npy"), [7, 3, 9, 1, 5])
     assert not (directory / "item_ids.json").exists()
 
@@ -514,9 +516,6 @@ def test_saving_refuses_a_folder_that_holds_something_else(trained, tmp_path):
     )
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert load_model(tmp_path).n_items == 5
-    save_model(
-        tmp_path, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
-    )  # a model: replaced
 
 
 def test_saving_names_bad_arguments(trained, tmp_path):
@@ -553,35 +552,93 @@ def test_saving_names_bad_arguments(trained, tmp_path):
 # --------------------------------------------------------------------------- interrupted saves
 
 
-def _interrupt_at(monkeypatch, target_name):
-    original = store._rename
+def _interrupt_rename_to(monkeypatch, name):
+    """Ctrl-C at the first rename onto ``name`` (the folder's swap, or one file's rename)."""
+    original, fired = outputs._rename, []
 
     def rename(source, target):
-        if target.name == target_name:
+        if target.name == name and not fired:
+            fired.append(target)
             raise KeyboardInterrupt("interrupted")
         original(source, target)
 
-    monkeypatch.setattr(store, "_rename", rename)
+    monkeypatch.setattr(outputs, "_rename", rename)
 
 
-@pytest.mark.parametrize("at", ["model.json", "params.msgpack", "items.npz"])
-def test_an_interrupted_save_leaves_no_model_that_loads(trained, tmp_path, monkeypatch, at):
+def _interrupt_writing(monkeypatch):
+    """Ctrl-C after two of the model's files are written."""
+
+    def write_files(folder, files):
+        outputs.write_files(folder, dict(list(files.items())[:2]))
+        raise KeyboardInterrupt("interrupted")
+
+    monkeypatch.setattr(store, "write_files", write_files)
+
+
+@pytest.mark.parametrize(
+    "at, notes",
+    [("writing", False), ("m", False), ("writing", True), ("model.json", True), ("params.msgpack", True)],
+)
+def test_an_interrupted_save_leaves_the_previous_model_loadable(trained, tmp_path, monkeypatch, at, notes):
     params, data, encoding = trained
     directory = tmp_path / "m"
     other = jax.tree.map(lambda a: a + 1.0, params)
     save_model(directory, params=other, config=CONFIG, item_features=data.action_context, encoding=encoding)
-    _interrupt_at(monkeypatch, at)
+    if notes:  # a file of the user's beside the model: only the model's files are swapped
+        (directory / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    if at == "writing":
+        _interrupt_writing(monkeypatch)
+    else:
+        _interrupt_rename_to(monkeypatch, at)
     with pytest.raises(KeyboardInterrupt):
         save_model(
-            directory, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+            directory,
+            params=params,
+            config=CONFIG,
+            item_features=data.action_context,
+            encoding=encoding,
+            overwrite=True,
         )
     monkeypatch.undo()
-    _load_error(directory)  # neither the old model nor a mix of old and new files
-    assert not [p.name for p in directory.iterdir() if p.name.endswith(".partial")]
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder beside it
+    np.testing.assert_array_equal(
+        load_model(directory).scores(data.context),
+        CONFIG.model.scores(other, data.context, data.action_context),
+    )
     save_model(
-        directory, params=params, config=CONFIG, item_features=data.action_context, encoding=encoding
+        directory,
+        params=params,
+        config=CONFIG,
+        item_features=data.action_context,
+        encoding=encoding,
+        overwrite=True,
     )  # a retry
     np.testing.assert_array_equal(
         load_model(directory).scores(data.context),
         CONFIG.model.scores(params, data.context, data.action_context),
     )
+
+
+def test_a_saved_model_or_export_is_replaced_only_with_overwrite(trained, policy, tmp_path):
+    params, data, encoding = trained
+    directory = tmp_path / "m"
+    kwargs = dict(params=params, config=CONFIG, item_features=data.action_context, encoding=encoding)
+    save_model(directory, **kwargs)
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    with pytest.raises(InputError, match="overwrite=True") as err:
+        save_model(directory, **kwargs)
+    assert err.value.argument == "directory"
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    save_model(directory, **{**kwargs, "metadata": {"run": 2}}, overwrite=True)
+    assert load_model(directory).metadata == {"run": 2}
+
+    export = policy.export(tmp_path / "e")
+    with pytest.raises(InputError, match="overwrite=True") as err:
+        policy.export(export)
+    assert err.value.argument == "directory"
+    assert policy.export(export, overwrite=True) == export
+    with pytest.raises(InputError, match="is a file, not a folder") as err:
+        policy.export(export / "export.json" / "x")
+    assert err.value.argument == "directory"

@@ -317,6 +317,8 @@ def test_select_returns_the_best_validated_epochs_parameters():
         towerjax.validation_estimates(log_pi, _VALIDATION, None)["snips"],
         rtol=1e-5,
     )
+    # Epoch 0, the initial policy, starts the curves (initial_validation): the best of them all is kept.
+    assert epoch == int(np.argmax(np.concatenate([[float(result.initial_validation["snips"])], snips])))
     if epoch > 0:
         assert epoch - 1 == int(np.argmax(snips))
         np.testing.assert_allclose(result.selected_value, result.test_value[epoch - 1], rtol=1e-6)

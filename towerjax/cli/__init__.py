@@ -6,20 +6,23 @@ This package only parses flags and calls the library (your own logs: :mod:`tower
 each study declares its own subcommand (:mod:`towerjax.studies`). Bad flags or values exit with
 status 2 and one line naming the flag, never a traceback: the library raises
 :class:`towerjax.checks.InputError` naming the field, and :func:`towerjax.cli.arguments.flag`
-maps it back to the flag.
+maps it back to the flag. Ctrl-C is one line saying where it stopped and what was kept, exit
+status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 
 from towerjax import jsonio
 from towerjax.checks import InputError
 from towerjax.cli import flags
-from towerjax.cli.arguments import Parser, check_out_dir, flag, subcommand
-from towerjax.training import NonFiniteError, expose_cpu_cores, train_seeds
+from towerjax.cli.arguments import Parser, check_output_flag, flag_text, input_error_text, subcommand
+from towerjax.outputs import write_file
+from towerjax.training import NonFiniteError, TrainingInterrupted, expose_cpu_cores, train_seeds
 from towerjax.training.parallel import initialize_from_environment
 from towerjax.training.summary import seeds_record, seeds_summary
 
@@ -35,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     config = flags.train_config(args)
     problem.check_batch_size(config.batch_size)
     if args.json is not None:
-        check_out_dir(args.subparser, "--json", args.json.parent)
+        check_output_flag(args.subparser, "--json", args.json, folder=False)
     _say(f"training {config.objective.name} on {problem.behavior} logs, {args.seeds} seed(s) ...")
     result, timing = train_seeds(
         config,
@@ -43,12 +46,12 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         devices=args.devices,
         problem=problem,
-        progress=sys.stderr.isatty(),
+        progress=True,
     )
     record = seeds_record(config, problem, result, timing, seeds=args.seeds, seed=args.seed)
     print(seeds_summary(record))
     if args.json is not None:
-        args.json.write_text(jsonio.dumps(record, indent=2))
+        write_file(args.json, jsonio.dumps(record, indent=2), argument="json")
         print(f"  wrote {args.json}")
     return 0
 
@@ -58,12 +61,17 @@ def _train_own_logs(args: argparse.Namespace) -> int:
 
     fit_arguments = flags.fit_arguments(args)
     if args.json is not None:
-        check_out_dir(args.subparser, "--json", args.json.parent)
+        check_output_flag(args.subparser, "--json", args.json, folder=False)
     result = own_logs.fit(
-        args.logs, seeds=args.seeds, seed=args.seed, devices=args.devices, progress=_say, **fit_arguments
+        args.logs,
+        seeds=args.seeds,
+        seed=args.seed,
+        devices=args.devices,
+        progress=lambda line: _say(flag_text(args.subparser, line)),  # settings named as flags
+        **fit_arguments,
     )
     if args.json is not None:
-        args.json.write_text(jsonio.dumps(result.report, indent=2))
+        write_file(args.json, jsonio.dumps(result.report, indent=2), argument="json")
         _say(f"wrote {args.json}")
     return 0
 
@@ -73,7 +81,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     for name, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None:
-            check_out_dir(args.subparser, name, path.parent)
+            check_output_flag(args.subparser, name, path, folder=False)
     if args.plot is not None:
         own_logs.check_image_path(args.plot, argument="plot")
     evaluation = own_logs.evaluate(
@@ -90,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     _say(evaluation.table())
     if args.json is not None:
-        args.json.write_text(jsonio.dumps(evaluation.to_dict(), indent=2))
+        write_file(args.json, jsonio.dumps(evaluation.to_dict(), indent=2), argument="json")
         _say(f"wrote {args.json}")
     if args.plot is not None:
         evaluation.plot(args.plot)
@@ -101,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     from towerjax import own_logs
 
-    check_out_dir(args.subparser, "--out", args.out.parent)
+    check_output_flag(args.subparser, "--out", args.out, folder=False)
     own_logs.recommend(
         args.model,
         args.contexts,
@@ -109,6 +117,7 @@ def _recommend(args: argparse.Namespace) -> int:
         explore=args.explore,
         seed=args.seed,
         keep_columns=args.keep_columns,
+        probabilities=args.probabilities,
         out=args.out,
         progress=_say,
     )
@@ -178,7 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """The one line of a Ctrl-C: where training stopped and what was kept."""
+    line = f"{args.subparser.prog}: {err if isinstance(err, TrainingInterrupted) else 'interrupted'}"
+    out = getattr(args, "out", None)
+    if isinstance(err, TrainingInterrupted) and args.command == "train":
+        kept = out is not None and out.is_dir() and any(out.iterdir())
+        line += f"; nothing saved ({out} keeps its previous model)" if kept else "; nothing saved"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs the ``towerjax`` command with ``argv`` (default ``sys.argv[1:]``); returns its exit status.
+
+    Called as the command (``argv`` None), Ctrl-C ends the process at once after its line,
+    with status 130: a compile Ctrl-C cut short may still be running in XLA's threads, and
+    the interpreter's normal exit would wait for it (and can crash beside it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -191,9 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {err.argument}: {err.message}", file=sys.stderr)
         return 2
     try:
-        return args.handler(args)
+        status = args.handler(args)
     except InputError as err:
-        args.subparser.error(f"argument {flag(args.subparser, err.argument)}: {err.message}")
+        args.subparser.error(input_error_text(args.subparser, err.argument, err.message))
     except NonFiniteError as err:
         print(f"{args.subparser.prog}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        print(_interrupted(args, err), file=sys.stderr)
+        status = 130
+    if status == 130 and argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return status

@@ -2,27 +2,37 @@
 
 Each type raises ``argparse.ArgumentTypeError`` (argparse then names the flag); a value
 that only the library can judge is raised as :class:`towerjax.checks.InputError` naming
-the field, and :func:`flag` turns that field into the flag the user typed. :class:`Parser`
-reports errors in one line (exit 2) and shows every default one way, ``[default X]``
-(:class:`HelpFormatter`).
+the field, and :func:`flag` turns that field into the flag the user typed; inside a message,
+the library names a setting as Python does (``numeric_strings='parse'``, ``overwrite=True``)
+and :func:`flag_text` rewrites it as the flag (``--numeric-strings parse``, ``--overwrite``):
+the one place the two are mapped. :class:`Parser` reports errors in one line (exit 2) and shows
+every default one way, ``[default X]`` (:class:`HelpFormatter`). Every file or folder a command
+writes is checked by :func:`check_output_flag` (:func:`towerjax.outputs.check_output`) before
+any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
+import shlex
 from pathlib import Path
 
-from towerjax.outputs import unwritable
+from towerjax.outputs import output_problem, unwritable
 
 __all__ = [
     "HelpFormatter",
     "Parser",
     "add_seed_arguments",
     "check_out_dir",
+    "check_output_flag",
     "column_ints",
     "default_text",
     "flag",
+    "flag_text",
     "fraction",
+    "input_error_text",
     "integer",
     "merge_column_ints",
     "name_list",
@@ -170,8 +180,59 @@ def flag(parser: argparse.ArgumentParser, field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+_SETTING = re.compile(r"""\b([a-z][a-z0-9_]*)=(True|False|None|'[^']*'|"[^"]*"|-?\d+(?:\.\d+)?|\[[^\]]*\])""")
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    text = str(value)
+    return text if text and re.fullmatch(r"[\w.,:/+-]+", text) else shlex.quote(text)
+
+
+def _setting_as_flag(parser: argparse.ArgumentParser, match: re.Match) -> str:
+    """One ``name=value`` of a message as ``parser``'s flag, or the text as it was when
+    ``name`` sets no flag of ``parser``."""
+    name, literal = match.group(1), match.group(2)
+    action = next((a for a in parser._actions if a.dest == name and a.option_strings), None)
+    if action is None:
+        return match.group(0)
+    value = ast.literal_eval(literal)
+    option = flag(parser, name)
+    if isinstance(action, argparse.BooleanOptionalAction):
+        on, off = action.option_strings[0], action.option_strings[-1]
+        return on if value else off
+    if action.nargs == 0 and isinstance(action.const, bool):  # store_true / store_false
+        return option if bool(value) == action.const else f"without {option}"
+    return f"{option} {_flag_value(value)}"
+
+
+def flag_text(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` with each setting named as in Python (``name=value``: ``numeric_strings='parse'``,
+    ``overwrite=True``, ``categorical=['user_id']``) rewritten as ``parser``'s flag
+    (``--numeric-strings parse``, ``--overwrite``, ``--categorical user_id``); a name that
+    is no flag of ``parser`` stays as it is."""
+    return _SETTING.sub(lambda match: _setting_as_flag(parser, match), message)
+
+
+def input_error_text(parser: argparse.ArgumentParser, argument: str, message: str) -> str:
+    """An :class:`~towerjax.checks.InputError` as the command line reports it:
+    ``argument --flag: message`` (:func:`flag`, :func:`flag_text`)."""
+    return f"argument {flag(parser, argument)}: {flag_text(parser, message)}"
+
+
+def check_output_flag(parser: argparse.ArgumentParser, name: str, path: Path, *, folder: bool) -> None:
+    """Exits 2 with one line naming the flag ``name`` unless towerjax can write the file (or
+    folder) ``path`` (:func:`towerjax.outputs.output_problem`); creates nothing."""
+    problem = output_problem(path, folder=folder)
+    if problem:
+        parser.error(f"argument {name}: {problem}")
+
+
 def check_out_dir(parser: argparse.ArgumentParser, name: str, path: Path) -> None:
-    """Exits 2 naming ``name`` unless ``path`` is a folder we can create and write to."""
+    """Exits 2 naming ``name`` unless ``path`` is a folder we can create and write to; creates
+    it (for the studies' folders, filled as a run goes; a finished result uses
+    :func:`check_output_flag`)."""
     problem = unwritable(path)
     if problem:
         parser.error(f"argument {name}: {problem}")

@@ -38,6 +38,7 @@ from towerjax.cli.arguments import (
     positive_int_list,
     probability,
 )
+from towerjax.evaluation import ESTIMATORS
 from towerjax.objectives import OBJECTIVES
 from towerjax.synthetic import SyntheticProblem
 from towerjax.tables import NUMERIC_STRINGS, EncodingOptions
@@ -115,7 +116,8 @@ PROBLEM_FLAGS = {
 ENCODING_FLAGS = {
     "numeric_strings": dict(
         choices=NUMERIC_STRINGS,
-        help="a text column that looks numeric: error, parse it as numbers, or embed its values as ids",
+        help="a feature column of text that looks numeric: error, parse it as numbers, or embed its "
+        "values as ids (reward and pscore are always read as numbers)",
     ),
     "categorical": dict(
         type=name_list,
@@ -169,7 +171,9 @@ FIT_FLAGS = {
         type=Path,
         help="validation logs (same columns) instead of holding out --validation-fraction of --logs",
     ),
-    "overwrite": dict(action="store_true", help="write into a non-empty --out that holds no model"),
+    "overwrite": dict(
+        action="store_true", help="replace the model in a non-empty --out (other files there are kept)"
+    ),
 }
 _SWITCHES = ("store_true", "store_false", argparse.BooleanOptionalAction)
 
@@ -352,8 +356,22 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, typing.Any]:
     return dict(given(args, FIT_FLAGS), options=encoding_options(args), config=train_config(args))
 
 
+EVALUATE_ESTIMATORS = tuple(name for name in ESTIMATORS if name != "mips")
+"""The estimators ``towerjax evaluate`` prints: every one of :data:`towerjax.evaluation.ESTIMATORS`
+but ``mips``, which needs the logging policy's whole distribution (logs hold one propensity)."""
+
+
 def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
-    """``towerjax evaluate``: the arguments of :func:`towerjax.own_logs.evaluate`, ``--json`` and ``--plot``."""
+    """``towerjax evaluate``: the arguments of :func:`towerjax.own_logs.evaluate`, ``--json`` and
+    ``--plot``, and a description listing the estimators it prints."""
+    parser.description = (
+        "Off-policy estimates of saved models on logs. For each model it prints the estimators "
+        f"{', '.join(EVALUATE_ESTIMATORS)} (Open Bandit Pipeline's names; ipw-ls only for rewards "
+        "in [0, 1]), each with its value, 95% Wald and bootstrap intervals, the effective sample "
+        "size and the largest importance weight; dm and the DR family use a reward model "
+        "cross-fitted on these logs. --randomized adds the unbiased value; with several --model, "
+        "each model minus the first for ipw, snipw and dr, paired on the same rows."
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -394,13 +412,23 @@ def add_recommend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-columns", type=name_list, default=(), help="context columns to copy into --out"
     )
+    parser.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="add probability_j after each score_j: the policy's pi(a|x) of that item, the "
+        "softmax of the scores over the whole catalogue at the model's temperature",
+    )
 
 
 def add_export_flags(parser: argparse.ArgumentParser) -> None:
     """``towerjax export``: the arguments of :func:`towerjax.own_logs.export`."""
     parser.add_argument("--model", type=Path, required=True, help="a model directory (towerjax train --out)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the serving files")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the export in a non-empty --out (other files are kept)",
+    )
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
-"""A saved policy's serving files: what a serving stack needs to score without towerjax.
+"""A saved policy's serving files: a folder that scores raw context rows without towerjax.
 
 :func:`export_policy` (:meth:`SavedPolicy.export <towerjax.serving.policy.SavedPolicy.export>`)
-writes one directory::
+writes one directory that stands alone::
 
     export/
       item_embeddings.npy    [A, D] float32: g(e_a), the item tower's embedding of each item
@@ -9,9 +9,14 @@ writes one directory::
       context_tower.msgpack  the context tower's parameters (towerjax.towers.params_to_bytes)
       context_tower.npz      the same as plain arrays "Dense_i/kernel", "Dense_i/bias" and,
                              for contexts with ids, "embed_<name>/embedding" [size, width]
+      encoding.json          how training encoded the columns (the model's FrameEncoding:
+                             vocabularies, min counts, hash buckets, standardisation,
+                             parsed text columns), for a policy trained from a table
+      score.py               the recipe in plain numpy (towerjax.serving.recipe): encode raw
+                             context rows, embed them, score, top-k, probabilities
       export.json            shapes, the temperature, the tower's input, embedding mode,
                              layers and activation, each file's sha256
-      README.txt             the recipe: the context embedding f(x) and the scores in numpy
+      README.txt             how to use score.py, and the context tower's arithmetic in numpy
 
 ``s(x, a) = <f(x), item_embeddings[a]>`` and the policy is ``softmax(s / tau)``. The
 context tower's first layer depends on ``embedding_mode`` (:class:`towerjax.towers.Tower`):
@@ -19,12 +24,13 @@ context tower's first layer depends on ``embedding_mode`` (:class:`towerjax.towe
 dense columns before ``Dense_0``; ``"sum"`` tables are as wide as ``Dense_0``'s output and
 their rows are added to it, ``dense @ kernel + bias + sum_t E_t[id_t]``. The recipe and
 ``export.json`` say which. Written atomically like a saved model
-(:func:`towerjax.serving.store.commit_files`).
+(:func:`towerjax.serving.store.write_folder`).
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,15 +40,15 @@ import numpy as np
 from towerjax import jsonio
 from towerjax.checks import InputError
 from towerjax.features import FeatureSpec, spec_to_json
+from towerjax.outputs import check_output
 from towerjax.serving.store import (
     FORMAT_VERSION,
-    commit_files,
     file_digests,
     npy_bytes,
     npz_bytes,
-    prepare_directory,
     towerjax_version,
     utc_now,
+    write_folder,
 )
 from towerjax.towers import params_to_bytes
 
@@ -54,12 +60,16 @@ __all__ = ["EXPORT_FORMAT", "export_policy", "tower_layers"]
 EXPORT_FORMAT = "towerjax-export"
 
 _EXPORT_MANIFEST = "export.json"
+_ENCODING = "encoding.json"
+_RECIPE = "score.py"
 _EXPORT_FILES = (
     "item_embeddings.npy",
     "item_ids.npy",
     "item_ids.json",
     "context_tower.msgpack",
     "context_tower.npz",
+    _ENCODING,
+    _RECIPE,
     "README.txt",
     _EXPORT_MANIFEST,
 )
@@ -78,6 +88,9 @@ _ACTIVATION_FORMULAS = {
 def export_policy(policy: SavedPolicy, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Writes what a serving stack needs, without towerjax, into ``directory``.
 
+    The folder stands alone: ``score.py`` (numpy only) encodes raw context rows with
+    ``encoding.json`` and reproduces :meth:`SavedPolicy.scores
+    <towerjax.serving.policy.SavedPolicy.scores>` of the encoded rows and its top-k.
     Files (layout in the module docstring): ``item_embeddings.npy`` (``[A, D]`` float32,
     ``g(e_a)``), ``item_ids.npy`` (int ids) or ``item_ids.json`` (string ids),
     ``context_tower.msgpack`` (the context tower's parameters), ``context_tower.npz`` (the
@@ -85,25 +98,26 @@ def export_policy(policy: SavedPolicy, directory: str | os.PathLike, *, overwrit
     for each id feature of contexts with ids: ``[size, dim]`` in ``"concat"`` mode,
     ``[size, H_0]`` (the first layer's width) in ``"sum"`` mode), ``export.json`` (shapes,
     the temperature, the tower's input, embedding mode, layers and activation, each file's
-    sha256) and ``README.txt`` (how to compute a context embedding and the scores in numpy).
+    sha256), ``encoding.json`` (the policy's :class:`~towerjax.tables.FrameEncoding`, when it has
+    one), ``score.py`` (:mod:`towerjax.serving.recipe`) and ``README.txt`` (how to use
+    ``score.py``, and the context embedding and the scores in numpy).
     ``s(x, a) = <f(x), item_embeddings[a]>``; the policy is ``softmax(s / tau)``. Written
-    atomically like :func:`~towerjax.serving.store.save_model`; a non-empty directory that
-    holds something other than an export needs ``overwrite=True``.
+    atomically like :func:`~towerjax.serving.store.save_model`; a non-empty directory
+    needs ``overwrite=True``.
 
     Args:
       policy: the :class:`~towerjax.serving.policy.SavedPolicy` to export.
       directory: where to write (created if needed).
-      overwrite: write into a non-empty directory that is not an export.
+      overwrite: replace the export in a non-empty directory (files towerjax did not write are kept).
 
     Returns:
       The directory's path.
 
     Raises:
-      InputError: naming ``directory``, or ``params`` for a context tower of unexpected layers.
+      InputError: naming ``directory``, ``params`` for a context tower of unexpected layers, or
+        ``encoding`` for an encoding that cannot be written as JSON.
     """
-    directory = prepare_directory(
-        directory, _EXPORT_FILES, _EXPORT_MANIFEST, EXPORT_FORMAT, overwrite=overwrite
-    )
+    directory = check_output(directory, argument="directory", folder=True, overwrite=overwrite)
     tower = jax.tree.map(np.asarray, policy.params["context"])
     layers = tower_layers(tower)
     tables = policy.context_spec.tables if isinstance(policy.context_spec, FeatureSpec) else ()
@@ -114,12 +128,18 @@ def export_policy(policy: SavedPolicy, directory: str | os.PathLike, *, overwrit
         "item_embeddings.npy": npy_bytes(np.asarray(policy.embed_items(), np.float32)),
         "context_tower.msgpack": params_to_bytes(tower),
         "context_tower.npz": npz_bytes(arrays),
+        _RECIPE: resources.files("towerjax.serving").joinpath("recipe.py").read_bytes(),
     }
+    if policy.encoding is not None:
+        try:
+            files[_ENCODING] = jsonio.dumps(policy.encoding.to_dict(), indent=2).encode()
+        except (TypeError, ValueError) as err:
+            raise InputError("encoding", f"cannot be written as JSON ({err})") from None
     if policy.item_ids.dtype.kind == "U":
-        ids_file, stale = "item_ids.json", "item_ids.npy"
+        ids_file = "item_ids.json"
         files[ids_file] = jsonio.dumps(policy.item_ids.tolist()).encode()
     else:
-        ids_file, stale = "item_ids.npy", "item_ids.json"
+        ids_file = "item_ids.npy"
         files[ids_file] = npy_bytes(policy.item_ids)
     spec = {
         "format": EXPORT_FORMAT,
@@ -131,10 +151,12 @@ def export_policy(policy: SavedPolicy, directory: str | os.PathLike, *, overwrit
         "embedding_size": policy.embedding_size,
         "temperature": policy.temperature,
         "item_ids": ids_file,
+        "encoding": _ENCODING if policy.encoding is not None else None,
+        "recipe": _RECIPE,
         "score": "s(x, a) = f(x) . item_embeddings[a] (inner product, [n, D] @ [D, A])",
         "policy": "pi(a|x) = softmax_a(s(x, a) / temperature)",
         "context_tower": {
-            "input": _input_text(policy.context_dim, bool(tables), mode),
+            "input": _input_text(policy.context_dim, bool(tables), mode, policy.encoding is not None),
             "context_spec": spec_to_json(policy.context_spec),
             "embedding_mode": mode,
             "tables": [
@@ -163,8 +185,7 @@ def export_policy(policy: SavedPolicy, directory: str | os.PathLike, *, overwrit
     files["README.txt"] = _export_readme(spec).encode()
     spec["files"] = file_digests(files)
     files[_EXPORT_MANIFEST] = jsonio.dumps(spec, indent=2).encode()
-    commit_files(directory, files, _EXPORT_MANIFEST, stale=[stale])
-    return directory
+    return write_folder(directory, files, overwrite=overwrite, own=_EXPORT_FILES, marker=_EXPORT_MANIFEST)
 
 
 def tower_layers(tower: dict) -> list[str]:
@@ -177,13 +198,19 @@ def tower_layers(tower: dict) -> list[str]:
     return names
 
 
-def _input_text(context_dim: int, has_tables: bool, mode: str) -> str:
+def _encoded_how(has_encoding: bool) -> str:
+    """How the contexts are encoded: with this folder's ``encoding.json``, or as for training."""
+    if has_encoding:
+        return "encoded as in training by encoding.json in this folder (score.py: encode)"
+    return "encoded as the training contexts were (the policy has no encoding.json: it was not trained from a table)"
+
+
+def _input_text(context_dim: int, has_tables: bool, mode: str, has_encoding: bool) -> str:
     """``export.json``'s description of the context tower's input."""
     if not has_tables:
-        return f"x [n, {context_dim}] float32, encoded as for training (encoding.json)"
+        return f"x [n, {context_dim}] float32, {_encoded_how(has_encoding)}"
     text = (
-        f"dense [n, {context_dim}] float32 and one [n] int id array per table, encoded as for training "
-        "(encoding.json); "
+        f"dense [n, {context_dim}] float32 and one [n] int id array per table, {_encoded_how(has_encoding)}; "
     )
     if mode == "sum":
         return text + (
@@ -191,6 +218,33 @@ def _input_text(context_dim: int, has_tables: bool, mode: str) -> str:
             "h = dense @ Dense_0/kernel + Dense_0/bias + sum of embed_<name>/embedding[ids] over the tables"
         )
     return text + "h = concat(dense, embed_<name>/embedding[ids] for each table in order)"
+
+
+_USAGE = """Raw context rows, with numpy alone (score.py: no towerjax, jax or pandas needed):
+
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("score", "EXPORT/score.py")
+  score = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(score)
+  policy = score.load("EXPORT")
+  rows = {"column": [...], ...}               # the context columns: lists, numpy arrays or a DataFrame
+  encoded = policy.encode(rows)               # dense [n, d] float32, ids {name: [n] int32}, unseen counts
+  s = policy.scores(rows)                     # [n, A], as towerjax's SavedPolicy.scores / recommend
+  index, ids, top = policy.top_k(rows, k=10)  # the k best items (ties to the smaller index)
+  pi = policy.probabilities(rows)             # [n, A] softmax(s / temperature)
+
+encode follows encoding.json as towerjax does: numeric columns dense (standardised with the
+training mean and std where training standardised them; columns training parsed from text
+are parsed again); categorical columns as vocabulary ids 1..V, or 1 + SipHash-2-4(text) mod B
+for a hashed column (score.stable_hash equals towerjax.tables.stable_hash). A value not in the
+vocabulary (unseen in training, or rarer than the column's min count) and a missing value get
+the out-of-vocabulary id 0. A missing, non-finite or non-numeric value in a numeric column is
+a ValueError naming the column and row.
+"""
+_USAGE_ENCODED = """Encoded contexts, with numpy alone (score.py: no towerjax, jax or pandas needed):
+this policy was not trained from a table, so the export has no encoding.json; pass encoded
+contexts to score.load("EXPORT").scores(score.Encoded(dense, ids, {})) (or a [n, d] array).
+"""
 
 
 def _export_readme(spec: dict) -> str:
@@ -250,6 +304,14 @@ def _export_readme(spec: dict) -> str:
         input_text = f"The context is x of shape [n, d_x = {spec['context_dim']}]."
         recipe = "  h = x.astype(np.float32)\n" + loop
         arrays = '"Dense_i/kernel", "Dense_i/bias"'
+    usage = _USAGE if spec["encoding"] is not None else _USAGE_ENCODED
+    inputs = "dense, ids, _" if tables else "x, _, _"
+    encoding_line = (
+        "  encoding.json          how training encoded the context columns (vocabularies, hash buckets,\n"
+        "                         standardisation, columns parsed from text)\n"
+        if spec["encoding"] is not None
+        else ""
+    )
     return f"""A two-tower softmax policy exported by towerjax {spec["towerjax_version"]} ({spec["created"]}).
 
 Shapes: {spec["n_items"]} items, dense context features d_x = {spec["context_dim"]}, embeddings D = {spec["embedding_size"]}.
@@ -258,6 +320,7 @@ Shapes: {spec["n_items"]} items, dense context features d_x = {spec["context_dim
   {spec["item_ids"]:<22} [A] the catalogue's id of each row of item_embeddings.npy
   context_tower.msgpack  the context tower's parameters (flax.serialization.msgpack_restore)
   context_tower.npz      the same parameters as plain arrays {arrays}
+{encoding_line}  score.py               the recipe below in plain numpy: encode raw rows, embed, score, top-k
   export.json            these shapes, the input, the layers, the temperature and each file's sha256
 
 Scores and policy:
@@ -266,11 +329,13 @@ Scores and policy:
 An inner-product nearest-neighbour index over item_embeddings.npy, queried with f(x),
 returns the items of highest s(x, a), which are the policy's most likely items.
 
-The context embedding f(x), for contexts encoded as in training (encoding.json).
+{usage}
+The context embedding f(x), for contexts {_encoded_how(spec["encoding"] is not None)}.
 {input_text}
 {layers}
   activation {tower["activation"]}: {tower["activation_formula"]}
 
+The same in numpy, from the contexts as score.py's encode returns them ({inputs} = policy.encode(rows)).
 In numpy:
   import numpy as np
   tower = np.load("context_tower.npz")

@@ -286,7 +286,8 @@ class SavedPolicy:
     def export(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Writes what a serving stack needs, without towerjax, into ``directory``
         (:func:`towerjax.serving.export.export_policy`: item embeddings, ids, the context
-        tower's arrays, ``export.json`` and a ``README.txt`` with the numpy recipe).
+        tower's arrays, the encoding, ``score.py`` (numpy only: raw context rows to scores and
+        top-k), ``export.json`` and a ``README.txt``).
 
         Returns:
           The directory's path.

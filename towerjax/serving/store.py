@@ -18,12 +18,13 @@
 :func:`load_model` reads the directory back into a
 :class:`~towerjax.serving.policy.SavedPolicy`.
 
-A save is atomic (:func:`commit_files`): every file is written under a temporary name
-first; then the old ``model.json`` is removed, the files are renamed into place and the new
-``model.json`` is renamed in last. ``model.json`` lists each file's sha256, so a directory
-whose save was interrupted (no ``model.json``, or files that do not match it) never loads:
-it raises :class:`~towerjax.checks.InputError` naming ``model``. The export
-(:mod:`towerjax.serving.export`) writes its files the same way.
+A save is atomic (:func:`write_folder`, :func:`towerjax.outputs.replacing_folder`): the
+files are written into a hidden temporary folder beside ``model/`` and renamed into place
+once all are written, so an interrupted or failed save leaves the previous model as it was
+(it still loads) and no half folder. A non-empty folder is replaced only with
+``overwrite=True``. ``model.json`` lists each file's sha256, so files changed or mixed
+afterwards never load: :func:`load_model` raises :class:`~towerjax.checks.InputError` naming
+``model``. The export (:mod:`towerjax.serving.export`) is written the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import numpy as np
 from towerjax import jsonio
 from towerjax.checks import InputError
 from towerjax.features import Features, FeatureSpec, spec_from_json, spec_to_json
+from towerjax.outputs import replacing_folder, write_files
 from towerjax.serving.policy import SavedPolicy, param_template
 from towerjax.tables import ITEM_ID_FEATURE, FrameEncoding
 from towerjax.towers import params_from_bytes, params_to_bytes
@@ -52,15 +53,15 @@ from towerjax.training.config import TrainConfig
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "commit_files",
+    "MODEL_FILES",
     "file_digests",
     "load_model",
     "npy_bytes",
     "npz_bytes",
-    "prepare_directory",
     "save_model",
     "towerjax_version",
     "utc_now",
+    "write_folder",
 ]
 
 FORMAT = "towerjax-model"
@@ -69,7 +70,9 @@ FORMAT_VERSION = 2  # 2: feature specs in model.json, embedded ids (1: dense inp
 _MANIFEST = "model.json"
 _PARAMS, _CONFIG, _ITEMS, _ENCODING = "params.msgpack", "config.json", "items.npz", "encoding.json"
 _MODEL_FILES = (_PARAMS, _CONFIG, _ITEMS, _ENCODING, _MANIFEST)
-_PARTIAL = ".partial"
+MODEL_FILES = (*_MODEL_FILES, "report.json", "curves.png")
+"""The files towerjax writes into a model folder (``report.json`` and ``curves.png`` by
+:func:`towerjax.own_logs.fit`): replaced by a new save; anything else there is kept."""
 
 
 # ------------------------------------------------------------------ save and load
@@ -90,9 +93,9 @@ def save_model(
     """Saves a trained policy to ``directory`` (created if needed; layout in the module docstring).
 
     Args:
-      directory: where to write. An existing towerjax model there is replaced; a non-empty
-        directory holding anything else is refused unless ``overwrite=True`` (which writes
-        the model's files into it and leaves other files alone).
+      directory: where to write (created if needed). A non-empty directory is refused
+        unless ``overwrite=True``, which replaces the model there and keeps files towerjax
+        did not write (:data:`MODEL_FILES`).
       params: one run's parameters (:attr:`TrainResult.params`; for :func:`train_seeds`'
         stacked result, one seed's: ``jax.tree.map(lambda a: a[i], result.params)``).
       config: the :class:`~towerjax.training.config.TrainConfig` they were trained with.
@@ -105,7 +108,7 @@ def save_model(
       encoding: the :class:`~towerjax.tables.FrameEncoding` from
         :func:`~towerjax.tables.logged_data_from_frame`, to encode later tables the same way.
       metadata: JSON-ready information to keep in ``model.json`` (data source, metrics, ...).
-      overwrite: write into a non-empty directory that is not a towerjax model.
+      overwrite: replace the model in a non-empty ``directory``.
       context_spec: the context tower's input (:attr:`SavedPolicy.context_spec`); default
         the encoding's, else the dense width of the parameters.
 
@@ -114,8 +117,35 @@ def save_model(
 
     Raises:
       InputError: naming the argument that is wrong (shapes that do not match ``config``'s
-        towers name ``params``), or ``directory``.
+        towers name ``params``), or ``directory`` (not writable, or not empty without
+        ``overwrite``).
     """
+    return write_folder(
+        directory,
+        model_files(
+            params=params,
+            config=config,
+            item_ids=item_ids,
+            item_features=item_features,
+            encoding=encoding,
+            metadata=metadata,
+            context_spec=context_spec,
+        ),
+        overwrite=overwrite,
+    )
+
+
+def model_files(
+    *,
+    params: dict,
+    config: TrainConfig,
+    item_ids: Any = None,
+    item_features: Any = None,
+    encoding: FrameEncoding | None = None,
+    metadata: dict | None = None,
+    context_spec: int | FeatureSpec | None = None,
+) -> dict[str, bytes]:
+    """``{file name: bytes}`` of a saved model (:func:`save_model`'s arguments, checked)."""
     if item_features is None:
         item_features = _id_only_items(encoding)
     policy = SavedPolicy(
@@ -161,9 +191,7 @@ def save_model(
         "metadata": metadata_json,
     }
     files[_MANIFEST] = jsonio.dumps(manifest, indent=2).encode()
-    directory = prepare_directory(directory, _MODEL_FILES, _MANIFEST, FORMAT, overwrite=overwrite)
-    commit_files(directory, files, _MANIFEST, stale=[] if encoding is not None else [_ENCODING])
-    return directory
+    return files
 
 
 def load_model(directory: str | os.PathLike) -> SavedPolicy:
@@ -270,75 +298,26 @@ def _id_only_items(encoding: FrameEncoding | None) -> Features:
 # ------------------------------------------------------------------ files
 
 
-def prepare_directory(
-    directory: str | os.PathLike, own: Iterable[str], marker: str, format: str, *, overwrite: bool
+def write_folder(
+    directory: str | os.PathLike,
+    files: dict[str, bytes],
+    *,
+    overwrite: bool,
+    own: Iterable[str] = MODEL_FILES,
+    marker: str = _MANIFEST,
+    argument: str = "directory",
 ) -> Path:
-    """Creates ``directory``, or checks that it is empty, holds only files named ``own``
-    (an earlier save, complete or not) or carries ``marker`` (a JSON file) of ``format``;
-    else InputError naming ``directory`` unless ``overwrite``.
-
-    Returns:
-      The directory's path, created if needed.
-    """
+    """Writes ``files`` as the folder ``directory``, atomically
+    (:func:`towerjax.outputs.replacing_folder`): a non-empty folder only with ``overwrite``,
+    which replaces the names in ``own`` and keeps the rest; ``marker`` (the file that makes the
+    folder loadable) goes in last. InputError naming ``argument`` for a folder that cannot be
+    written or is not empty without ``overwrite``."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise InputError("directory", f"{directory} is a file, expected a directory")
-    if directory.is_dir() and not overwrite:
-        own = set(own)
-        entries = sorted(p.name for p in directory.iterdir())
-        foreign = [n for n in entries if n not in own and not (n.startswith(".") and n.endswith(_PARTIAL))]
-        if foreign and _marker_format(directory / marker) != format:
-            listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise InputError(
-                "directory",
-                f"{directory} is not empty and is not a {format} ({listed}); "
-                "pass overwrite=True to write into it anyway",
-            )
-    directory.mkdir(parents=True, exist_ok=True)
+    with replacing_folder(
+        directory, argument=argument, overwrite=overwrite, own=own, marker=marker
+    ) as staging:
+        write_files(staging, files)
     return directory
-
-
-def _marker_format(path: Path) -> str | None:
-    try:
-        payload = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return payload.get("format") if isinstance(payload, dict) else None
-
-
-def _rename(source: Path, target: Path) -> None:
-    """``os.replace``: atomic on one filesystem (a seam for the interrupted-save tests)."""
-    os.replace(source, target)
-
-
-def commit_files(directory: Path, files: dict[str, bytes], marker: str, *, stale: Iterable[str] = ()) -> None:
-    """Writes ``files`` into ``directory`` so that an interruption never leaves a loadable mix.
-
-    Every file goes to a temporary name and is flushed to disk; then the old ``marker`` is
-    removed (from here on the directory is not loadable), the ``stale`` files of an earlier
-    save are removed, the files are renamed into place, and ``marker`` is renamed in last.
-    Temporary files are removed whatever happens.
-    """
-    token = uuid.uuid4().hex[:8]
-    temporary: dict[str, Path] = {}
-    try:
-        for name, content in files.items():
-            path = directory / f".{name}.{token}{_PARTIAL}"
-            temporary[name] = path
-            with open(path, "wb") as stream:
-                stream.write(content)
-                stream.flush()
-                os.fsync(stream.fileno())
-        (directory / marker).unlink(missing_ok=True)
-        for name in stale:
-            (directory / name).unlink(missing_ok=True)
-        for name, path in temporary.items():
-            if name != marker:
-                _rename(path, directory / name)
-        _rename(temporary[marker], directory / marker)
-    finally:
-        for path in temporary.values():
-            path.unlink(missing_ok=True)
 
 
 def file_digests(files: dict[str, bytes]) -> dict[str, dict]:

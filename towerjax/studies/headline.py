@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,9 +124,9 @@ class HeadlineStudy(Study):
             objective = dataclasses.replace(objective, entropy=0.0)
         config = dataclasses.replace(self.settings[name], objective=objective)
         problem = dataclasses.replace(self.problem, behavior=behavior)
-        progress = sys.stderr.isatty()  # a bar of seed-epochs inside the cell, on a terminal
+        # Epochs inside the cell: a bar on a terminal, else a line every few epochs.
         result, timing = train_seeds(
-            config, seeds=self.seeds, seed=self.seed, devices=self.devices, problem=problem, progress=progress
+            config, seeds=self.seeds, seed=self.seed, devices=self.devices, problem=problem, progress=True
         )
         # Epoch 0 is the initial policy; the curves are the seed mean and its standard error.
         curves = np.concatenate([result.initial_value[:, None], result.test_value], axis=1)
@@ -226,18 +225,15 @@ def format_table(cells: list[dict]) -> str:
 
 
 def plot_results(cells: list[dict], path: Path) -> None:
-    """Learning curves from epoch 0 (seed mean ± standard error bands), one panel per
-    (settings, logging policy), with the logging and best policies' values; the legend sits
-    below the panels, clear of the curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Learning curves from epoch 0, one panel per (settings, logging policy): each learner's
+    seed mean with a band of ± 1 standard error of that mean over its seeds, and the logging
+    and best policies' values. The title says what the bands are and over how many seeds;
+    the legend sits below the panels, clear of the curves."""
+    from matplotlib.figure import Figure
 
     settings = list(dict.fromkeys(c["settings"] for c in cells))
-    fig, axes = plt.subplots(
-        len(settings), len(HEADLINE_BEHAVIORS), figsize=(11, 3.6 * len(settings)), sharey=True, squeeze=False
-    )
+    figure = Figure(figsize=(11, 3.6 * len(settings) + 1.0), layout="constrained")
+    axes = figure.subplots(len(settings), len(HEADLINE_BEHAVIORS), sharey=True, squeeze=False)
     colors = {learner: f"C{i}" for i, learner in enumerate(HEADLINE_LEARNERS)}
     for row, name in enumerate(settings):
         for ax, behavior in zip(axes[row], HEADLINE_BEHAVIORS, strict=True):
@@ -246,9 +242,9 @@ def plot_results(cells: list[dict], path: Path) -> None:
                 curve, se = np.asarray(cell["test_curve"]), np.asarray(cell["test_curve_se"], dtype=float)
                 epochs = np.arange(curve.size)
                 color = colors.get(cell["learner"])
-                ax.plot(epochs, curve, color=color, lw=1.5, label=cell["learner"])
+                ax.plot(epochs, curve, color=color, lw=1.8, label=f"{cell['learner']} (mean ± 1 s.e.)")
                 ax.fill_between(
-                    epochs, curve - np.nan_to_num(se), curve + np.nan_to_num(se), color=color, alpha=0.2
+                    epochs, curve - np.nan_to_num(se), curve + np.nan_to_num(se), color=color, alpha=0.2, lw=0
                 )
             if chosen:
                 ax.axhline(
@@ -258,15 +254,26 @@ def plot_results(cells: list[dict], path: Path) -> None:
                 config = chosen[0]["config"]
                 ax.set_title(
                     f"{name}: {behavior} logging (lr {config['learning_rate']:g}, batch {config['batch_size']})",
-                    fontsize=9,
+                    fontsize=10,
                 )
             ax.set_xlabel("epoch (0 = initial policy)")
+            ax.grid(alpha=0.25)
         axes[row][0].set_ylabel("test policy value")
+    figure.suptitle(
+        f"Test value of the learned policy per epoch: the mean over {_seeds_text(cells)}, "
+        "bands ± 1 standard error of that mean (std / sqrt(seeds))",
+        fontsize=11,
+    )
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    figure.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=10, frameon=False)
+    figure.savefig(path, dpi=100)
+
+
+def _seeds_text(cells: list[dict]) -> str:
+    """``8 seeds`` (or ``2 to 8 seeds`` when the cells differ)."""
+    counts = sorted({len(c["test_value"]) for c in cells}) or [0]
+    low, high = counts[0], counts[-1]
+    return f"{high} seed{'s' if high != 1 else ''}" if low == high else f"{low} to {high} seeds"
 
 
 # --------------------------------------------------------------------------- command line
@@ -305,8 +312,8 @@ def _main(args: argparse.Namespace) -> int:
         cells = run_headline(
             settings, seeds=args.seeds, seed=args.seed, out=args.out, devices=args.devices, problem=problem
         )
-    except KeyboardInterrupt:
-        return interrupted(args.out / ROWS_FILE)
+    except KeyboardInterrupt as err:
+        return interrupted(args.out / ROWS_FILE, err)
     print()
     print(format_table(cells))
     print(f"\nwrote {args.out / 'results.json'}, {args.out / 'results.csv'}, {args.out / 'results.png'}")

@@ -104,7 +104,9 @@ def run_study(
       study: the study.
       out: its folder (created; rows in ``rows.jsonl``, options in ``study.json``), or
         ``None`` to run every cell in memory.
-      progress: a tqdm progress bar of cells with an ETA (``None``: when stderr is a terminal).
+      progress: a tqdm progress bar of cells with an ETA (``None``: when stderr is a
+        terminal; elsewhere ``None`` writes a line on stderr as each cell starts, followed by
+        the cell's own progress, e.g. :func:`~towerjax.training.train_seeds`' epoch lines).
       log: receives one line per finished cell (and with ``out``, a first line saying how
         many cells are done); default: printed above the progress bar.
       max_cells: stop after that many new cells, as an interruption would (for tests).
@@ -135,9 +137,13 @@ def run_study(
         disable=None if progress is None else not progress,
         dynamic_ncols=True,
     )
+    announce = progress is None and bar.disable  # no bar: a line as each cell starts
     try:
         for count, cell in enumerate(todo[:max_cells]):
+            position = len(cells) - len(todo) + count + 1
             bar.set_postfix_str(study.label(cell))
+            if announce:  # on stderr, with the cell's own progress lines
+                print(f"[{position}/{len(cells)}] {study.label(cell)} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
             rows = study.reuse(cell, finished)
             if rows is None:
@@ -147,7 +153,6 @@ def run_study(
                 append_cell(path, cell, rows)
             finished[cell] = rows
             seconds = time.perf_counter() - start
-            position = len(cells) - len(todo) + count + 1
             say(
                 f"[{position}/{len(cells)}] {study.label(cell)}: {study.summary(cell, rows)} ({seconds:.1f}s)"
             )
@@ -243,9 +248,17 @@ def report(args: argparse.Namespace, table: str, payload) -> int:
     return 0
 
 
-def interrupted(path: Path) -> int:
-    """Says how to resume an interrupted study; returns exit status 130."""
-    print(f"\ninterrupted: finished cells are in {path}; run the same command to resume")
+def interrupted(path: Path, error: KeyboardInterrupt | None = None) -> int:
+    """Says on stderr, in one line, where a study was interrupted (``error``: the cell's
+    training stopped at an epoch, :class:`~towerjax.training.TrainingInterrupted`) and how to
+    resume it; returns exit status 130."""
+    where = str(error) if error is not None and str(error).startswith("interrupted") else "interrupted"
+    done = len(read_cells(path))
+    print(
+        f"{where}; {done} finished cell(s) are in {path}; run the same command to resume",
+        file=sys.stderr,
+        flush=True,
+    )
     return 130
 
 

@@ -2,8 +2,7 @@
 
 :func:`read_column` tells a numeric column (numbers, perhaps with ``None``/NaN holes) from a
 categorical one (object, string or pandas category dtype) and returns its values;
-:func:`numeric_1d` and :func:`id_values` read the reward, propensity and id columns, reporting
-what they cannot read by column and row; :func:`missing_mask` and :func:`object_array` are the
+:func:`id_values` reads the item id columns, reporting what it cannot read by column and row; :func:`missing_mask` and :func:`object_array` are the
 array forms the vocabulary lookups use.
 """
 
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from towerjax.tables.access import TableView, is_missing, show
+from towerjax.tables.access import TableView, is_missing
 from towerjax.tables.errors import Problems
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "id_values_of",
     "is_real",
     "missing_mask",
-    "numeric_1d",
     "object_array",
     "python_values",
     "read_column",
@@ -68,30 +66,6 @@ def read_column(table: TableView, column: Any) -> tuple[str, np.ndarray | None, 
     if values.dtype.kind in "OUST":
         return "categorical", values.astype(object), None
     return f"dtype {values.dtype}", None, None
-
-
-def numeric_1d(table: TableView, column: Any, n: int, problems: Problems, role: str) -> np.ndarray | None:
-    """``[n]`` float64 values of a column of numbers (object numbers converted); reports text,
-    an unreadable column, a 2-d one or a wrong length."""
-    kind, values, _ = read_column(table, column)
-    if kind == "categorical":
-        converted = to_float(values)
-        if converted is None:
-            bad = next(i for i, v in enumerate(values) if to_float(np.asarray([v], dtype=object)) is None)
-            problems.add(
-                column, f"{role} {column!r}: {table.row(bad)} is {show(values[bad])}, expected a number"
-            )
-            return None
-        values = converted
-    elif kind != "numeric":
-        problems.add(column, f"{role} {column!r}: has {kind}, expected numbers")
-        return None
-    if values.ndim != 1:
-        problems.add(column, f"{role} {column!r}: expected a 1-d column, got shape {values.shape}")
-        return None
-    if not check_length(values, n, column, role, table, problems):
-        return None
-    return values
 
 
 def is_real(value: Any) -> bool:

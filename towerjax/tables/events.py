@@ -20,11 +20,11 @@ from towerjax.tables.columns import (
     first_unhashable,
     id_values,
     id_values_of,
-    numeric_1d,
     object_array,
     python_values,
 )
 from towerjax.tables.errors import MAX_LISTED, Problems
+from towerjax.tables.numeric_text import numeric_1d
 from towerjax.tables.vocabulary import factorize
 
 __all__ = ["IdIndex", "actions", "item_index", "propensities", "rewards"]
@@ -152,7 +152,8 @@ def _report_missing(
 
 
 def rewards(events: TableView, column: Hashable, n: int, problems: Problems) -> np.ndarray | None:
-    """``[n]`` rewards; reports a missing (NaN) or infinite reward."""
+    """``[n]`` rewards; reports text that is not a number, a missing (NaN) or infinite reward
+    (:func:`~towerjax.tables.numeric_text.numeric_1d`)."""
     reward = numeric_1d(events, column, n, problems, "reward column")
     if reward is None:
         return None
@@ -166,7 +167,8 @@ def rewards(events: TableView, column: Hashable, n: int, problems: Problems) -> 
 
 
 def propensities(events: TableView, column: Hashable, n: int, problems: Problems) -> np.ndarray | None:
-    """``[n]`` logging propensities; reports a missing (NaN) one or one outside ``(0, 1]``."""
+    """``[n]`` logging propensities; reports text that is not a number, a missing (NaN)
+    propensity or one outside ``(0, 1]``."""
     pscore = numeric_1d(events, column, n, problems, "pscore column")
     if pscore is None:
         return None

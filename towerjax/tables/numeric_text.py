@@ -4,7 +4,9 @@ A text column that looks numeric (numbers stored as strings, perhaps with a mark
 ``"n/a"``) is never made categorical silently: under ``numeric_strings="error"`` it is a
 problem naming the column (:func:`numeric_text_message`), ``"parse"`` reads it as numbers
 (:func:`parse_numeric_text`, reporting the rows that are not numbers) and ``"categorical"``
-embeds its distinct values as ids.
+embeds its distinct values as ids. The reward and propensity columns must be numbers:
+:func:`numeric_1d` reads them, naming the first row that is not a number, its value and how
+many more there are.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from towerjax.tables.access import MISSING_MARKERS, TableView, is_missing, rows_message, show, show_value
-from towerjax.tables.columns import is_real
+from towerjax.tables.columns import check_length, first_unhashable, is_real, missing_mask, read_column
 from towerjax.tables.errors import Problems
+from towerjax.tables.vocabulary import factorize
 
-__all__ = ["numeric_text", "numeric_text_message", "parse_numeric_text"]
+__all__ = ["numeric_1d", "numeric_text", "numeric_text_message", "parse_numeric_text"]
 
 # The first character (after leading spaces) of text that float() or a missing marker may accept.
 _NUMBER_STARTS = ("", *"+-.0123456789iInN?#")
@@ -89,17 +92,24 @@ def _parse_number(value: Any) -> float | str | None:
 def numeric_text_message(
     table: TableView, column: Any, values: np.ndarray, text: tuple[np.ndarray, np.ndarray, bool], role: str
 ) -> str:
-    """The problem of a numeric-looking text column under ``numeric_strings="error"``."""
+    """The problem of a numeric-looking text column under ``numeric_strings="error"``: the
+    first row that is not a number, its value and how many more (when there are such rows)."""
     floats, not_numbers, text_number = text
     first = int(np.flatnonzero(~np.isnan(floats))[0])
-    what = "numbers stored as text" if text_number else "numbers mixed with text"
-    message = f"{role} {column!r}: holds {what} ({table.row(first)} is {show(values[first])}"
+    example = f"{table.row(first)} is {show(values[first])}"
+    categorical = f"numeric_strings='categorical' to embed it as ids (a mapping such as {{{column!r}: 'parse'}} sets one column)"
     if len(not_numbers):
-        message += f"; {table.row(int(not_numbers[0]))} is {show_value(values[not_numbers[0]])}, not a number"
+        stored = "numbers stored as text" if text_number else "numbers"
+        return (
+            rows_message(
+                f"{role} {column!r}", table, not_numbers, show_value(values[not_numbers[0]]), "a number"
+            )
+            + f"; its other values are {stored} ({example}): fill or drop those rows and pass "
+            f"numeric_strings='parse' to read it as numbers, or {categorical}"
+        )
     return (
-        message + "), which as a categorical column would be one id per distinct value; pass "
-        "numeric_strings='parse' to read it as numbers, or numeric_strings='categorical' to embed "
-        f"it as ids (a mapping such as {{{column!r}: 'parse'}} sets one column)"
+        f"{role} {column!r}: holds numbers stored as text ({example}), which as a categorical column "
+        f"would be one id per distinct value; pass numeric_strings='parse' to read it as numbers, or {categorical}"
     )
 
 
@@ -126,3 +136,52 @@ def parse_numeric_text(
         )
         return None
     return floats
+
+
+def numeric_1d(table: TableView, column: Any, n: int, problems: Problems, role: str) -> np.ndarray | None:
+    """``[n]`` float64 values of a column of numbers (missing values NaN).
+
+    A reward or propensity can only be a number, so numbers stored as text (a CSV column
+    with one bad cell, a Parquet string column) are read as numbers whatever
+    ``numeric_strings`` says (it decides what a feature column becomes). Reports a value that
+    is not a number by its first row and value and how many more rows hold one (``reward
+    column 'r': row 5 is 'abc', expected a number (and 2 more: rows 9, 12)``), an unreadable
+    column, a 2-d one or a wrong length.
+    """
+    kind, values, _ = read_column(table, column)
+    if values is None or kind not in ("numeric", "categorical"):
+        problems.add(column, f"{role} {column!r}: has {kind}, expected numbers")
+        return None
+    if values.ndim != 1:
+        problems.add(column, f"{role} {column!r}: expected a 1-d column, got shape {values.shape}")
+        return None
+    if not check_length(values, n, column, role, table, problems):
+        return None
+    if kind == "numeric":
+        return values
+    return _text_as_numbers(table, column, values, role, problems)
+
+
+def _text_as_numbers(
+    table: TableView, column: Any, values: np.ndarray, role: str, problems: Problems
+) -> np.ndarray | None:
+    """``[n]`` floats of a reward or propensity column that holds text (NaN where missing or
+    a missing marker); reports the rows that are not numbers."""
+    prefix = f"{role} {column!r}"
+    try:
+        codes, uniques = factorize(values, missing_mask(values))
+    except TypeError:
+        bad = first_unhashable(values)
+        problems.add(column, f"{prefix}: {table.row(bad)} is {show(values[bad])}, expected a number")
+        return None
+    if len(uniques) == 0:
+        return np.full(len(values), np.nan)
+    parsed = _parse_numbers(uniques)
+    present, safe = codes >= 0, np.maximum(codes, 0)
+    not_number = np.fromiter((p is None for p in parsed), bool, len(parsed))
+    bad_rows = np.flatnonzero(present & not_number[safe])
+    if bad_rows.size:
+        problems.add(column, rows_message(prefix, table, bad_rows, show(values[bad_rows[0]]), "a number"))
+        return None
+    unique_floats = np.array([p if isinstance(p, float) else np.nan for p in parsed])
+    return np.where(present, unique_floats[safe], np.nan)

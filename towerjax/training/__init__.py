@@ -19,7 +19,15 @@ from towerjax.training.config import (
 )
 from towerjax.training.loop import TrainResult, make_train, validation_rows
 from towerjax.training.parallel import batch_mesh, expose_cpu_cores, seed_sharding, shard_batch
-from towerjax.training.seeds import NonFiniteError, SeedRunner, check_finite, compile_seeds, train_seeds
+from towerjax.training.seeds import (
+    EpochLines,
+    NonFiniteError,
+    SeedRunner,
+    TrainingInterrupted,
+    check_finite,
+    compile_seeds,
+    train_seeds,
+)
 from towerjax.training.step import (
     Batch,
     is_embedding,
@@ -36,10 +44,12 @@ __all__ = [
     "SELECTIONS",
     "VALIDATION_DR_PAIRS",
     "Batch",
+    "EpochLines",
     "NonFiniteError",
     "SeedRunner",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "batch_mesh",
     "check_finite",
     "compile_seeds",

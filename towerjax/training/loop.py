@@ -85,6 +85,8 @@ class TrainResult:
       selected_validation: ``{"snips", "snips_se", "dr", "dr_se"}`` scalars: the validation
         estimates of the returned ``params`` (of the initial policy when ``selected_epoch``
         is 0; NaN without validation logs).
+      initial_validation: ``{"snips", "snips_se", "dr", "dr_se"}`` scalars: the validation
+        estimates of the initial policy (epoch 0 of the curves; NaN without validation logs).
     """
 
     params: dict
@@ -99,6 +101,7 @@ class TrainResult:
     selected_epoch: jax.Array
     selected_value: jax.Array
     selected_validation: dict
+    initial_validation: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,16 +423,13 @@ def train_epoch(
     return (new_state, best), (jnp.sum(weighted) / n, train_value, test_value, top_share, estimates)
 
 
-def initial_best(
-    config: TrainConfig, reward_model: RewardModel, params: dict, logs: RunLogs, initial_value: jax.Array
-) -> dict:
+def initial_best(config: TrainConfig, estimates: dict, params: dict, initial_value: jax.Array) -> dict:
     """The selection's starting point, :func:`keep_best`'s ``best``: the initial policy (epoch 0,
-    its test value and validation estimates) when ``config.select`` chooses an epoch; else
+    its test value and validation ``estimates``) when ``config.select`` chooses an epoch; else
     nothing to compare against."""
     best = {"score": jnp.full((), -jnp.inf), "epoch": jnp.zeros((), jnp.int32)}
     best.update(params=None, test_value=None, estimates=None)
     if config.select is not None:
-        estimates = validation_estimates_of(config, reward_model, params, logs)
         score = selection_score(config.select, estimates)
         best.update(score=score, params=params, test_value=initial_value, estimates=estimates)
     return best
@@ -518,7 +518,8 @@ def make_train(
         initial_params, params = init_params(config, key_init, key_q, logs.train)
 
         initial_value = policy_values(config, initial_params, logs.test)[0]
-        best = initial_best(config, reward_model, params, logs, initial_value)
+        initial_validation = validation_estimates_of(config, reward_model, params, logs)
+        best = initial_best(config, initial_validation, params, initial_value)
 
         epoch = functools.partial(train_epoch, config, update, reward_model, logs, mesh, on_epoch)
         state = (params, optimizer.init(params))
@@ -543,6 +544,7 @@ def make_train(
             selected_epoch=selected_epoch,
             selected_value=selected_value,
             selected_validation=selected_validation,
+            initial_validation=initial_validation,
         )
 
     return train

@@ -1,12 +1,22 @@
 """Many seeds of one configuration as one compiled call: :func:`compile_seeds` lays the seeds'
 keys out over the devices (``vmap`` within a device group, ``lax.map`` across groups) and
-:func:`train_seeds` runs them, timed, with the results on the host and checked to be finite."""
+:func:`train_seeds` runs them, timed, with the results on the host and checked to be finite.
+
+While :func:`train_seeds` runs, Ctrl-C (SIGINT) is checked after every epoch and stops the run
+with :class:`TrainingInterrupted`; progress is a bar on a terminal or :class:`EpochLines`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -23,8 +33,11 @@ from towerjax.training.parallel import put_sharded, seed_sharding, to_host
 
 __all__ = [
     "SEEDS_PER_DEVICE_GROUP",
+    "STOP_GRACE_SECONDS",
+    "EpochLines",
     "NonFiniteError",
     "SeedRunner",
+    "TrainingInterrupted",
     "check_finite",
     "compile_seeds",
     "train_seeds",
@@ -70,6 +83,182 @@ def check_finite(result: TrainResult, objective: Objective, *, seed: int = 0) ->
             )
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :func:`train_seeds`; the run returns nothing.
+
+    ``epoch`` is the last epoch the run reached (0: stopped while tracing or compiling) of
+    ``epochs``; with several sequential groups of seeds, in ``group`` of ``groups``. A
+    ``KeyboardInterrupt``, so code that stops on Ctrl-C stops on it too.
+    """
+
+    def __init__(self, *, epoch: int, epochs: int, group: int = 1, groups: int = 1):
+        self.epoch, self.epochs, self.group, self.groups = epoch, epochs, group, groups
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.epoch == 0:
+            return "interrupted while compiling"
+        where = f" (seed group {self.group} of {self.groups})" if self.groups > 1 else ""
+        return f"interrupted at epoch {self.epoch} of {self.epochs}{where}"
+
+    def __reduce__(self):
+        return (_rebuild_interrupted, (self.epoch, self.epochs, self.group, self.groups))
+
+
+def _rebuild_interrupted(epoch, epochs, group, groups):
+    return TrainingInterrupted(epoch=epoch, epochs=epochs, group=group, groups=groups)
+
+
+class EpochLines:
+    """Progress of :func:`train_seeds` as plain lines, for logs and pipes (a bar on a terminal).
+
+    ``say`` receives ``"epoch 10 of 30, 12 s elapsed, ~24 s left"`` every ``every`` epochs
+    (default: about ten lines a run), at least every ``seconds`` and after the last epoch,
+    and first a line saying the run is compiled. Default ``say``: a line on stderr.
+    """
+
+    def __init__(
+        self, say: Callable[[str], None] | None = None, *, every: int | None = None, seconds: float = 30.0
+    ):
+        self.say = say or _say_on_stderr
+        self.every, self.seconds = every, seconds
+        self.epochs, self.groups, self.done = 1, 1, 0
+        self.start_time = self.last_time = time.perf_counter()
+
+    def start(self, *, epochs: int, groups: int, label: str, seconds_compile: float) -> None:
+        """Called by :func:`train_seeds` once the run is compiled, before its first epoch."""
+        self.epochs, self.groups, self.done = epochs, groups, 0
+        self.start_time = self.last_time = time.perf_counter()
+        self.say(f"{label}: compiled in {seconds_compile:.1f} s; training {epochs} epochs ...")
+
+    def __call__(self, epoch: int) -> None:
+        self.done += 1
+        total = self.epochs * self.groups
+        every = self.every or max(1, math.ceil(self.epochs / 10))
+        now = time.perf_counter()
+        if epoch % every and self.done < total and now - self.last_time < self.seconds:
+            return
+        self.last_time = now
+        elapsed = now - self.start_time
+        left = elapsed / self.done * (total - self.done)
+        group = (self.done - 1) // self.epochs + 1
+        where = f" (seed group {group} of {self.groups})" if self.groups > 1 else ""
+        self.say(f"epoch {epoch} of {self.epochs}{where}, {elapsed:.0f} s elapsed, ~{left:.0f} s left")
+
+
+def _say_on_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _StopRequested(Exception):
+    """Raised in the epoch callback to abort the compiled run (XLA reports it as its own error)."""
+
+
+class _EpochHook:
+    """The ``on_epoch`` of a :func:`train_seeds` run: remembers the epoch reached, reports
+    progress, and raises :class:`_StopRequested` once ``stop`` is set (by Ctrl-C, or by a
+    ``report`` that raises ``KeyboardInterrupt``); ``stopped`` is when it first raised."""
+
+    def __init__(self, report: Callable[[int], None] | None):
+        self.report = report
+        self.stop = False
+        self.stopped: float | None = None
+        self.epoch, self.group = 0, 1
+
+    def __call__(self, epoch: int) -> None:
+        if epoch < self.epoch:  # the next sequential group of seeds started
+            self.group += 1
+        self.epoch = epoch
+        if not self.stop and self.report is not None:
+            try:
+                self.report(epoch)
+            except KeyboardInterrupt:
+                self.stop = True
+        if self.stop:
+            self.stopped = self.stopped or time.perf_counter()
+            raise _StopRequested
+
+
+def _drop_stop_records(record: logging.LogRecord) -> bool:
+    """A log filter: JAX logs every exception raised in a callback; ours is not an error."""
+    return not (record.exc_info and record.exc_info[0] is _StopRequested)
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(hook: _EpochHook, interrupted: Callable[[], TrainingInterrupted]) -> Iterator[None]:
+    """While the block runs, the first Ctrl-C sets ``hook.stop`` (the run stops after its
+    epoch) and a second raises at once; the previous handler is restored afterwards. Only
+    the main thread receives signals: elsewhere, and where SIGINT is ignored, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum, frame):
+        if hook.stop:
+            raise interrupted()
+        hook.stop = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+# After the epoch check stopped the run on the first device, how long to wait for the rest.
+STOP_GRACE_SECONDS = 0.5
+
+
+def _run_interruptibly(runner: SeedRunner, hook: _EpochHook, interrupted: Callable[[], TrainingInterrupted]):
+    """``runner.run()`` to ``block_until_ready``, in a worker thread while the main thread
+    waits: the compiled call holds the thread that starts it until it ends, and a signal
+    handler runs only when the main thread runs Python. Once ``hook.stop`` is set, the next
+    epoch's callback raises, XLA aborts the run, and this raises ``interrupted()``.
+
+    The epoch callback runs on the first device only (XLA places a host callback of
+    unsharded values there), so runs of seeds on other devices go on to their end: after
+    :data:`STOP_GRACE_SECONDS` this raises without waiting for them: they finish in the
+    worker thread, which the interpreter waits for at exit (the command line ends the
+    process at once)."""
+    box = {}
+
+    def work():
+        try:
+            box["result"] = jax.block_until_ready(runner.run())
+        except BaseException as err:  # handed to the main thread
+            box["error"] = err
+
+    debugging = logging.getLogger("jax._src.debugging")
+    debugging.addFilter(_drop_stop_records)
+    told = False
+    try:
+        with _stop_on_sigint(hook, interrupted):
+            worker = threading.Thread(target=work, name="towerjax-train")
+            worker.start()
+            requested = None
+            while worker.is_alive():
+                worker.join(0.1)
+                now = time.perf_counter()
+                if hook.stop and requested is None:
+                    requested = now
+                if hook.stopped is not None and now - hook.stopped > STOP_GRACE_SECONDS:
+                    raise interrupted()
+                if requested is not None and hook.stopped is None and now - requested > 2 and not told:
+                    told = True
+                    _say_on_stderr("stopping at the end of this epoch (Ctrl-C again to stop now)")
+    finally:
+        debugging.removeFilter(_drop_stop_records)
+    if hook.stop:  # also after the last epoch's check: Ctrl-C was asked for, nothing is returned
+        raise interrupted() from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 # Seeds each device trains at once. At batch 10 a step's matmuls are tiny, so more seeds per
 # op help, but every seed adds its parameters and Adam moments (0.85 MB for the seed-study
 # towers) to the working set of every step; past two per CPU core they spill out of the
@@ -83,6 +272,10 @@ class SeedRunner:
     over ``S / groups`` seeds sharded across ``devices`` devices.
 
     ``run()`` returns the :class:`TrainResult` with a leading ``[S]`` axis, in key order.
+    In one process the ``[groups, S / groups]`` layout is flattened on the host: flattening
+    it on the devices is a cross-device all-gather, a separate program whose rendezvous XLA's
+    CPU backend aborts after 40 s when one device's thread is held elsewhere (seen in
+    ``towerjax run``'s seed-study DR cell on 2 CPU devices).
     """
 
     compiled: Callable
@@ -95,6 +288,8 @@ class SeedRunner:
 
     def run(self) -> TrainResult:
         out = self.compiled(self.keys, self.inputs)
+        if jax.process_count() == 1:
+            out = jax.device_get(out)
         return jax.tree.map(lambda a: a.reshape(self.seeds, *a.shape[2:]), out)
 
 
@@ -200,7 +395,7 @@ def train_seeds(
     validation: LoggedData | None = None,
     per_seed_data: bool = False,
     finite: bool = True,
-    progress: bool | Callable[[int], None] = False,
+    progress: bool | EpochLines | Callable[[int], None] = False,
 ) -> tuple[TrainResult, dict]:
     """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
 
@@ -210,39 +405,65 @@ def train_seeds(
     timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
     call on all seeds, to ``block_until_ready``), ``seed_steps`` and ``devices``. A run whose
     loss or parameters became NaN/inf raises :class:`NonFiniteError` (``finite=False``
-    returns the result as it is). ``progress=True`` shows a progress bar of epochs on stderr
-    while the compiled call runs (a callable is called with the epoch number after every
-    epoch instead, once per sequential group of seeds).
+    returns the result as it is).
+
+    Progress: ``progress=True`` shows a bar of epochs with the time elapsed and left when
+    stderr is a terminal, else an :class:`EpochLines` line every few epochs on stderr; an
+    :class:`EpochLines` sends its lines where it says; a callable is called with the epoch
+    number after every epoch (once per sequential group of seeds).
+
+    Ctrl-C: after compiling, the run checks for SIGINT after every epoch (on the main
+    thread; the previous handler is restored afterwards) and stops within that epoch,
+    raising :class:`TrainingInterrupted` with the epoch reached; so does a ``progress``
+    callable that raises ``KeyboardInterrupt``. Ctrl-C while tracing or compiling raises it
+    once the step in progress returns (epoch 0). With seeds on several devices the check
+    reaches the first device's runs only: the call returns at once and the others finish
+    in a background thread (which the interpreter waits for at exit).
     """
+    if progress is True and not sys.stderr.isatty():
+        progress = EpochLines()
     bars = []  # the bar is made once the number of sequential seed groups is known
     if progress is True:
-        on_epoch = lambda _epoch: bars and bars[0].update(1)  # noqa: E731
+        report = lambda _epoch: bars and bars[0].update(1)  # noqa: E731
     else:
-        on_epoch = progress or None
-    runner = compile_seeds(
-        config,
-        seeds=seeds,
-        seed=seed,
-        devices=devices,
-        seeds_per_device=seeds_per_device,
-        problem=problem,
-        data=data,
-        test_data=test_data,
-        q_hat=q_hat,
-        validation=validation,
-        per_seed_data=per_seed_data,
-        on_epoch=on_epoch,
-    )
+        report = progress or None
+    hook = _EpochHook(report)
+    try:
+        runner = compile_seeds(
+            config,
+            seeds=seeds,
+            seed=seed,
+            devices=devices,
+            seeds_per_device=seeds_per_device,
+            problem=problem,
+            data=data,
+            test_data=test_data,
+            q_hat=q_hat,
+            validation=validation,
+            per_seed_data=per_seed_data,
+            on_epoch=hook,
+        )
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(epoch=0, epochs=config.epochs) from None
+    label = f"{config.objective.name} x {seeds} seed{'s' if seeds > 1 else ''}"
     if progress is True:
         from tqdm.auto import tqdm
 
         total = runner.groups * config.epochs
-        bars.append(
-            tqdm(total=total, unit="epoch", leave=False, desc=f"{config.objective.name} x {seeds} seeds")
+        bars.append(tqdm(total=total, unit="epoch", leave=False, desc=label))
+    elif isinstance(progress, EpochLines):
+        progress.start(
+            epochs=config.epochs, groups=runner.groups, label=label, seconds_compile=runner.seconds_compile
         )
+
+    def interrupted() -> TrainingInterrupted:
+        return TrainingInterrupted(
+            epoch=hook.epoch, epochs=config.epochs, group=hook.group, groups=runner.groups
+        )
+
     start = time.perf_counter()
     try:
-        result = jax.block_until_ready(runner.run())
+        result = _run_interruptibly(runner, hook, interrupted)
     finally:
         for bar in bars:
             bar.close()

@@ -45,7 +45,7 @@ from towerjax.workflow.io import (
     say_to,
     source_label,
 )
-from towerjax.workflow.report import interval_dict
+from towerjax.workflow.report import interval_dict, reward_model_loss, reward_note
 
 __all__ = ["DIFFERENCE_ESTIMATORS", "Evaluation", "evaluate"]
 
@@ -66,7 +66,8 @@ class Evaluation:
         :func:`~towerjax.metrics.randomized_value`, or ``None`` (not requested).
       differences: per model after the first, ``{"model", "baseline", "estimators": {name:
         {"value", "stderr", "low", "high"}}}``: that model's estimate minus the first's.
-      summary: the logs (``rows``, ``reward_mean``, ...) and per model ``items``,
+      summary: the logs (``rows``, ``reward_mean``, ..., ``notes``: e.g. how rewards that are
+        not 0/1 are treated) and per model ``items``,
         ``unseen_rows`` (rows with a context value not in the training vocabulary: an unseen
         id, a value rarer than its ``min_count``, or a missing one, all given the
         out-of-vocabulary id 0), ``unseen_columns`` (those rows per column), ``reward_model``.
@@ -104,6 +105,7 @@ class Evaluation:
             f"{logs['source']}: {logs['rows']} rows, reward mean {logs['reward_mean']:.4f}, "
             f"pscore {logs['pscore_min']:.3g}..{logs['pscore_max']:.3g}"
         )
+        lines.extend(f"  note: {note}" for note in logs.get("notes", []))
         header = f"  {'estimator':<13}{'value':>9}   {'95% interval':<20} {'bootstrap 95%':<20} {'ESS':>8} {'max w':>8}"
         for i, name in enumerate(self.names):
             info = self.summary["models"][i]
@@ -126,7 +128,8 @@ class Evaluation:
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike | None = None):
-        """Each estimator's value with its 95% (Wald) interval, one row of the figure per model.
+        """Each estimator's value with its 95% (Wald) interval, one row of the figure per model,
+        and the logging policy's value (the on-policy mean reward of the logs) as a dotted line.
 
         Returns the matplotlib ``Figure`` (saved to ``path`` when given).
         """
@@ -153,10 +156,16 @@ class Evaluation:
             y = np.arange(len(labels))[::-1]
             values, lows, highs = np.asarray(values), np.asarray(lows), np.asarray(highs)
             ax.errorbar(values, y, xerr=[values - lows, highs - values], fmt="o", capsize=3)
+            ax.axvline(
+                self.summary["reward_mean"], color="0.3", ls=":", lw=1.2, label="logging policy (mean reward)"
+            )
             ax.set_yticks(y, labels)
             ax.set_title(self.names[i], fontsize=9)
             ax.grid(axis="x", alpha=0.3)
-        axes[-1].set_xlabel("estimated value (95% interval)")
+        axes[-1].set_xlabel(
+            f"estimated value (95% interval) on {self.summary['source']}\ndotted: the logging "
+            f"policy's value (the logs' mean reward, {self.summary['reward_mean']:.4g})"
+        )
         if path is not None:
             save_figure(figure, path, argument="plot")
         return figure
@@ -358,7 +367,7 @@ def evaluate(
         reward_config = dataclasses.replace(
             policy.config.reward_model,
             folds=max(2, policy.config.reward_model.folds),
-            loss="bce" if np.all((reward >= 0) & (reward <= 1)) else "mse",
+            loss=reward_model_loss(reward),
         )
         say(
             f"evaluating {name} on {action.shape[0]} rows of {label}: reward model "
@@ -395,6 +404,7 @@ def evaluate(
         )
     differences = [_difference(names[j], names[0], terms[j], terms[0]) for j in range(1, len(names))]
     reward, pscore = logged
+    note = reward_note(reward, reward_model_loss(reward), evaluating=True)
     summary = {
         "source": label,
         "items_source": items_label,
@@ -407,6 +417,7 @@ def evaluate(
         "seed": seed,
         "n_bootstrap": n_bootstrap,
         "models": infos,
+        "notes": [] if note is None else [note],
     }
     return Evaluation(names, estimates, randomized_values if randomized else None, differences, summary)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ import numpy as np
 from towerjax import jsonio
 from towerjax.checks import InputError, check_positive_int
 from towerjax.data import LoggedData
-from towerjax.outputs import unwritable
-from towerjax.serving import SavedPolicy, save_model
+from towerjax.outputs import check_output, replacing_folder, write_files
+from towerjax.serving import SavedPolicy
+from towerjax.serving.store import MODEL_FILES, model_files
 from towerjax.tables import (
     EncodingOptions,
     FrameEncoding,
@@ -32,7 +34,7 @@ from towerjax.tables import (
     logged_data_from_frame,
     resolve_options,
 )
-from towerjax.training import TrainConfig, TrainResult, train_seeds, validation_rows
+from towerjax.training import EpochLines, TrainConfig, TrainResult, train_seeds, validation_rows
 from towerjax.workflow.io import (
     Progress,
     catching_unseen,
@@ -55,6 +57,8 @@ from towerjax.workflow.report import (
     id_like_columns,
     plot_curves,
     position_counts,
+    reward_model_loss,
+    reward_note,
 )
 
 __all__ = ["FitResult", "fit"]
@@ -145,7 +149,10 @@ def fit(
         ``embedding_dims``, ``item_id_embedding``, ``numeric_strings``, ``standardize``).
         Text and category columns are embedded ids anyway.
       out: a directory to save the model, ``report.json`` and ``curves.png`` into.
-      overwrite: write into a non-empty ``out`` that is not a towerjax model.
+      overwrite: replace the model in a non-empty ``out`` (files towerjax did not write are
+        kept). ``out`` is checked before training and written atomically: a failed or
+        interrupted fit leaves the previous model there as it was, and no folder is created
+        until there is a model to write.
       progress: called with one line per step (e.g. ``print``); ``None`` is silent.
       **option_fields: the fields of ``options`` as keywords instead
         (``fit(..., categorical=["user_id"], standardize=True)``).
@@ -176,7 +183,7 @@ def fit(
     seeds = check_positive_int("seeds", seeds)
     check_option_names(option_fields, "fit")
     options = resolve_options(options, option_fields)
-    out_dir = None if out is None else check_out_dir(out, overwrite)
+    out_dir = None if out is None else check_output(out, argument="out", folder=True, overwrite=overwrite)
 
     logs_label = source_label(logs, "logs")
     frame = read_table(logs, argument="logs")
@@ -189,7 +196,9 @@ def fit(
     say(f"items: {data.n_actions} ({items_label or 'the distinct logged ids'})")
     say("  context features: " + "; ".join(features["context"]))
     say("  item features: " + "; ".join(features["items"]))
-    notes = id_like_columns(frame, encoding)
+    loss = reward_model_loss(data.reward, config.reward_model.loss)  # BCE needs rewards in [0, 1]
+    config = dataclasses.replace(config, reward_model=dataclasses.replace(config.reward_model, loss=loss))
+    notes = id_like_columns(frame, encoding) + [n for n in [reward_note(data.reward, loss)] if n]
     for note in notes:
         say(f"  note: {note}")
     check_item_ids(encoding.item_ids, item_column, argument="items" if items is not None else "logs")
@@ -213,8 +222,16 @@ def fit(
         f"training {config.objective.name}: {seeds} seed(s), {config.epochs} epochs, batch "
         f"{min(config.batch_size, train_data.n_rounds)}, on {train_data.n_rounds} rows ..."
     )
+    # Progress of the epochs: a bar on a terminal, else a line every few epochs through say.
+    epochs = progress is not None and (sys.stderr.isatty() or EpochLines(say))
     result, timing = train_seeds(
-        config, seeds=seeds, seed=seed, devices=devices, data=train_data, validation=validation_data
+        config,
+        seeds=seeds,
+        seed=seed,
+        devices=devices,
+        data=train_data,
+        validation=validation_data,
+        progress=epochs,
     )
     say(f"  compiled in {timing['seconds_compile']:.1f}s, trained in {timing['seconds_train']:.1f}s")
 
@@ -421,43 +438,28 @@ def selected_estimates(
 # --------------------------------------------------------------------------- saving
 
 
-def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """``out`` as a directory a model can be written into, checked before training
-    (InputError naming ``out``)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise InputError("out", f"{path} is a file, expected a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / "model.json").is_file() and not overwrite:
-        raise InputError("out", f"{path} is not empty and holds no towerjax model; pass overwrite=True")
-    problem = unwritable(path)
-    if problem:
-        raise InputError("out", problem)
-    return path
-
-
 def save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: bool) -> None:
-    """Saves the policy (:func:`~towerjax.serving.save_model`), ``report.json`` and ``curves.png``."""
-    try:
-        save_model(
-            directory,
-            params=policy.params,
-            config=policy.config,
-            item_ids=policy.item_ids,
-            item_features=policy.item_features,
-            encoding=policy.encoding,
-            metadata={
-                "source": report["sources"],
-                "columns": {
-                    k: None if v is None else str(v) for k, v in report["columns"].items() if k != "context"
-                },
-                "chosen_seed": report["selection"]["chosen_seed"],
-                "report": "report.json",
+    """Saves the policy (the files of :func:`~towerjax.serving.save_model`), ``report.json`` and
+    ``curves.png`` into ``directory`` in one atomic write
+    (:func:`~towerjax.outputs.replacing_folder`)."""
+    files = model_files(
+        params=policy.params,
+        config=policy.config,
+        item_ids=policy.item_ids,
+        item_features=policy.item_features,
+        encoding=policy.encoding,
+        metadata={
+            "source": report["sources"],
+            "columns": {
+                k: None if v is None else str(v) for k, v in report["columns"].items() if k != "context"
             },
-            overwrite=overwrite,
-        )
-    except InputError as err:
-        if err.argument == "directory":
-            raise InputError("out", err.message) from None
-        raise
-    (directory / "report.json").write_text(jsonio.dumps(report, indent=2))
-    plot_curves(report, directory / "curves.png")
+            "chosen_seed": report["selection"]["chosen_seed"],
+            "report": "report.json",
+        },
+    )
+    files["report.json"] = jsonio.dumps(report, indent=2).encode()
+    with replacing_folder(
+        directory, argument="out", overwrite=overwrite, own=MODEL_FILES, marker="model.json"
+    ) as staging:
+        write_files(staging, files)
+        plot_curves(report, staging / "curves.png")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from towerjax.checks import InputError
+from towerjax.outputs import check_output, write_file
 from towerjax.serving import SavedPolicy, load_model
 from towerjax.tables import FrameEncoding, FrameValidationError, UnseenCategoryWarning, is_dataframe
 
@@ -105,47 +106,54 @@ def read_table(source: Any, *, argument: str = "table") -> Any:
 
 
 def write_table(table: Any, path: str | os.PathLike, *, argument: str = "out") -> Path:
-    """Writes a DataFrame (or a dict of equal-length arrays) to ``.csv`` / ``.parquet`` by ``path``'s ending.
+    """Writes a DataFrame (or a dict of equal-length arrays) to ``.csv`` / ``.parquet`` by ``path``'s ending
+    (through :func:`towerjax.outputs.write_file`: checked, and written whole or not at all).
 
     Raises:
       InputError: naming ``argument``, for an unknown ending or a path that cannot be written.
     """
     import pandas as pd
 
-    path = check_table_path(path, argument=argument)
+    path = check_output_table(path, argument=argument)
     frame = table if is_dataframe(table) else pd.DataFrame(dict(table))
+    csv = _suffix(path).startswith(".csv")
+    compression = "gzip" if _suffix(path) == ".csv.gz" else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if _suffix(path).startswith(".csv"):
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
+        write_file(
+            path,
+            (lambda to: frame.to_csv(to, index=False, compression=compression))
+            if csv
+            else (lambda to: frame.to_parquet(to, index=False)),
+            argument=argument,
+        )
     except ImportError as err:
         raise InputError(argument, f"{path}: writing Parquet needs pyarrow ({_one_line(err)})") from None
-    except OSError as err:
-        raise InputError(argument, f"{path}: cannot write ({err.strerror or _one_line(err)})") from None
     return path
 
 
+def check_output_table(path: str | os.PathLike, *, argument: str) -> Path:
+    """``path`` as a table file towerjax can write (:func:`check_table_path` and
+    :func:`towerjax.outputs.check_output`), checked before any work; creates nothing."""
+    return check_output(check_table_path(path, argument=argument), argument=argument, folder=False)
+
+
 def check_image_path(path: str | os.PathLike, *, argument: str = "plot") -> Path:
-    """``path`` as a figure file to write (``.png``, ``.pdf``, ``.svg``), or InputError naming ``argument``."""
+    """``path`` as a figure file towerjax can write (``.png``, ``.pdf``, ``.svg``;
+    :func:`towerjax.outputs.check_output`), or InputError naming ``argument``. Creates nothing."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(
             argument,
             f"{path}: unknown image type {path.suffix or '(none)'!r}, expected one of {IMAGE_SUFFIXES}",
         )
-    return path
+    return check_output(path, argument=argument, folder=False)
 
 
 def save_figure(figure: Any, path: str | os.PathLike, *, argument: str) -> None:
     """Saves a matplotlib ``figure`` to ``path`` (at 120 dpi); InputError naming ``argument``
     for an unknown image ending or a path that cannot be written."""
     path = check_image_path(path, argument=argument)
-    try:
-        figure.savefig(path, dpi=120)
-    except OSError as err:
-        raise InputError(argument, f"{path}: cannot write ({err.strerror or _one_line(err)})") from None
+    write_file(path, lambda to: figure.savefig(to, dpi=120), argument=argument)
 
 
 # --------------------------------------------------------------------------- columns

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from towerjax.checks import InputError, check_positive_int
-from towerjax.serving import load_model
+from towerjax.features import num_rows, take
+from towerjax.serving import SavedPolicy, load_model
 from towerjax.workflow.fit import FitResult
 from towerjax.workflow.io import (
     Progress,
-    check_table_path,
+    check_output_table,
     encode_contexts,
     load_policy,
     n_rows,
@@ -34,13 +35,24 @@ from towerjax.workflow.io import (
     write_table,
 )
 
-__all__ = ["CONTEXT_CHUNK_SIZE", "ITEM_CHUNK_SIZE", "Recommendations", "export", "recommend"]
+__all__ = [
+    "CONTEXT_CHUNK_SIZE",
+    "ITEM_CHUNK_SIZE",
+    "PROBABILITY_CHUNK_ELEMENTS",
+    "Recommendations",
+    "export",
+    "policy_probabilities",
+    "recommend",
+]
 
 ITEM_CHUNK_SIZE = 8192
 """Items scored per step of the exact top-k search."""
 
 CONTEXT_CHUNK_SIZE = 1024
 """Contexts per block of the exact top-k search."""
+
+PROBABILITY_CHUNK_ELEMENTS = 2**24
+"""The most ``[contexts, A]`` log-probabilities held at once by :func:`policy_probabilities`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +61,8 @@ class Recommendations:
 
     Attributes:
       table: a pandas DataFrame, one row per context: ``row`` (its position in the
-        contexts table), the kept columns, then ``item_1, score_1, ..., item_k, score_k``.
+        contexts table), the kept columns, then ``item_1, score_1, ..., item_k, score_k``
+        (with ``probabilities``, ``probability_j`` after each ``score_j``).
       item_index: ``[n, k]`` rows of the catalogue.
       item_ids: ``[n, k]`` the catalogue's ids.
       scores: ``[n, k]`` the scores ``s(x_i, a)`` (decreasing for top-k; slate order for
@@ -58,6 +71,8 @@ class Recommendations:
         rarer than its ``min_count``, or a missing one), given the out-of-vocabulary id 0.
       unseen_columns: those rows per column.
       explore: whether the lists are Boltzmann slates.
+      probabilities: ``[n, k]`` the policy's ``pi(a|x_i)`` of each listed item (a softmax
+        over the whole catalogue), or ``None`` (not asked for).
     """
 
     table: Any
@@ -67,6 +82,7 @@ class Recommendations:
     unseen_rows: int
     unseen_columns: dict
     explore: bool
+    probabilities: np.ndarray | None = None
 
 
 def recommend(
@@ -77,6 +93,7 @@ def recommend(
     explore: bool = False,
     seed: int = 0,
     keep_columns: Sequence[Hashable] = (),
+    probabilities: bool = False,
     out: str | os.PathLike | None = None,
     progress: Progress = None,
 ) -> Recommendations:
@@ -88,7 +105,9 @@ def recommend(
     exact (:func:`~towerjax.retrieval.top_k_items`, chunked over items and contexts, ties to
     the smaller item index). ``explore=True`` draws slates of ``k`` distinct items from the
     policy ``softmax(s / tau)`` instead (:meth:`~towerjax.serving.SavedPolicy.explore`, key
-    from ``seed``).
+    from ``seed``). ``probabilities=True`` adds each listed item's probability under the
+    policy, ``pi(a|x) = softmax(s(x, .) / tau)_a`` over the whole catalogue
+    (:func:`policy_probabilities`).
 
     Args:
       model: a model directory, a :class:`~towerjax.serving.SavedPolicy` or a
@@ -98,6 +117,7 @@ def recommend(
       explore: Boltzmann slates instead of the top ``k``.
       seed: root seed of the slates' draws.
       keep_columns: columns of ``contexts`` copied into the output (e.g. a user id).
+      probabilities: add the column ``probability_j`` of ``pi(a|x)`` after each ``score_j``.
       out: a ``.csv`` / ``.parquet`` file to write the table to.
       progress: called with one line per step.
 
@@ -112,7 +132,7 @@ def recommend(
     if k > policy.n_items:
         raise InputError("k", f"expected at most the model's {policy.n_items} items, got {k}")
     if out is not None:
-        check_table_path(out, argument="out")
+        check_output_table(out, argument="out")
     label = source_label(contexts, "contexts")
     frame = read_table(contexts, argument="contexts")
     keep_columns = [keep_columns] if isinstance(keep_columns, str) else list(keep_columns)
@@ -142,12 +162,15 @@ def recommend(
         )
         scores, index = np.asarray(scores), np.asarray(index)
     ids = policy.item_ids[index]
+    pi = policy_probabilities(policy, context, index) if probabilities else None
     columns: dict[str, Any] = {"row": np.arange(n)}
     for column in keep_columns:
         columns[str(column)] = np.asarray(frame[column])
     for j in range(k):
         columns[f"item_{j + 1}"] = ids[:, j]
         columns[f"score_{j + 1}"] = scores[:, j]
+        if pi is not None:
+            columns[f"probability_{j + 1}"] = pi[:, j]
     table = pd.DataFrame(columns)
     if out is not None:
         write_table(table, out, argument="out")
@@ -160,7 +183,32 @@ def recommend(
         unseen_rows=int(unseen_rows),
         unseen_columns={str(c): v for c, v in unseen.items()},
         explore=bool(explore),
+        probabilities=pi,
     )
+
+
+def policy_probabilities(
+    policy: SavedPolicy, context: Any, index: np.ndarray, *, max_elements: int = PROBABILITY_CHUNK_ELEMENTS
+) -> np.ndarray:
+    """``[n, k]`` float64 ``pi(a|x_i)`` of the items ``index [n, k]``: the exponential of
+    :meth:`~towerjax.serving.SavedPolicy.log_probs`, the exact softmax over the whole
+    catalogue at the policy's temperature, ``log_softmax(s(x_i, .) / tau)``.
+
+    Contexts are taken in chunks of at most ``max_elements / A`` rows (and
+    :data:`CONTEXT_CHUNK_SIZE`), each one compiled program, so a large catalogue never holds
+    all ``[n, A]`` log-probabilities at once.
+    """
+    index = np.asarray(index)
+    n = num_rows(context)
+    rows = max(1, min(CONTEXT_CHUNK_SIZE, n, max_elements // policy.n_items))
+    out = np.empty(index.shape, np.float64)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        log_pi = policy.log_probs(take(context, np.arange(start, stop)), context_chunk_size=rows)
+        out[start:stop] = np.exp(
+            np.take_along_axis(np.asarray(log_pi, np.float64), index[start:stop], axis=1)
+        )
+    return out
 
 
 def export(model: Any, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -170,7 +218,7 @@ def export(model: Any, out: str | os.PathLike, *, overwrite: bool = False) -> Pa
       model: a model directory, a :class:`~towerjax.serving.SavedPolicy` or a
         :class:`~towerjax.workflow.fit.FitResult`.
       out: the directory to write into.
-      overwrite: write into a non-empty ``out``.
+      overwrite: replace the export in a non-empty ``out``.
 
     Raises:
       InputError: naming ``model`` or ``out``.

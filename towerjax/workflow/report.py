@@ -22,7 +22,7 @@ from towerjax.features import Features
 from towerjax.tables import FrameEncoding, is_missing
 from towerjax.workflow.io import object_column, plain_id, save_figure
 
-__all__ = ["REPORT_FORMAT", "fit_report", "fit_summary", "plot_curves"]
+__all__ = ["REPORT_FORMAT", "fit_report", "fit_summary", "plot_curves", "reward_model_loss", "reward_note"]
 
 REPORT_FORMAT = "towerjax-fit-report"
 """The ``format`` field of ``report.json``."""
@@ -90,9 +90,40 @@ def id_like_columns(frame: Any, encoding: FrameEncoding) -> list[str]:
         if getattr(getattr(frame[column], "dtype", None), "kind", None) in ("i", "u"):
             notes.append(
                 f"context column {column!r} holds integers and is used as a number; if it is an id, pass "
-                f"categorical=[{column!r}] (towerjax train --categorical {column}) to embed it"
+                f"categorical=[{column!r}] to embed it"
             )
     return notes
+
+
+def reward_model_loss(reward: Any, loss: str = "bce") -> str:
+    """The reward model's loss for these rewards: binary cross-entropy (``"bce"``: ``q_hat =
+    sigmoid(.)`` in ``(0, 1)``) fits rewards in ``[0, 1]`` only, so rewards outside take squared
+    error (``"mse"``: a linear output); ``loss`` otherwise."""
+    reward = np.asarray(reward, np.float64)
+    return "mse" if np.any((reward < 0) | (reward > 1)) else loss
+
+
+def reward_note(reward: Any, loss: str, *, evaluating: bool = False) -> str | None:
+    """One line on how rewards that are not all 0 or 1 are treated (``None`` when they are):
+    the reward model's ``loss`` (``"bce"`` or ``"mse"``), that no estimate is clipped to the
+    rewards' range, and (``evaluating``) that ``ipw-ls`` needs rewards in ``[0, 1]``."""
+    reward = np.asarray(reward, np.float64)
+    if np.all((reward == 0) | (reward == 1)):
+        return None
+    low, high = float(reward.min()), float(reward.max())
+    distinct = len(np.unique(reward))
+    what = f"rewards are not 0/1 ({distinct} distinct values, {low:g} to {high:g})"
+    model = "the reward model" + (
+        "" if evaluating else " (of the DR objective and the validation DR estimate)"
+    )
+    if loss == "bce":
+        fitted = f"{model} fits them by binary cross-entropy as probabilities (q_hat in (0, 1))"
+    else:
+        fitted = f"{model} fits them by squared error with a linear output (q_hat not clipped to {low:g}..{high:g})"
+    line = f"{what}: {fitted}; no estimate is clipped to the rewards' range"
+    if evaluating and (low < 0 or high > 1):
+        line += "; ipw-ls (logarithmic smoothing) needs rewards in [0, 1] and is left out"
+    return line
 
 
 def data_summary(data: LoggedData, features: dict[str, list[str]]) -> dict:
@@ -128,10 +159,18 @@ def data_summary(data: LoggedData, features: dict[str, list[str]]) -> dict:
 # --------------------------------------------------------------------------- the report
 
 
-def validation_curves(validation: dict, seeds: int) -> dict:
+def validation_curves(validation: dict, seeds: int, initial: dict | None = None) -> dict:
     """Per estimator of :data:`CURVES`: each seed's ``[S, E]`` curve with its band, and the
-    mean over seeds (``seed_std``: the spread of the seeds' values, NaN for one seed)."""
+    mean over seeds (``seed_std``: the spread of the seeds' values, NaN for one seed).
+
+    ``initial`` (each ``[S]``: the initial policy's estimates) is put first, so the curves
+    are ``[S, E + 1]`` from epoch 0."""
     validation = {k: np.asarray(v, np.float64) for k, v in validation.items()}
+    if initial:
+        validation = {
+            k: np.concatenate([np.reshape(np.asarray(initial[k], np.float64), (-1, 1)), v], axis=1)
+            for k, v in validation.items()
+        }
     epochs = int(validation["snips"].shape[1])
     curves = {}
     for name in CURVES:
@@ -191,8 +230,10 @@ def fit_report(
     without validation rows), ``criterion`` the estimate the seed was chosen by and
     ``chosen`` that seed. The config is ``config.to_dict()``: training settings only.
     """
-    curves = validation_curves(result.validation, seeds)
+    initial = getattr(result, "initial_validation", None) or None
+    curves = validation_curves(result.validation, seeds, initial)
     epochs = int(np.shape(result.validation["snips"])[1])
+    first = 0 if initial is not None else 1
     summary = data_summary(data, features)
     summary.update(
         training_rows=int(train_data.n_rounds),
@@ -217,7 +258,7 @@ def fit_report(
         "seeds": seeds,
         "seed": seed,
         "timing": timing,
-        "epochs": list(range(1, epochs + 1)),
+        "epochs": list(range(first, epochs + 1)),
         "validation": curves,
         "loss": np.asarray(result.loss, np.float64),
         "top_share": np.asarray(result.top_share, np.float64),
@@ -230,8 +271,8 @@ def fit_report(
             "why": why,
             "note": "'selected' is each seed's validation estimate of its returned parameters, as "
             "recorded by its training run (SNIPS; DR with that run's reward model fitted on the "
-            "training rows); the per-epoch curves are the estimates recorded after each epoch. "
-            "Epoch 0 is the initial policy.",
+            "training rows); the per-epoch curves are the estimates recorded after each epoch, "
+            "from epoch 0, the initial policy ('loss' and 'top_share' from epoch 1).",
         },
         "notes": notes,
     }
@@ -263,48 +304,82 @@ def fit_summary(report: dict, *, features: bool = True) -> str:
 
 
 def plot_curves(report: dict, path: str | os.PathLike | None = None):
-    """The validation SNIPS and DR estimates per epoch with ± 1.96 s.e. bands, one line per seed.
+    """The validation SNIPS and DR estimates per epoch from epoch 0 (the initial policy).
 
-    ``report`` is :attr:`~towerjax.workflow.fit.FitResult.report` (or ``report.json`` read
-    back). The kept seed is drawn bold with its selected epoch marked; the dotted line is the
-    logging policy's value on the validation rows (their mean reward). Returns the matplotlib
-    ``Figure`` (saved to ``path`` when given).
+    One panel per estimate: its mean over seeds with a band of ± 1 s.e. (the estimate's
+    standard error on the validation rows, averaged over seeds), each seed a thin line. The
+    kept seed's selected epoch is marked; the dotted line is the logging policy's value on the
+    validation rows (their mean reward). The title names the objective and the logs, the
+    caption says what the band is. ``report`` is
+    :attr:`~towerjax.workflow.fit.FitResult.report` (or ``report.json`` read back). Returns the
+    matplotlib ``Figure`` (saved to ``path`` when given).
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
     epochs = np.asarray(report["epochs"])
     chosen = report["selection"]["chosen_seed"]
     reference = report["data"].get("validation_reward_mean")
-    for ax, name, title in zip(axes, CURVES, ("SNIPS", "DR"), strict=True):
-        curves = report["validation"][name]["per_seed"]
-        value = np.asarray(curves["value"], dtype=np.float64)
-        low, high = np.asarray(curves["low"], np.float64), np.asarray(curves["high"], np.float64)
-        drawn = False
-        for s in range(value.shape[0]):
-            if np.all(np.isnan(value[s])):
-                continue
-            drawn = True
-            bold = s == chosen
-            (line,) = ax.plot(
-                epochs, value[s], lw=2.2 if bold else 1.0, alpha=1.0 if bold else 0.6, label=f"seed {s}"
-            )
-            ax.fill_between(epochs, low[s], high[s], color=line.get_color(), alpha=0.18 if bold else 0.07)
-            epoch = report["per_seed"][s]["selected_epoch"]
-            if bold and 1 <= epoch <= len(epochs):
-                ax.plot([epoch], [value[s][epoch - 1]], "o", color=line.get_color(), label="selected epoch")
+    seeds = len(report["per_seed"])
+    for ax, name, title, color in zip(axes, CURVES, ("SNIPS", "DR"), ("C0", "C1"), strict=True):
+        drawn = _draw_curve(ax, report, name, epochs, chosen, color)
         if not drawn:
             ax.text(0.5, 0.5, "no validation estimates", ha="center", va="center", transform=ax.transAxes)
         elif reference is not None:
-            ax.axhline(reference, color="0.4", ls=":", lw=1, label="logging policy (mean reward)")
-        ax.set_title(f"validation {title} ± 1.96 s.e.")
-        ax.set_xlabel("epoch")
+            ax.axhline(reference, color="0.3", ls=":", lw=1.2, label="logging policy (mean reward)")
+        ax.set_title(f"validation {title}")
+        ax.set_xlabel("epoch (0: the initial policy)" if epochs[0] == 0 else "epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.25)
         if drawn:
-            ax.legend(fontsize=7)
-    axes[0].set_ylabel("estimated value")
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("estimated value of the policy")
+    figure.suptitle(_curves_title(report))
+    seeds_text = f"{seeds} seeds" if seeds > 1 else "1 seed"
+    figure.supxlabel(
+        f"Thick line: mean over {seeds_text}; band: ± 1 s.e. of the estimate on the validation rows "
+        "(mean of the seeds' standard errors); thin lines: each seed.",
+        fontsize=9,
+    )
     if path is not None:
         save_figure(figure, path, argument="path")
     return figure
+
+
+def _draw_curve(ax: Any, report: dict, name: str, epochs: np.ndarray, chosen: int, color: str) -> bool:
+    """Draws one estimate's seed-mean with its ± 1 s.e. band and each seed's thin line;
+    whether there was anything to draw."""
+    curves = report["validation"][name]
+    value = np.asarray(curves["per_seed"]["value"], np.float64)
+    if np.all(np.isnan(value)):
+        return False
+    for s in range(value.shape[0]):
+        ax.plot(epochs, value[s], color=color, lw=0.8, alpha=0.45, label="each seed" if s == 0 else None)
+    mean = np.asarray(curves["mean"]["value"], np.float64)
+    stderr = np.asarray(curves["mean"]["stderr"], np.float64)
+    ax.fill_between(epochs, mean - stderr, mean + stderr, color=color, alpha=0.2, lw=0, label="± 1 s.e.")
+    ax.plot(epochs, mean, color=color, lw=2.2, label="mean over seeds")
+    epoch = report["per_seed"][chosen]["selected_epoch"]
+    where = np.flatnonzero(epochs == epoch)
+    if where.size and not np.isnan(value[chosen][where[0]]):
+        ax.plot(
+            [epoch],
+            [value[chosen][where[0]]],
+            "o",
+            color="k",
+            ms=5,
+            label=f"kept seed {chosen}, epoch {epoch}",
+        )
+    return True
+
+
+def _curves_title(report: dict) -> str:
+    """``Training ips on logs.csv; validation: ...``: the objective and the logs."""
+    objective = report["config"].get("objective", {})
+    name = objective.get("name", "?") if isinstance(objective, dict) else str(objective)
+    sources = report.get("sources", {})
+    logs = sources.get("logs") or "the logs"
+    validation = sources.get("validation")
+    return f"Training {name} on {logs}" + (f"; validation: {validation}" if validation else "")
