@@ -79,3 +79,54 @@ def test_ctrl_c_while_training_exits_130_with_one_line_and_no_traceback(tmp_path
     )
     epoch = int(lines[0].removeprefix("towerjax train: interrupted at epoch ").split()[0])
     assert 0 < epoch < 20000  # stopped by the epoch check, not at the end of the run
+
+
+def test_ctrl_c_while_retraining_into_a_model_folder_leaves_the_previous_model_loadable(tmp_path):
+    """`train --logs ... --out M --overwrite` interrupted mid-training: exit 130, M unchanged."""
+    import numpy as np
+    import pandas as pd
+
+    from towerjax import own_logs
+    from towerjax.serving import load_model
+
+    rng = np.random.default_rng(0)
+    n = 60
+    logs = pd.DataFrame(
+        {
+            "age": rng.normal(size=n),
+            "item_id": rng.choice(["a", "b", "c"], size=n),
+            "reward": rng.integers(0, 2, size=n).astype(float),
+            "pscore": np.full(n, 1 / 3),
+        }
+    )
+    path, model = tmp_path / "logs.csv", tmp_path / "M"
+    logs.to_csv(path, index=False)
+    tiny = TrainConfig(hidden_sizes=(4,), embedding_size=4, epochs=1, validation_fraction=0.0)
+    own_logs.fit(path, config=tiny, seeds=1, out=model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    command = [
+        sys.executable, "-m", "towerjax.cli", "train", "--logs", str(path), "--out", str(model),
+        "--overwrite", "--epochs", "20000", "--seeds", "1", "--hidden-sizes", "4",
+        "--embedding-size", "4", "--validation-fraction", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,  # own-logs training reports on stdout
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # see the test above
+    )
+    try:
+        line = ""
+        while not line.startswith("epoch "):  # the summary lines, "compiled ...", then epochs
+            line = process.stdout.readline()
+            assert line, "the command ended before training"
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=120)
+        after = process.stdout.read()
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert status == 130 and "Traceback" not in after, after
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # byte for byte
+    assert load_model(model).n_items == 3
