@@ -42,38 +42,7 @@ The functions live in the package :mod:`towerjax.workflow` (one module per job: 
 ``fit``, ``report``, ``evaluate``, ``recommend``); this module is their public entry.
 """
 
-from towerjax.workflow import (
-    DIFFERENCE_ESTIMATORS,
-    IMAGE_SUFFIXES,
-    REPORT_FORMAT,
-    TABLE_SUFFIXES,
-    Evaluation,
-    FitResult,
-    Recommendations,
-    check_image_path,
-    evaluate,
-    export,
-    fit,
-    plot_curves,
-    read_table,
-    recommend,
-    write_table,
-)
+from towerjax import workflow
+from towerjax.workflow import *  # noqa: F403  (the workflow's public API, listed once there)
 
-__all__ = [
-    "DIFFERENCE_ESTIMATORS",
-    "IMAGE_SUFFIXES",
-    "REPORT_FORMAT",
-    "TABLE_SUFFIXES",
-    "Evaluation",
-    "FitResult",
-    "Recommendations",
-    "check_image_path",
-    "evaluate",
-    "export",
-    "fit",
-    "plot_curves",
-    "read_table",
-    "recommend",
-    "write_table",
-]
+__all__ = workflow.__all__
