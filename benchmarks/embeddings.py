@@ -856,6 +856,8 @@ def _cli_flags(help_text: str, args: argparse.Namespace) -> list[str]:
         flags += ["--categorical", "user_id"]
     if "--standardize" in help_text:
         flags += ["--standardize"]
+    if "--search" in help_text:  # one configuration, not a search of many
+        flags += ["--search", "none"]
     return flags
 
 

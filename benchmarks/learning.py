@@ -73,7 +73,7 @@ from towerjax.objectives import (  # noqa: E402
 )
 from towerjax.policy import log_policy  # noqa: E402
 from towerjax.synthetic import SyntheticProblem, obp_problem, sample_logged_data  # noqa: E402
-from towerjax.training import TrainConfig, train_seeds  # noqa: E402
+from towerjax.training import Search, TrainConfig, train_search, train_seeds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -222,6 +222,44 @@ def _obd(seeds: int, seed: int):
     return _stack([data.train_sets[0]] * seeds), _stack([test] * seeds)
 
 
+def _grid_tasks() -> dict:
+    """The task grid of ``benchmarks/grid.py`` (log sizes, action counts, loggers, noise,
+    semi-synthetic MovieLens), importable when this file runs as a script."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import grid
+
+    return grid.TASKS
+
+
+RANKED_TASKS = ("movielens-schnabel",)  # also scored by per-user AUC and NDCG@5 on random exposure
+
+
+def ranking(task: str, seed: int, scores_per_seed: list[np.ndarray], train, test) -> dict:
+    """Per-user AUC and NDCG@5 over items shown uniformly at random (20 per user;
+    ``grid.random_exposure``), relevance ``q >= 0.5`` (rating >= 4), mean ± s.e. over seeds;
+    and the same for ranking items by their number of logged rewards (popularity)."""
+    import grid
+
+    out = {}
+    for name, per_seed in (("policy", scores_per_seed), ("popularity", None)):
+        auc, ndcg = [], []
+        for s in range(len(scores_per_seed)):
+            q = np.asarray(test.expected_reward[s])
+            if per_seed is None:
+                likes = np.bincount(
+                    np.asarray(train.action[s]), weights=np.asarray(train.reward[s]), minlength=q.shape[1]
+                )
+                scores = np.broadcast_to(likes, q.shape)
+            else:
+                scores = per_seed[s]
+            exposed = grid.random_exposure(seed * 100 + s, q.shape[0], q.shape[1])
+            metrics = grid.ranking_metrics(np.asarray(scores), q >= 0.5, exposed)
+            auc.append(metrics["auc"])
+            ndcg.append(metrics["ndcg5"])
+        out[name] = {"auc": _mean_se(np.array(auc)), "ndcg5": _mean_se(np.array(ndcg))}
+    return out
+
+
 TASKS = {
     "seed-uniform": _seed_task("uniform"),
     "seed-epsilon-greedy": _seed_task("epsilon-greedy"),
@@ -229,6 +267,7 @@ TASKS = {
     "digits": _digits,
     "obp-peer": _obp_peer,
     "obd": _obd,
+    **_grid_tasks(),
 }
 
 
@@ -293,6 +332,16 @@ def run_cell(
             [np.bincount(row.argmax(-1), minlength=q.shape[-1]).max() / row.shape[0] for row in q]
         )
     nonfinite = int(np.sum(~np.isfinite(np.asarray(result.loss)).all(axis=1)))
+    if task in RANKED_TASKS:
+        scores = [
+            np.asarray(
+                config.model.scores(
+                    jax.tree.map(lambda a, s=s: a[s], result.params), test.context[s], test.action_context[s]
+                )
+            )
+            for s in range(seeds)
+        ]
+        randomized["ranking"] = ranking(task, 0, scores, train, test)
 
     def gap(values):
         return (values - logging) / (best - logging)
@@ -320,6 +369,108 @@ def run_cell(
     }
 
 
+def _seed_slice(logs: LoggedData, s: int) -> LoggedData:
+    return jax.tree.map(lambda leaf: leaf[s], logs)
+
+
+def run_search_cell(task: str, data, config: TrainConfig, seeds: int, search: Search) -> dict:
+    """The ``search`` learner: per seed, :func:`towerjax.training.train_search` on that seed's
+    logs (as a user runs it: 60% train, 20% select, 20% report), the chosen policy's true value
+    on the test contexts, whether the report interval covers it, and the best true value any
+    single candidate reached (the search's own ceiling)."""
+    train, test = data
+    if test.expected_reward is None:
+        raise ValueError(f"{task}: the search cell needs true values (expected_reward) on the test logs")
+    per_seed, scores = [], []
+    start = time.perf_counter()
+    for s in range(seeds):
+        result = train_search(search, config, _seed_slice(train, s), seed=s, test_data=_seed_slice(test, s))
+        if task in RANKED_TASKS:
+            scores.append(
+                np.asarray(
+                    result.chosen.config.model.scores(result.params, test.context[s], test.action_context[s])
+                )
+            )
+        q = np.asarray(test.expected_reward[s], np.float64)
+        logging = float(np.mean(np.sum(np.asarray(test.pi_b[s]) * q, -1)))
+        best = float(np.mean(q.max(-1)))
+        chosen_true = float(result.run.selected_value)
+        estimate = result.report[search.criterion]
+        finite = [c for c in result.candidates if c["finite"]]
+        per_seed.append(
+            {
+                "logging": logging,
+                "best": best,
+                "chosen": chosen_true,
+                "chosen_label": result.chosen.label,
+                "chosen_epoch": int(result.run.selected_epoch),
+                "reported": estimate["value"],
+                "reported_low": estimate["wald_low"],
+                "reported_high": estimate["wald_high"],
+                "covered": bool(estimate["wald_low"] <= chosen_true <= estimate["wald_high"]),
+                "difference": result.report["difference"],
+                "verdict": result.verdict,
+                "ess": result.report["ess"],
+                "best_candidate": max(c["true_value"] for c in finite),
+                "best_candidate_label": max(finite, key=lambda c: c["true_value"])["label"],
+                "top_share": float(np.asarray(result.run.top_share)[int(result.run.selected_epoch) - 1])
+                if int(result.run.selected_epoch) > 0
+                else float("nan"),
+                "best_policy_top_share": float(
+                    np.bincount(q.argmax(-1), minlength=q.shape[-1]).max() / q.shape[0]
+                ),
+                "seconds": result.seconds,
+                "timings": result.timings,
+                "candidates": [
+                    {k: c[k] for k in ("label", "lower", "true_value", "epoch", "finite")}
+                    for c in result.candidates
+                ],
+            }
+        )
+    seconds = time.perf_counter() - start
+
+    def column(key):
+        return np.array([p[key] for p in per_seed], np.float64)
+
+    logging, best = column("logging"), column("best")
+
+    def gap(values):
+        return (values - logging) / (best - logging)
+
+    chosen = column("chosen")
+    return {
+        "task": task,
+        "learner": "search",
+        "seeds": seeds,
+        "config": config.to_dict(),
+        "search": {
+            "objectives": [o.name for o in search.objectives],
+            "learning_rate": search.learning_rate,
+            "entropy": search.entropy,
+            "criterion": search.criterion,
+        },
+        "logging_value": _mean_se(logging),
+        "best_value": _mean_se(best),
+        "final_value": _mean_se(chosen),
+        "selected_value": _mean_se(chosen),
+        "final_gap": _mean_se(gap(chosen)),
+        "selected_gap": _mean_se(gap(chosen)),
+        "best_candidate_gap": _mean_se(gap(column("best_candidate"))),
+        "selected_minus_best_epoch": (float("nan"), float("nan")),
+        "top_share": _mean_se(column("top_share")),
+        "best_policy_top_share": _mean_se(column("best_policy_top_share")),
+        "coverage": float(np.mean(column("covered"))),
+        "verdicts": [p["verdict"] for p in per_seed],
+        "nonfinite_runs": int(sum(not c["finite"] for p in per_seed for c in p["candidates"])),
+        "per_seed_final": chosen.tolist(),
+        "per_seed_selected": chosen.tolist(),
+        "per_seed": per_seed,
+        "selected_epoch": [p["chosen_epoch"] for p in per_seed],
+        "seconds": seconds,
+        **({"ranking": ranking(task, 0, scores, train, test)} if task in RANKED_TASKS else {}),
+    }
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (task, learner); "n/a" where a value is not known (obd's best)."""
 
@@ -344,6 +495,70 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def search_table(rows: list[dict]) -> str:
+    """Markdown: per task, the search against the baselines and the learners at their defaults,
+    with issue 22's checks: the search against the best of naive, regression and IPS-weighted
+    regression paired by seed (difference ± s.e.), the best single configuration's gap, the
+    report interval's coverage of the chosen policy's true value, the verdicts, and the
+    top-item shares."""
+    by_task: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], {})[row["learner"]] = row
+    lines = [
+        "| task | search gap | best candidate gap | search − best baseline (paired) | naive | regression "
+        "| ips-regression | ips | snips | dr | coverage | verdicts | top share (best) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def gap(row):
+        if row is None:
+            return "—"
+        mean, se = row["selected_gap"]
+        return "n/a" if mean != mean else f"{mean:.2f} ± {se:.2f}"
+
+    for task, cells in by_task.items():
+        search = cells.get("search")
+        if search is None:
+            continue
+        chosen = np.array(search["per_seed_selected"])
+        baselines = [cells[n] for n in ("naive", "regression", "ips-regression") if n in cells]
+        paired = "—"
+        if baselines:
+            best = np.max([np.array(b["per_seed_selected"]) for b in baselines], axis=0)
+            mean, se = _mean_se(chosen - best)
+            paired = f"{mean:+.3f} ± {se:.3f}"
+        verdicts = ", ".join(f"{v} {search['verdicts'].count(v)}" for v in sorted(set(search["verdicts"])))
+        lines.append(
+            f"| {task} | {gap(search)} | {search['best_candidate_gap'][0]:.2f} | {paired} "
+            + " ".join(
+                f"| {gap(cells.get(n))}"
+                for n in ("naive", "regression", "ips-regression", "ips", "snips", "dr")
+            )
+            + f" | {search['coverage']:.2f} | {verdicts} | {search['top_share'][0]:.2f} "
+            f"({search['best_policy_top_share'][0]:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
+def search_checks(rows: list[dict]) -> dict:
+    """Issue 22's honesty checks over every search cell with true values: how often the
+    report interval covers the chosen policy's true value, how often the search says "better"
+    although the chosen policy is truly no better than logging (a false claim), and how often it
+    says "not better" although the chosen policy is truly better."""
+    seeds = [p for row in rows if row["learner"] == "search" for p in row["per_seed"]]
+    covered = [p["covered"] for p in seeds]
+    truly_better = [p["chosen"] > p["logging"] for p in seeds]
+    said_better = [p["verdict"] == "better" for p in seeds]
+    return {
+        "runs": len(seeds),
+        "coverage": float(np.mean(covered)) if seeds else float("nan"),
+        "false_better": int(sum(s and not t for s, t in zip(said_better, truly_better, strict=True))),
+        "missed_better": int(sum(t and not s for s, t in zip(said_better, truly_better, strict=True))),
+        "said_not_better": int(sum(not s for s in said_better)),
+        "truly_not_better": int(sum(not t for t in truly_better)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("defaults", "seed-study"), default="defaults")
@@ -359,9 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         if name not in TASKS:
             parser.error(f"--tasks: expected some of {tuple(TASKS)}, got {name!r}")
     for name in learners:
-        if name not in LEARNERS:
+        if name not in LEARNERS and name != "search":
             parser.error(f"--learners: expected some of {tuple(LEARNERS)}, got {name!r}")
     out = args.out or RESULTS / f"learning-{args.preset}.jsonl"
+    # Seeds of one cell compile the same programs (same shapes): JAX's persistent cache
+    # compiles each once.
+    jax.config.update("jax_compilation_cache_dir", str(RESULTS / "jax-cache"))
     out.parent.mkdir(parents=True, exist_ok=True)
     config = base_config(args.preset, args.epochs)
     done = {}
@@ -382,7 +600,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if data is None:
                 data = TASKS[task](args.seeds, args.seed)
-            row = run_cell(task, learner, data, config, args.seeds, args.preset)
+            if learner == "search":
+                row = run_search_cell(task, data, config, args.seeds, Search())
+            else:
+                row = run_cell(task, learner, data, config, args.seeds, args.preset)
             rows.append(row)
             with out.open("a") as handle:
                 handle.write(jsonio.dumps(row) + "\n")
@@ -396,6 +617,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(table(rows))
+    if any(row["learner"] == "search" for row in rows):
+        print()
+        print(search_table(rows))
+        print(jsonio.dumps({"search_checks": search_checks(rows)}))
     return 0
 
 

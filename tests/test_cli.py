@@ -242,7 +242,7 @@ def test_own_logs_train_with_a_batch_larger_than_the_synthetic_problem(tmp_path)
     (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
     proc = _cli(
         "train", "--logs", "l.csv", "--out", "model", "--batch-size", "16384", "--epochs", "1",
-        "--hidden-sizes", "4", "--embedding-size", "2", tmp_path=tmp_path,
+        "--hidden-sizes", "4", "--embedding-size", "2", "--search", "none", tmp_path=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "model" / "report.json").read_text())

@@ -71,6 +71,7 @@ def fits():
     fit = own_logs.fit(
         logs,
         config=config,
+        search=None,
         seeds=1,
         categorical=["zip"],
         min_count={"zip": 1},

@@ -102,7 +102,7 @@ def test_ctrl_c_while_retraining_into_a_model_folder_leaves_the_previous_model_l
     path, model = tmp_path / "logs.csv", tmp_path / "M"
     logs.to_csv(path, index=False)
     tiny = TrainConfig(hidden_sizes=(4,), embedding_size=4, epochs=1, validation_fraction=0.0)
-    own_logs.fit(path, config=tiny, seeds=1, out=model)
+    own_logs.fit(path, config=tiny, search=None, seeds=1, out=model)
     before = {p.name: p.read_bytes() for p in model.iterdir()}
     command = [
         sys.executable, "-m", "towerjax.cli", "train", "--logs", str(path), "--out", str(model),

@@ -3,9 +3,9 @@
 The logs carry an integer ``user_id`` column (``--categorical user_id``: an embedded id with a
 vocabulary) and string item ids (the item tower embeds each item's id next to its price and
 genre). The trainings have the same config and shapes (every user is in the first 480 rows, so
-each fit builds the same vocabularies), so with JAX's persistent compilation cache on (the
-module's ``compilation_cache`` fixture; towerjax keeps no cache of compiled programs) the file
-compiles one training run, one reward model and one OPE table.
+each fit builds the same vocabularies), so with JAX's persistent compilation cache on
+(conftest.py's ``compilation_cache`` fixture; towerjax keeps no cache of compiled programs) the
+file compiles one training run, one reward model and one OPE table.
 """
 
 import json
@@ -17,7 +17,6 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from towerjax import own_logs
 from towerjax.checks import InputError
@@ -37,18 +36,9 @@ IDS_KWARGS = dict(categorical=["user_id"], embedding_dims={"user_id": 4})
 
 SYNTHETIC_FIELDS = {"behavior", "epsilon", "n_rounds", "n_test_rounds", "n_actions", "dim"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache in a folder of this module's own, for its tests only:
-    a fit of the same config and shapes as an earlier one (CLI or Python) loads the compiled
-    training program instead of compiling it again."""
-    previous = jax.config.jax_compilation_cache_dir
-    compilation_cache.reset_cache()
-    compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("jax_cache")))
-    yield
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", previous)
+# A fit of the same config and shapes as an earlier one (CLI or Python) loads the compiled
+# training program instead of compiling it again.
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _logs(rng, n):
@@ -105,7 +95,8 @@ def files(tmp_path_factory):
 def models(files):
     """Two models, from the CSV and from the Parquet files (another root seed)."""
     root = files["root"]
-    common = ["--position-column", "position", *IDS, *TINY]
+    # One configuration (the search is tested in test_fit_search.py).
+    common = ["--position-column", "position", *IDS, *TINY, "--search", "none"]
     csv, parquet = root / "model_csv", root / "model_parquet"
     assert main(["train", "--logs", str(files["logs_csv"]), "--items", str(files["items_csv"]), "--out", str(csv), *common]) == 0  # fmt: skip
     assert main(["train", "--logs", str(files["logs_parquet"]), "--items", str(files["items_parquet"]), "--out", str(parquet), "--seed", "1", *common]) == 0  # fmt: skip
@@ -151,6 +142,7 @@ def test_train_writes_the_model_report_and_curves(files, models):
             "genre: 2 values + OOV (min count 1), dim 8",
         ]
         assert report["epochs"] == [0, 1, 2]  # epoch 0: the initial policy
+        assert "search" not in report and report["validation"]["dr"]["skipped"] is None  # --search none
         assert not SYNTHETIC_FIELDS & set(report["config"]), report["config"]  # training settings only
         for name in ("snips", "dr"):
             curve = report["validation"][name]["per_seed"]
@@ -181,6 +173,7 @@ def test_python_fit_reloads_to_the_same_scores_and_obp_action_dist(files, tmp_pa
         validation=held_out,  # 480 training and 120 validation rows: the shapes of the CLI fits
         position_column="position",
         config=TINY_CONFIG,
+        search=None,
         seeds=2,
         out=tmp_path / "model",
         progress=lines.append,
@@ -210,6 +203,7 @@ def test_numbers_stored_as_text_train_when_parsed_and_stay_parsed(files):
         position_column="position",
         options=EncodingOptions(numeric_strings="parse", **IDS_KWARGS),
         config=TINY_CONFIG,
+        search=None,
         seeds=2,
     )
     assert result.encoding.context_parsed_columns == ("age",)
@@ -230,7 +224,7 @@ def test_without_an_item_table_or_validation_each_logged_item_is_its_id_and_seed
         hidden_sizes=(8,), embedding_size=4, epochs=1, batch_size=16384, validation_fraction=0.0
     )
     lines = []
-    result = own_logs.fit(files["frame"], config=config, seeds=1, progress=lines.append)
+    result = own_logs.fit(files["frame"], config=config, search=None, seeds=1, progress=lines.append)
     assert any("batch 600, on 600 rows" in line for line in lines)
     assert result.policy.item_ids.tolist() == sorted(files["frame"].item_id.unique())
     items = result.policy.item_features  # the embedded item id alone: no [A, A] matrix
@@ -462,7 +456,7 @@ def test_train_replaces_a_model_only_with_overwrite_and_keeps_other_files(files,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "argument --out:" in lines[0] and "pass --overwrite" in lines[0], lines
     with pytest.raises(InputError, match=r"pass overwrite=True") as err:
-        own_logs.fit(files["logs_csv"], files["items_csv"], out=out, config=TINY_CONFIG)
+        own_logs.fit(files["logs_csv"], files["items_csv"], out=out, config=TINY_CONFIG, search=None)
     assert err.value.argument == "out"
     assert _files_of(out) == before  # refused before any work: nothing touched
     # With overwrite, fit's save (the other model's policy and report; no training here):
@@ -529,7 +523,7 @@ def test_an_input_error_leaves_no_output_folder_behind(args, files, bad_files, m
 
 def test_the_command_line_names_the_flag_where_python_names_the_argument(files, bad_files, tmp_path, capsys):
     with pytest.raises(InputError) as err:
-        own_logs.fit(bad_files["strings"], files["items_csv"], config=TINY_CONFIG)
+        own_logs.fit(bad_files["strings"], files["items_csv"], config=TINY_CONFIG, search=None)
     assert err.value.argument == "logs"
     assert "numeric_strings='parse'" in err.value.message and "--numeric-strings" not in err.value.message
     with pytest.raises(SystemExit):

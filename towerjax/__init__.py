@@ -88,6 +88,8 @@ from towerjax.towers import TwoTower
 from towerjax.training import (
     Batch,
     NonFiniteError,
+    Search,
+    SearchResult,
     SeedRunner,
     TrainConfig,
     TrainingInterrupted,
@@ -98,6 +100,7 @@ from towerjax.training import (
     make_train,
     make_update_step,
     shard_batch,
+    train_search,
     train_seeds,
 )
 from towerjax.two_stage import two_stage_ips_loss, two_stage_policy, two_stage_value
@@ -128,6 +131,8 @@ __all__ = [
     "RewardModel",
     "RewardModelConfig",
     "SavedPolicy",
+    "Search",
+    "SearchResult",
     "SeedRunner",
     "SubGaussianIPS",
     "SwitchDR",
@@ -191,6 +196,7 @@ __all__ = [
     "synthetic",
     "top_k_items",
     "topk_ips_loss",
+    "train_search",
     "train_seeds",
     "two_stage_ips_loss",
     "two_stage_policy",

@@ -39,6 +39,7 @@ __all__ = [
     "LogSmoothingIPS",
     "Naive",
     "Objective",
+    "OneOf",
     "Regression",
     "SubGaussianIPS",
     "SwitchDR",
@@ -131,7 +132,7 @@ class Objective:
             key=key,
             mask=mask,
         )
-        if self.entropy:
+        if not _is_zero(self.entropy):  # a traced bonus (a search's candidates) always applies
             loss = loss + self.entropy * losses.entropy_bonus(log_pi, mask=mask)
         if self.kl:
             if pi_b is None:
@@ -170,6 +171,11 @@ class Objective:
     def _check_q_hat(self, q_hat) -> None:
         if q_hat is None:
             raise InputError("q_hat", f"the {self.name} objective needs a reward model's q_hat [B, A]")
+
+
+def _is_zero(value) -> bool:
+    """``value`` is a concrete 0 (a traced value, under ``jit``, never is)."""
+    return not isinstance(value, jax.core.Tracer) and value == 0
 
 
 def _check_weights(cap, clip, variance_penalty) -> tuple[float, float] | None:
@@ -469,6 +475,54 @@ class TwoStage(Objective):
             self_normalize=self.self_normalize,
             mask=mask,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf(Objective):
+    """One of several objectives, picked by ``index``: a search's candidates of different
+    objectives train as one compiled call (:mod:`towerjax.training.search`), ``index`` traced
+    per candidate (``TrainConfig`` traced field ``"choice"``).
+
+    Every choice's surrogate is computed and the picked one returned (under ``vmap`` a
+    ``lax.switch`` on a batched index computes every branch anyway); the gradient flows
+    through the picked one only. The towers' forward and backward passes are shared, so the
+    extra cost is the other surrogates on the ``[B, A]`` scores. The choices' own entropy
+    bonuses are replaced by this value's ``entropy`` (traced per candidate too); their KL
+    penalties must be 0.
+    """
+
+    name: ClassVar[str] = "one-of"
+    choices: tuple[Objective, ...] = ()
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.choices or not all(isinstance(c, Objective) for c in self.choices):
+            raise InputError("choices", f"expected objective values, got {self.choices!r}")
+        if any(c.kl for c in self.choices) or self.kl:
+            raise InputError("kl", "the KL penalty is not searched; expected kl=0 for every choice")
+        if any(isinstance(c, OneOf) for c in self.choices):
+            raise InputError("choices", "expected plain objectives, not OneOf")
+
+    @property
+    def needs_q_hat(self) -> bool:  # type: ignore[override]
+        return any(c.needs_q_hat for c in self.choices)
+
+    @property
+    def needs_key(self) -> bool:  # type: ignore[override]
+        return any(c.needs_key for c in self.choices)
+
+    @property
+    def logged_only(self) -> bool:  # type: ignore[override]
+        return all(c.logged_only for c in self.choices)
+
+    def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
+        batch = dict(scores=scores, log_pi=log_pi, action=action, reward=reward, pscore=pscore)
+        values = [choice.surrogate(**batch, q_hat=q_hat, key=key, mask=mask) for choice in self.choices]
+        return jax.numpy.stack(values)[self.index]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "choices": [c.to_dict() for c in self.choices], "index": self.index}
 
 
 OBJECTIVES: dict[str, type[Objective]] = {

@@ -62,18 +62,29 @@ def _train_own_logs(args: argparse.Namespace) -> int:
     fit_arguments = flags.fit_arguments(args)
     if args.json is not None:
         check_output_flag(args.subparser, "--json", args.json, folder=False)
+    note = flags.search_note(args)
+    if note is not None:
+        _say(f"note: {note}")
     result = own_logs.fit(
         args.logs,
         seeds=args.seeds,
         seed=args.seed,
         devices=args.devices,
-        progress=lambda line: _say(flag_text(args.subparser, line)),  # settings named as flags
+        progress=functools.partial(_progress_line, args.subparser),
         **fit_arguments,
     )
     if args.json is not None:
         write_file(args.json, jsonio.dumps(result.report, indent=2), argument="json")
         _say(f"wrote {args.json}")
     return 0
+
+
+def _progress_line(parser: argparse.ArgumentParser, line: str) -> None:
+    """Prints a line of :func:`towerjax.own_logs.fit`'s progress; a note's settings, named as in
+    Python (``categorical=['user_id']``), are shown as the flags (``--categorical user_id``).
+    Other lines are data (file names, a search's candidate labels such as ``entropy=0.05``)
+    and print as they are."""
+    _say(flag_text(parser, line) if line.lstrip().startswith("note:") else line)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -166,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     headline.add_parser(commands)
     flags.add_train_flags(
-        subcommand(commands, "train", _train, help="train one configuration over several seeds")
+        subcommand(
+            commands,
+            "train",
+            _train,
+            help="train one configuration over several seeds; on --logs, search for the best policy they "
+            "support (--search none: one configuration)",
+        )
     )
     flags.add_evaluate_flags(
         subcommand(

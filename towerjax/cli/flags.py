@@ -2,6 +2,10 @@
 those values built back from the flags, and the flags of ``evaluate``, ``recommend``,
 ``export`` and ``data``.
 
+``towerjax train --logs`` searches by default (:func:`search_mode`, :func:`search_value`):
+``--search none`` trains one configuration, as do flags that set one configuration's own
+settings (``--objective``, ``--learning-rate``, ``--entropy``, ...) given without ``--search``.
+
 Each group of ``train``'s flags comes from one dataclass: the training settings
 (:class:`~towerjax.training.TrainConfig`), the built-in synthetic problem
 (:class:`~towerjax.synthetic.SyntheticProblem`), every objective's options
@@ -39,11 +43,12 @@ from towerjax.cli.arguments import (
     probability,
 )
 from towerjax.evaluation import ESTIMATORS
-from towerjax.objectives import OBJECTIVES
+from towerjax.objectives import ALIASES, OBJECTIVES
 from towerjax.synthetic import SyntheticProblem
 from towerjax.tables import NUMERIC_STRINGS, EncodingOptions
 from towerjax.towers import EMBEDDING_MODES
-from towerjax.training import OPTIMIZERS, PROPOSALS, SELECTIONS, TrainConfig
+from towerjax.training import OPTIMIZERS, PROPOSALS, SELECTIONS, VALIDATION_DR_PAIRS, Search, TrainConfig
+from towerjax.training.search import CRITERIA
 
 __all__ = [
     "ENCODING_FLAGS",
@@ -62,6 +67,9 @@ __all__ = [
     "fit_arguments",
     "given",
     "objective_options",
+    "search_mode",
+    "search_note",
+    "search_value",
     "synthetic_problem",
     "train_config",
 ]
@@ -99,6 +107,11 @@ TRAINING_FLAGS = {
         choices=PROPOSALS, help="item proposal of --sampled-softmax: uniform, or logged-item popularity"
     ),
     "data_parallel": dict(help="devices each run's minibatches are spread over (divides --batch-size)"),
+    "validation_dr": dict(
+        help="record the DR validation estimate every epoch (its reward model scores every validation row "
+        "against every item) [default: when the validation rows x items are at most "
+        f"{VALIDATION_DR_PAIRS:,}, or --select needs it]"
+    ),
     "estimate_propensities": dict(
         action="store_true",
         help="ignore logged propensities; learn a behaviour head and use its probabilities",
@@ -169,12 +182,39 @@ FIT_FLAGS = {
     "position_column": dict(help="slot of each row: left out of the contexts (rows pooled)"),
     "validation": dict(
         type=Path,
-        help="validation logs (same columns) instead of holding out --validation-fraction of --logs",
+        help="validation logs (same columns) instead of rows held out of --logs (--validation-fraction of "
+        "them for one configuration); the search splits them in halves, its selection and report rows",
     ),
     "overwrite": dict(
         action="store_true", help="replace the model in a non-empty --out (other files there are kept)"
     ),
 }
+SEARCH_MODES = ("default", "none")
+# The search's flags (towerjax.training.Search's fields), and the field each sets.
+SEARCH_FLAGS = {
+    "search_criterion": "criterion",
+    "search_budget": "budget_seconds",
+    "search_objectives": "objectives",
+}
+# How an InputError naming a Search field is reported (the field's own name is no flag of train).
+SEARCH_FIELD_FLAGS = {
+    "criterion": "--search-criterion",
+    "budget_seconds": "--search-budget",
+    "objectives": "--search-objectives",
+}
+# Settings of one configuration, and the search's grid each fixes (with --search default) or
+# None where the search refuses it; --preset seed-study and the objective's options besides.
+ONE_CONFIGURATION_FLAGS = {
+    "objective": "objectives",
+    "learning_rate": "learning_rate",
+    "weight_decay": "weight_decay",
+    "temperature": "temperature",
+    "select": None,
+    "patience": None,
+    "validation_fraction": None,
+}
+
+
 _SWITCHES = ("store_true", "store_false", argparse.BooleanOptionalAction)
 
 
@@ -246,7 +286,12 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         "flags below override it",
     )
     parser.add_argument(
-        "--objective", choices=tuple(OBJECTIVES), default=defaults.objective.name, help="learning objective"
+        "--objective",
+        choices=tuple(OBJECTIVES),
+        default=None,
+        help=f"learning objective; with --logs, given without --search, it trains this one configuration "
+        f"(with --search default, the search's only objective besides the baselines) "
+        f"[default {defaults.objective.name}]",
     )
     add_field_flags(parser, TrainConfig, TRAINING_FLAGS, {"": defaults, "seed-study": seed})
     parser.add_argument(
@@ -258,7 +303,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         f"[default {defaults.reward_model.folds}; seed-study: {seed.reward_model.folds}]",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.set_defaults(flags={"reward_model.folds": "--reward-folds"})
+    parser.set_defaults(flags={"reward_model.folds": "--reward-folds", **SEARCH_FIELD_FLAGS})
     problem = parser.add_argument_group("the built-in synthetic problem (trained on without --logs)")
     add_field_flags(problem, SyntheticProblem, PROBLEM_FLAGS, {"": SyntheticProblem()})
     objectives = parser.add_argument_group("objective options (each lists its objectives and their defaults)")
@@ -284,7 +329,56 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in FIT_FLAGS.items():
         own.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
     add_field_flags(own, EncodingOptions, ENCODING_FLAGS, {"": EncodingOptions()})
+    add_search_flags(parser)
     add_seed_arguments(parser, seeds=1)
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """``--search`` and its settings (:class:`~towerjax.training.Search`), for ``--logs``."""
+    default = Search()
+    objectives = ",".join(o.name for o in default.objectives)
+    group = parser.add_argument_group(
+        "the search (--logs: the default)",
+        "towerjax train --logs trains many candidates (objectives x learning rates x entropy bonuses or, for "
+        "the regression ones, policy temperatures, with "
+        "the naive and regression baselines), chooses one by the lower confidence bound of its estimate "
+        "on held-out selection rows, and reports it on other held-out rows beside the logging policy, "
+        "saying in one line whether it beats it. Flags that set one configuration (--objective, "
+        "--preset seed-study, --learning-rate, --weight-decay, --temperature, --entropy and the other "
+        "objective options, --select, --patience, --validation-fraction) given without --search train "
+        "that configuration alone, as --search none does; with --search default, --objective, "
+        "--learning-rate, --weight-decay, --temperature and --entropy fix that part of the search "
+        "instead.",
+    )
+    group.add_argument(
+        "--search",
+        choices=SEARCH_MODES,
+        default=None,
+        help="default: search; none: train one configuration (as before the search) "
+        "[default default, or none when a one-configuration flag is given]",
+    )
+    group.add_argument(
+        "--search-criterion",
+        choices=CRITERIA,
+        default=None,
+        help=f"the estimate candidates are chosen by, as its lower bound [default {default.criterion}]",
+    )
+    group.add_argument(
+        "--search-budget",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="stop starting objectives once the search would run past this many seconds (the baselines "
+        "run first, and the first always runs; the skipped objectives are named) [default no limit]",
+    )
+    group.add_argument(
+        "--search-objectives",
+        type=name_list,
+        default=None,
+        metavar="NAME[,NAME]",
+        help=f"the objectives to search (names of --objective; naive and regression always join) "
+        f"[default {objectives}]",
+    )
 
 
 def given(args: argparse.Namespace, flags: typing.Iterable[str]) -> dict[str, typing.Any]:
@@ -292,13 +386,19 @@ def given(args: argparse.Namespace, flags: typing.Iterable[str]) -> dict[str, ty
     return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
 
 
+def objective_name(args: argparse.Namespace) -> str:
+    """``--objective``, or the default objective's name when it is not given."""
+    return args.objective or TrainConfig().objective.name
+
+
 def objective_options(args: argparse.Namespace) -> dict[str, typing.Any]:
     """The options of ``--objective`` given as flags; InputError naming an option of another objective."""
-    own = {f.name for f in dataclasses.fields(OBJECTIVES[args.objective])}
+    name_of = objective_name(args)
+    own = {f.name for f in dataclasses.fields(OBJECTIVES[name_of])}
     options = given(args, _objective_fields())
     for name in options:
         if name not in own:
-            raise InputError(name, f"not an option of the {args.objective} objective")
+            raise InputError(name, f"not an option of the {name_of} objective")
     return {name: None if value == "none" else value for name, value in options.items()}
 
 
@@ -306,14 +406,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of ``towerjax train``'s flags: ``--preset``'s settings with the
     flags given; InputError names a rejected field."""
     options = objective_options(args)
+    name = objective_name(args)
     fields = given(args, TRAINING_FLAGS)
     if fields.get("select") == "none":
         fields["select"] = None
-    base = TrainConfig.seed_study(objective=args.objective) if args.preset == "seed-study" else TrainConfig()
-    if base.objective.name == args.objective:
+    base = TrainConfig.seed_study(objective=name) if args.preset == "seed-study" else TrainConfig()
+    if base.objective.name == name:
         objective = dataclasses.replace(base.objective, **options)
     else:
-        objective = OBJECTIVES[args.objective](**options)
+        objective = OBJECTIVES[name](**options)
     reward_model = base.reward_model
     if args.reward_folds is not None:
         reward_model = dataclasses.replace(reward_model, folds=args.reward_folds)
@@ -323,7 +424,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def synthetic_problem(args: argparse.Namespace) -> SyntheticProblem:
     """The :class:`SyntheticProblem` of the flags given (the rest: its defaults); InputError
     naming a flag of your own logs (given without ``--logs``)."""
-    for name in (*FIT_FLAGS, *ENCODING_FLAGS):
+    for name in (*FIT_FLAGS, *ENCODING_FLAGS, *SEARCH_FLAGS):
         if getattr(args, name) is not None:
             raise InputError(name, "is for your own logs: pass --logs too")
     return SyntheticProblem(**given(args, PROBLEM_FLAGS))
@@ -340,11 +441,15 @@ def encoding_options(args: argparse.Namespace) -> EncodingOptions:
 
 
 def fit_arguments(args: argparse.Namespace) -> dict[str, typing.Any]:
-    """Keyword arguments of :func:`towerjax.own_logs.fit` from ``towerjax train --logs``'s flags.
+    """Keyword arguments of :func:`towerjax.own_logs.fit` from ``towerjax train --logs``'s flags:
+    with the search (:func:`search_mode`), ``search`` (:func:`search_value`) and a base
+    ``config`` of the flags that set no searched setting; else ``search=None`` and the one
+    configuration.
 
     Raises:
       InputError: naming a synthetic-problem flag (not used with ``--logs``), ``out`` when it
-        is missing, or ``validation_fraction`` given with ``validation``.
+        is missing, ``validation_fraction`` given with ``validation``, or a flag of the search
+        that does not fit (:func:`search_value`).
     """
     for name in PROBLEM_FLAGS:
         if getattr(args, name) is not None:
@@ -353,7 +458,111 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, typing.Any]:
         raise InputError("out", "expected a directory to save the model into (required with --logs)")
     if args.validation is not None and args.validation_fraction is not None:
         raise InputError("validation_fraction", "not used with --validation (the validation logs)")
-    return dict(given(args, FIT_FLAGS), options=encoding_options(args), config=train_config(args))
+    arguments = dict(given(args, FIT_FLAGS), options=encoding_options(args))
+    if search_mode(args) == "none":
+        extra = list(given(args, SEARCH_FLAGS))
+        if extra:
+            raise InputError(extra[0], "is a setting of the search, not used with --search none")
+        return dict(arguments, config=train_config(args), search=None)
+    from towerjax.workflow.train import SEARCHED_FIELDS  # the --logs path imports the workflow anyway
+
+    search = search_value(args)
+    config = dataclasses.replace(  # the base of the candidates: what the search does not set
+        train_config(_without(args, (*ONE_CONFIGURATION_FLAGS, *_objective_fields()))),
+        **{name: getattr(TrainConfig(), name) for name in SEARCHED_FIELDS},
+    )
+    return dict(arguments, config=config, search=search)
+
+
+def _without(args: argparse.Namespace, names: typing.Iterable[str]) -> argparse.Namespace:
+    """``args`` with the flags ``names`` unset (``None``)."""
+    return argparse.Namespace(**{**vars(args), **dict.fromkeys(names)})
+
+
+def one_configuration_flags(args: argparse.Namespace) -> list[str]:
+    """The flags given that set one configuration's own settings (as typed: ``--objective``, ...)."""
+    names = [
+        name for name in (*ONE_CONFIGURATION_FLAGS, *_objective_fields()) if getattr(args, name) is not None
+    ]
+    out = ["--" + name.replace("_", "-") for name in names]
+    if args.preset != "defaults":
+        out.insert(0, f"--preset {args.preset}")
+    return out
+
+
+def search_mode(args: argparse.Namespace) -> str:
+    """``"default"`` (search) or ``"none"`` (one configuration) for ``towerjax train --logs``:
+    ``--search`` when given; else the search when a ``--search-*`` flag is given; else one
+    configuration when a flag that sets one is given (:func:`one_configuration_flags`: existing
+    commands keep their meaning); else the search."""
+    if args.search is not None:
+        return args.search
+    if given(args, SEARCH_FLAGS):
+        return "default"
+    return "none" if one_configuration_flags(args) else "default"
+
+
+def search_note(args: argparse.Namespace) -> str | None:
+    """The one line ``towerjax train --logs`` prints when flags, not ``--search``, chose one
+    configuration (``None`` otherwise)."""
+    if args.search is not None or search_mode(args) == "default":
+        return None
+    named = ", ".join(one_configuration_flags(args))
+    return (
+        f"training one configuration ({named} given): --search default would instead search objectives, "
+        "learning rates and entropy bonuses and report the chosen policy against the logging policy"
+    )
+
+
+def search_value(args: argparse.Namespace) -> Search:
+    """The :class:`~towerjax.training.Search` of the flags: ``--search-*``, and the
+    one-configuration flags that fix part of it (``--objective`` with its options: the only
+    objective besides the baselines; ``--learning-rate``, ``--weight-decay``, ``--temperature``,
+    ``--entropy``: a grid of one value).
+
+    Raises:
+      InputError: naming ``--select``, ``--patience`` or ``--validation-fraction`` (the search
+        chooses epochs and holds out rows itself), an objective option without ``--objective``,
+        ``--objective`` with ``--search-objectives``, an unknown name in ``--search-objectives``,
+        or a value :class:`~towerjax.training.Search` rejects.
+    """
+    fields: dict[str, typing.Any] = {}
+    for name, field in ONE_CONFIGURATION_FLAGS.items():
+        value = getattr(args, name)
+        if value is None or name == "objective":
+            continue
+        if field is None:
+            raise InputError(
+                name,
+                "is a setting of one configuration: the search holds out its own selection and report rows "
+                "and chooses each run's epoch by --search-criterion's lower bound; pass --search none to use it",
+            )
+        fields[field] = (value,)
+    options = given(args, _objective_fields())
+    if args.objective is not None:
+        if args.search_objectives is not None:
+            raise InputError(
+                "objective", "names one configuration's objective; the search's are --search-objectives"
+            )
+        fields["objectives"] = (train_config(args).objective,)  # with its options
+    else:
+        for name in options:
+            if name != "entropy":
+                raise InputError(name, "is an option of --objective: with the search, give --objective too")
+    if "entropy" in options:
+        fields["entropy"] = (options["entropy"],)
+    if args.search_objectives is not None:
+        known = (*OBJECTIVES, *ALIASES)
+        for name in args.search_objectives:
+            if name not in known:
+                raise InputError(
+                    "search_objectives", f"expected names from {', '.join(OBJECTIVES)}, got {name!r}"
+                )
+        fields["objectives"] = tuple(args.search_objectives)
+    for name, field in SEARCH_FLAGS.items():
+        if name != "search_objectives" and getattr(args, name) is not None:
+            fields[field] = getattr(args, name)
+    return Search(**fields)
 
 
 EVALUATE_ESTIMATORS = tuple(name for name in ESTIMATORS if name != "mips")

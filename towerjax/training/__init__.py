@@ -4,7 +4,8 @@ Modules: :mod:`~towerjax.training.config` (:class:`TrainConfig`, training settin
 :mod:`~towerjax.training.step` (a minibatch, the objective's loss, the optimiser and one
 update), :mod:`~towerjax.training.loop` (``make_train(config, problem)`` returning
 ``train(key)``, and the functions it composes), :mod:`~towerjax.training.seeds` (many seeds as
-one compiled call) and :mod:`~towerjax.training.parallel` (devices, meshes and several
+one compiled call), :mod:`~towerjax.training.search` (candidates as a ``vmap`` axis, chosen and
+reported honestly, SPEC 9) and :mod:`~towerjax.training.parallel` (devices, meshes and several
 processes). The built-in synthetic problem a run draws without logs of its own is
 :class:`towerjax.synthetic.SyntheticProblem`.
 """
@@ -19,6 +20,7 @@ from towerjax.training.config import (
 )
 from towerjax.training.loop import TrainResult, make_train, validation_rows
 from towerjax.training.parallel import batch_mesh, expose_cpu_cores, seed_sharding, shard_batch
+from towerjax.training.search import Candidate, Search, SearchResult, split_three, train_search
 from towerjax.training.seeds import (
     EpochLines,
     NonFiniteError,
@@ -44,8 +46,11 @@ __all__ = [
     "SELECTIONS",
     "VALIDATION_DR_PAIRS",
     "Batch",
+    "Candidate",
     "EpochLines",
     "NonFiniteError",
+    "Search",
+    "SearchResult",
     "SeedRunner",
     "TrainConfig",
     "TrainResult",
@@ -62,6 +67,8 @@ __all__ = [
     "sampled_objective_loss",
     "seed_sharding",
     "shard_batch",
+    "split_three",
+    "train_search",
     "train_seeds",
     "validation_rows",
 ]

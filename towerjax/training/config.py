@@ -3,6 +3,7 @@ schedule, validation and parallel layout (SPEC 6), and the choices its fields ta
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from towerjax.checks import (
@@ -22,8 +23,10 @@ __all__ = [
     "OPTIMIZERS",
     "PROPOSALS",
     "SELECTIONS",
+    "TRACED_FIELDS",
     "VALIDATION_DR_PAIRS",
     "TrainConfig",
+    "with_traced",
 ]
 
 OPTIMIZERS = ("adam", "adamw")
@@ -36,6 +39,11 @@ SELECTIONS = ("snips", "dr", "snips-lower", "dr-lower")
 # Fields of the synthetic problem that TrainConfig held before it was its own value
 # (towerjax.synthetic.SyntheticProblem); TrainConfig.from_dict drops them.
 LEGACY_SYNTHETIC_FIELDS = ("behavior", "epsilon", "n_rounds", "n_test_rounds", "n_actions", "dim")
+# Settings that change no shape and no branch of the compiled run, so runs that differ only in
+# them train as one compiled call with the values traced (with_traced; a search's candidates).
+# "entropy" is the objective's entropy bonus, "choice" the index of a OneOf objective
+# (towerjax.objectives.OneOf: several objectives in one call); the others are TrainConfig fields.
+TRACED_FIELDS = ("learning_rate", "weight_decay", "temperature", "entropy", "choice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,3 +250,37 @@ class TrainConfig:
                     )
             fields["reward_model"] = RewardModelConfig(**tuples(reward_model))
         return cls(**fields)
+
+
+def with_traced(config: TrainConfig, values: dict) -> TrainConfig:
+    """``config`` with some :data:`TRACED_FIELDS` set to traced (or concrete) scalars.
+
+    Used inside a compiled run (``make_train``'s ``hyperparameters``): a ``vmap`` over the values
+    trains a grid of candidates as one call, like seeds. The copy is made without
+    ``__post_init__``, whose Python checks cannot read a traced value; give concrete values to
+    :class:`TrainConfig` (and the objective) first to have them checked.
+
+    Args:
+      config: the run's configuration (everything else, and the shapes, come from it).
+      values: ``{name: scalar}`` with names from :data:`TRACED_FIELDS` (``entropy`` sets
+        ``config.objective.entropy``, ``choice`` a :class:`~towerjax.objectives.OneOf`'s index).
+
+    Raises:
+      InputError: naming an unknown field.
+    """
+    unknown = sorted(set(values) - set(TRACED_FIELDS))
+    if unknown:
+        raise InputError(
+            "hyperparameters", f"{unknown} cannot be traced; expected names from {TRACED_FIELDS}"
+        )
+    traced = copy.copy(config)
+    for name, value in values.items():
+        if name in ("entropy", "choice"):
+            if name == "choice" and not hasattr(traced.objective, "choices"):
+                raise InputError("hyperparameters", "'choice' needs a OneOf objective (several objectives)")
+            objective = copy.copy(traced.objective)
+            object.__setattr__(objective, "entropy" if name == "entropy" else "index", value)
+            object.__setattr__(traced, "objective", objective)
+        else:
+            object.__setattr__(traced, name, value)
+    return traced

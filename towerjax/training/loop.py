@@ -33,7 +33,7 @@ from towerjax.policy import log_policy
 from towerjax.reward_model import RewardModel
 from towerjax.rows import take_logged
 from towerjax.synthetic import SyntheticProblem
-from towerjax.training.config import VALIDATION_DR_PAIRS, TrainConfig
+from towerjax.training.config import VALIDATION_DR_PAIRS, TrainConfig, with_traced
 from towerjax.training.parallel import batch_mesh
 from towerjax.training.step import Batch, make_optimizer, make_update_step
 
@@ -41,6 +41,7 @@ __all__ = [
     "ESTIMATE_NAMES",
     "RunLogs",
     "TrainResult",
+    "estimator_inputs",
     "init_params",
     "initial_best",
     "item_embeddings",
@@ -280,6 +281,27 @@ def _estimator_rows(config, reward_model, fit, params, items, action_context, ro
     return out
 
 
+def estimator_inputs(
+    config: TrainConfig,
+    reward_model: RewardModel,
+    fit: Any,
+    params: dict,
+    logs: LoggedData,
+    items: jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """The per-row inputs of the off-policy estimators for the policy ``params`` on ``logs``,
+    in chunks of rows: ``{"w"}`` ``[n]`` (``w_i = pi(a_i|x_i) / p_i``), and with a reward
+    model ``fit`` (of ``reward_model``, fitted on other rows) also ``"direct"``
+    (``sum_a pi(a|x_i) q_hat(x_i, a)``) and ``"q_logged"`` (``q_hat(x_i, a_i)``)."""
+    if items is None:
+        (items,) = item_embeddings(config, params, logs.action_context)
+    rows = {"context": logs.context, "action": logs.action, "pscore": logs.pscore}
+    per_row = functools.partial(
+        _estimator_rows, config, reward_model, fit, params, items, logs.action_context
+    )
+    return map_row_chunks(per_row, rows, row_chunk(logs.n_rounds, logs.n_actions))
+
+
 def validation_estimates_of(
     config: TrainConfig,
     reward_model: RewardModel,
@@ -288,18 +310,12 @@ def validation_estimates_of(
     items: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """SNIPS and DR estimates with standard errors of the policy ``params`` on the validation
-    logs (:func:`towerjax.evaluation.estimates_from_terms` of per-row terms computed in chunks
-    of rows); NaN without validation logs, DR NaN without ``logs.validation_fit``."""
+    logs (:func:`towerjax.evaluation.estimates_from_terms` of :func:`estimator_inputs`);
+    NaN without validation logs, DR NaN without ``logs.validation_fit``."""
     validation = logs.validation
     if validation is None:
         return {k: jnp.full((), jnp.nan) for k in ESTIMATE_NAMES}
-    if items is None:
-        (items,) = item_embeddings(config, params, validation.action_context)
-    rows = {"context": validation.context, "action": validation.action, "pscore": validation.pscore}
-    per_row = functools.partial(
-        _estimator_rows, config, reward_model, logs.validation_fit, params, items, validation.action_context
-    )
-    terms = map_row_chunks(per_row, rows, row_chunk(validation.n_rounds, validation.n_actions))
+    terms = estimator_inputs(config, reward_model, logs.validation_fit, params, validation, items)
     return estimates_from_terms(terms["w"], validation.reward, terms.get("direct"), terms.get("q_logged"))
 
 
@@ -463,8 +479,15 @@ def make_train(
     on_epoch: Callable[[int], None] | None = None,
     mesh: Mesh | None = None,
 ) -> Callable[..., TrainResult]:
-    """Returns ``train(key, data=None, test_data=None, q_hat=None, validation=None) -> TrainResult``,
-    pure in its key.
+    """Returns ``train(key, data=None, test_data=None, q_hat=None, validation=None,
+    hyperparameters=None) -> TrainResult``, pure in its key.
+
+    ``hyperparameters`` ``{name: scalar}`` replaces those settings of ``config`` inside the run
+    (names from :data:`~towerjax.training.config.TRACED_FIELDS`: learning rate, weight decay,
+    temperature, entropy bonus; :func:`~towerjax.training.config.with_traced`); they may be
+    traced, so ``vmap`` over them trains a grid of candidates as one compiled call
+    (:mod:`towerjax.training.search`). The optimiser then reads its learning rate and decay
+    from those values (the traced equivalent of ``optax.inject_hyperparams``).
 
     Without ``data`` the run draws ``problem`` (default :class:`~towerjax.synthetic.SyntheticProblem()`)
     from its key and logs its ``n_rounds`` training and ``n_test_rounds`` test events
@@ -497,9 +520,8 @@ def make_train(
     if config.data_parallel > 1 and mesh is None:
         mesh = batch_mesh(config.data_parallel)
     problem = problem or SyntheticProblem()
-    optimizer = make_optimizer(config)
-    update = make_update_step(config)
     reward_model = RewardModel(config.reward_model)
+    static_config = config
 
     def train(
         key: jax.Array,
@@ -507,7 +529,11 @@ def make_train(
         test_data: LoggedData | None = None,
         q_hat: jax.Array | None = None,
         validation: LoggedData | None = None,
+        hyperparameters: dict[str, jax.Array] | None = None,
     ) -> TrainResult:
+        config = static_config if not hyperparameters else with_traced(static_config, hyperparameters)
+        optimizer = make_optimizer(config)
+        update = make_update_step(config)
         key_problem, key_data, key_test, key_init, key_q, key_epochs = jax.random.split(key, 6)
         key_split, key_validation_q = jax.random.split(jax.random.fold_in(key, 7))
         if data is None:

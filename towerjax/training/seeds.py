@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ from towerjax.checks import InputError, check_positive_int
 from towerjax.data import LoggedData
 from towerjax.objectives import Objective
 from towerjax.synthetic import SyntheticProblem
-from towerjax.training.config import TrainConfig
+from towerjax.training.config import TRACED_FIELDS, TrainConfig
 from towerjax.training.loop import TrainResult, make_train
 from towerjax.training.parallel import put_sharded, seed_sharding, to_host
 
@@ -38,6 +39,7 @@ __all__ = [
     "NonFiniteError",
     "SeedRunner",
     "TrainingInterrupted",
+    "candidate_values",
     "check_finite",
     "compile_seeds",
     "train_seeds",
@@ -306,6 +308,7 @@ def compile_seeds(
     q_hat: jax.Array | None = None,
     validation: LoggedData | None = None,
     per_seed_data: bool = False,
+    hyperparameters: dict[str, Any] | None = None,
     on_epoch: Callable[[int], None] | None = None,
 ) -> SeedRunner:
     """Lowers and compiles ``seeds`` runs of ``make_train(config, problem)`` as one call.
@@ -322,8 +325,15 @@ def compile_seeds(
     arguments of the compiled call, not constants folded into it. With
     ``per_seed_data=True`` their arrays carry a leading ``[S]`` axis, one slice per seed,
     laid out and sharded like the keys.
+
+    ``hyperparameters`` ``{name: [C] values}`` (:data:`~towerjax.training.config.TRACED_FIELDS`)
+    trains ``C`` candidates per seed: inside each seed's run a ``vmap`` over the candidates
+    (``make_train``'s ``hyperparameters``), which share the seed's key (initialisation, batch
+    order, validation split: common random numbers, so candidates differ by their settings
+    only) and its data. The result then has leading axes ``[S, C]``.
     """
     seeds = check_positive_int("seeds", seeds)
+    hyper = candidate_values(hyperparameters)
     if data is None and (test_data is not None or q_hat is not None or validation is not None):
         raise InputError("data", "test_data, q_hat and validation need data")
     if data is None:
@@ -357,6 +367,9 @@ def compile_seeds(
     parallel = config.data_parallel > 1
     train = make_train(config, problem, on_epoch=on_epoch, mesh=sharding.mesh if parallel else None)
     in_axes = (0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None)
+    if hyper is not None:  # the candidates: an inner vmap, sharing the seed's key and data
+        train = _over_candidates(train)
+        inputs, in_axes = (*inputs, hyper), (*in_axes, None)
     if group * count == 1:
         # One run at a time: no vmap. A batch axis of one still costs: XLA's CPU backend
         # runs the batched gathers and scatter-adds of embedding tables 2-2.5x slower
@@ -381,6 +394,41 @@ def compile_seeds(
     return SeedRunner(compiled, keys, inputs, seeds, groups, count * config.data_parallel, seconds)
 
 
+def candidate_values(hyperparameters: dict[str, Any] | None) -> dict[str, jax.Array] | None:
+    """``{name: [C] float32}`` checked (names from :data:`TRACED_FIELDS`, one length ``C >= 1``),
+    or ``None``."""
+    if not hyperparameters:
+        return None
+    unknown = sorted(set(hyperparameters) - set(TRACED_FIELDS))
+    if unknown:
+        raise InputError(
+            "hyperparameters", f"{unknown} cannot be traced; expected names from {TRACED_FIELDS}"
+        )
+    values = {name: np.asarray(v, np.float32).reshape(-1) for name, v in hyperparameters.items()}
+    lengths = {v.shape[0] for v in values.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise InputError(
+            "hyperparameters",
+            f"expected one value per candidate, the same number for each name, got {lengths}",
+        )
+    return {
+        name: jax.numpy.asarray(v, jax.numpy.int32 if name == "choice" else None)
+        for name, v in values.items()
+    }
+
+
+def _over_candidates(train: Callable) -> Callable:
+    """``train`` of one key and its data, ``vmap``ped over ``[C]`` hyperparameters (the last argument)."""
+
+    def train_candidates(key, data, test_data, q_hat, validation, hyperparameters):
+        def one(values):
+            return train(key, data, test_data, q_hat, validation, values)
+
+        return jax.vmap(one)(hyperparameters)
+
+    return train_candidates
+
+
 def train_seeds(
     config: TrainConfig,
     *,
@@ -394,12 +442,15 @@ def train_seeds(
     q_hat: jax.Array | None = None,
     validation: LoggedData | None = None,
     per_seed_data: bool = False,
+    hyperparameters: dict[str, Any] | None = None,
     finite: bool = True,
     progress: bool | EpochLines | Callable[[int], None] = False,
+    label: str | None = None,
 ) -> tuple[TrainResult, dict]:
     """Runs ``seeds`` independent runs of ``config`` as one compiled call (:func:`compile_seeds`).
 
-    ``problem``, ``data``, ``test_data``, ``q_hat``, ``validation`` and ``per_seed_data`` as in
+    ``problem``, ``data``, ``test_data``, ``q_hat``, ``validation``, ``per_seed_data`` and
+    ``hyperparameters`` (``C`` candidates per seed, results ``[S, C]``) as in
     :func:`compile_seeds`: your own logs, or (without them) the synthetic problem drawn per seed.
     Returns the stacked :class:`TrainResult` (host numpy arrays, leading ``[S]`` axis) and
     timings: ``seconds_compile`` (lowering and compiling), ``seconds_train`` (the compiled
@@ -441,11 +492,16 @@ def train_seeds(
             q_hat=q_hat,
             validation=validation,
             per_seed_data=per_seed_data,
+            hyperparameters=hyperparameters,
             on_epoch=hook,
         )
     except KeyboardInterrupt:
         raise TrainingInterrupted(epoch=0, epochs=config.epochs) from None
-    label = f"{config.objective.name} x {seeds} seed{'s' if seeds > 1 else ''}"
+    candidates = 1 if hyperparameters is None else len(next(iter(hyperparameters.values())))
+    if label is None:
+        label = f"{config.objective.name} x {seeds} seed{'s' if seeds > 1 else ''}"
+        if hyperparameters is not None:
+            label += f" x {candidates} candidate{'s' if candidates > 1 else ''}"
     if progress is True:
         from tqdm.auto import tqdm
 
@@ -477,7 +533,10 @@ def train_seeds(
     timing = {
         "seconds_compile": runner.seconds_compile,
         "seconds_train": seconds_train,
-        "seed_steps": seeds * config.epochs * num_batches(rounds, min(config.batch_size, rounds)),
+        "seed_steps": seeds
+        * candidates
+        * config.epochs
+        * num_batches(rounds, min(config.batch_size, rounds)),
         "devices": runner.devices,
     }
     result = to_host(result)

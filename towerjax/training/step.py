@@ -136,7 +136,7 @@ def sampled_objective_loss(config: TrainConfig, params: dict, batch: Batch, key:
         key=key,
         mask=batch.mask,
     )
-    if objective.entropy:
+    if isinstance(objective.entropy, jax.core.Tracer) or objective.entropy:
         entropy = sampled_entropy(*parts, temperature=config.temperature)
         loss = loss - objective.entropy * masked_mean(entropy, batch.mask)
     return loss

@@ -6,10 +6,14 @@ Modules:
   dicts of arrays) and back, figure paths, column checks, loading a saved model and encoding
   a table's contexts with its encoding.
 - :mod:`~towerjax.workflow.fit`: :func:`fit`, a recipe of named steps from tables to the best
-  seed's policy (encoding, validation rows, :func:`towerjax.training.train_seeds`, the choice of
-  seed from training's own validation estimates, saving).
-- :mod:`~towerjax.workflow.report`: ``report.json``, its summary lines and
-  :func:`plot_curves`, all read from the training result.
+  policy the logs support (reading and encoding the tables, training, reporting, saving).
+- :mod:`~towerjax.workflow.train`: how the rows train: by default a search
+  (:func:`towerjax.training.train_search`, chosen on selection rows and reported on report rows
+  beside the logging policy); or, with ``search=None``, one configuration (validation rows,
+  :func:`towerjax.training.train_seeds`, the choice of seed from training's own validation
+  estimates).
+- :mod:`~towerjax.workflow.report`: ``report.json`` (with the search's table and verdict), its
+  summary lines and :func:`plot_curves`, all read from the training or search result.
 - :mod:`~towerjax.workflow.evaluate`: :func:`evaluate`, off-policy estimates of saved policies
   with their paired differences (the estimator core of :mod:`towerjax.evaluation`).
 - :mod:`~towerjax.workflow.recommend`: :func:`recommend` (top-k lists or Boltzmann slates as a

@@ -1,22 +1,27 @@
-"""Training a two-tower policy on your own logs: tables in, the best seed's policy out.
+"""Training a two-tower policy on your own logs: tables in, the best policy the logs support out.
 
 :func:`fit` is a recipe of named steps: read the tables (:mod:`towerjax.workflow.io`), check
-the columns' roles, encode them (:func:`towerjax.tables.logged_data_from_frame`), hold out
-validation rows, train every seed in one compiled call (:func:`towerjax.training.train_seeds`),
-keep the seed whose returned parameters validate best (training's own estimates of them, not
-estimated again here), report (:mod:`towerjax.workflow.report`) and save.
+the columns' roles, encode them (:func:`towerjax.tables.logged_data_from_frame`), train them
+(:mod:`towerjax.workflow.train`) by either
+
+- a search (the default): :func:`towerjax.training.train_search` trains every candidate of a
+  :class:`~towerjax.training.Search`, chooses one on selection rows and reports it on other
+  rows beside the logging policy (SPEC 9); or
+- one configuration (``search=None``): hold out validation rows, train every seed in one
+  compiled call (:func:`towerjax.training.train_seeds`) and keep the seed whose returned
+  parameters validate best (training's own estimates of them, not estimated again here);
+
+then report (:mod:`towerjax.workflow.report`) and save.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from towerjax import jsonio
@@ -34,7 +39,7 @@ from towerjax.tables import (
     logged_data_from_frame,
     resolve_options,
 )
-from towerjax.training import EpochLines, TrainConfig, TrainResult, train_seeds, validation_rows
+from towerjax.training import Search, SearchResult, TrainConfig, TrainResult
 from towerjax.workflow.io import (
     Progress,
     catching_unseen,
@@ -50,7 +55,6 @@ from towerjax.workflow.io import (
     source_label,
 )
 from towerjax.workflow.report import (
-    criterion_values,
     feature_summary,
     fit_report,
     fit_summary,
@@ -60,8 +64,17 @@ from towerjax.workflow.report import (
     reward_model_loss,
     reward_note,
 )
+from towerjax.workflow.train import (
+    check_search_validation,
+    ignored_settings,
+    run_one,
+    run_search,
+)
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["DEFAULT_SEARCH", "FitResult", "fit"]
+
+DEFAULT_SEARCH = Search()
+""":func:`fit`'s default search (``towerjax train --logs`` without ``--search none``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +82,20 @@ class FitResult:
     """What :func:`fit` returns.
 
     Attributes:
-      policy: the saved (chosen) seed's policy, ready to score, recommend and export.
-      result: the :class:`~towerjax.training.TrainResult` of every seed (leading ``[S]`` axis).
-      chosen_seed: the index (in ``0..S-1``) of the seed ``policy`` holds.
+      policy: the saved (chosen) policy, ready to score, recommend and export.
+      result: the :class:`~towerjax.training.TrainResult` of every seed (leading ``[S]`` axis);
+        with a search, the chosen candidate's run alone (``S = 1``).
+      chosen_seed: the index (in ``0..S-1``) of the seed ``policy`` holds (0 with a search).
       report: what ``report.json`` holds (:func:`~towerjax.workflow.report.plot_curves` draws it).
       encoding: how the tables' columns became features.
-      data: the training rows.
-      validation: the validation rows (``None`` without validation).
+      data: the training rows; with a search, its training rows (every row of the logs when
+        ``validation`` logs were given).
+      validation: the validation rows (``None`` without validation); with a search, its
+        selection rows (of the logs, or half the validation logs). The search's report rows
+        are in neither: ``search.split`` indexes all three parts.
       directory: where the model was saved, or ``None``.
+      search: the :class:`~towerjax.training.SearchResult` (its table, verdict and every
+        candidate), or ``None`` for one configuration (``search=None``).
     """
 
     policy: SavedPolicy
@@ -87,9 +106,12 @@ class FitResult:
     data: LoggedData
     validation: LoggedData | None
     directory: Path | None = None
+    search: SearchResult | None = None
 
     def summary(self) -> str:
-        """A few lines: the data, each seed's selected epoch and estimate, the chosen seed."""
+        """A few lines: the data, then the search's table and verdict
+        (:meth:`~towerjax.training.SearchResult.summary`), or each seed's selected epoch and
+        estimate and the chosen seed (one configuration)."""
         return fit_summary(self.report)
 
 
@@ -104,6 +126,7 @@ def fit(
     position_column: Hashable | None = None,
     validation: Any = None,
     config: TrainConfig | None = None,
+    search: Search | None = DEFAULT_SEARCH,
     seeds: int = 1,
     seed: int = 0,
     devices: int | None = None,
@@ -113,7 +136,17 @@ def fit(
     progress: Progress = None,
     **option_fields: Any,
 ) -> FitResult:
-    """Trains a two-tower policy on your logs and keeps the seed that validates best.
+    """Trains two-tower policies on your logs and keeps the best the logs support, reported honestly.
+
+    By default it searches (:func:`towerjax.training.train_search`, SPEC 9): the logs' rows are
+    split into training, selection and report rows; every candidate of ``search`` (objectives
+    with the naive and regression baselines, crossed with a grid of learning rates and entropy
+    bonuses) trains on the first, the one with the best lower confidence bound of its
+    selection-rows estimate is kept, and it is reported on the report rows only, beside the
+    logging policy's value there and their paired difference, with one plain line saying
+    whether it beats the logging policy. ``search=None`` trains ``config`` alone, as before
+    the search existed: hold out validation rows, train ``seeds`` runs and keep the seed whose
+    returned parameters validate best.
 
     Args:
       logs: the events: a ``.csv`` / ``.parquet`` path, a DataFrame or a dict of arrays,
@@ -134,13 +167,21 @@ def fit(
         in the report (rows of all positions are pooled).
       validation: validation logs (path or table, the same columns), encoded with the
         training encoding (a value not in the training vocabulary gets the
-        out-of-vocabulary id 0 and is counted). ``None``: ``config.validation_fraction`` of
-        the rows held out at random (the same rows for every seed); ``0`` trains without
-        validation, so the last epoch and seed 0 are kept.
+        out-of-vocabulary id 0 and is counted); a search splits them in halves, its selection
+        and report rows, and trains on all of ``logs``. ``None``: held out from ``logs`` (by
+        the search, its ``select_fraction`` and ``report_fraction``; for one configuration
+        ``config.validation_fraction`` at random, the same rows for every seed). ``0`` (one
+        configuration only; or ``validation_fraction=0``) trains without validation, so the
+        last epoch and seed 0 are kept.
       config: the :class:`~towerjax.training.TrainConfig` (objective, towers, optimiser,
-        ``epochs``, ``select``, ...); default ``TrainConfig()``.
-      seeds: independent runs, trained as one compiled call.
-      seed: root random seed (runs, validation split).
+        ``epochs``, ``select``, ...); default ``TrainConfig()``. With a search it is the base
+        of every candidate (towers, epochs, batch size, reward model, ...); the search sets
+        the objective, learning rate, weight decay, temperature, entropy bonus and epoch
+        selection (a note says so when ``config`` sets them otherwise).
+      search: the :class:`~towerjax.training.Search` (default ``Search()``: :data:`DEFAULT_SEARCH`),
+        or ``None`` to train ``config`` alone.
+      seeds: independent runs (of each candidate, with a search), trained as one compiled call.
+      seed: root random seed (runs, validation split, the search's split).
       devices: local devices to shard the seeds over (default all).
       options: how the feature columns are encoded (:class:`~towerjax.tables.EncodingOptions`:
         ``categorical`` for integer columns to embed as ids such as ``user_id``,
@@ -158,8 +199,10 @@ def fit(
         (``fit(..., categorical=["user_id"], standardize=True)``).
 
     Returns:
-      A :class:`FitResult`. Which seed is kept: each seed's run returns the parameters of
-      its ``config.select`` epoch (the last without ``select``) with their SNIPS and DR
+      A :class:`FitResult`. With a search, its policy is the chosen candidate's
+      (``FitResult.search``; the table in ``report["search"]``). Without, which seed is kept:
+      each seed's run returns the parameters of its ``config.select`` epoch (the last without
+      ``select``) with their SNIPS and DR
       estimates on the validation rows (:attr:`~towerjax.training.TrainResult.selected_validation`,
       DR with that run's reward model fitted on the training rows); the seed with the best
       criterion (``config.select``'s estimate, SNIPS without it, or its lower 95% bound for
@@ -173,13 +216,21 @@ def fit(
 
     Raises:
       InputError: naming the argument (``logs``, ``items``, ``validation``, a ``*_column``,
-        ``validation_fraction``, ``out``) with the file, column and rows in its message.
-      NonFiniteError: a run's loss or parameters became NaN/inf.
+        ``validation_fraction``, ``out``, ``search``) with the file, column and rows in its
+        message; ``validation`` / ``validation_fraction`` when a search is asked to train
+        without held-out rows.
+      NonFiniteError: a run's loss or parameters became NaN/inf (one configuration; a search
+        drops such candidates, and raises InputError naming ``search`` if every one is).
     """
     say = say_to(progress)
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise InputError("config", f"expected a TrainConfig, got {type(config).__name__}")
+    if search is not None and not isinstance(search, Search):
+        raise InputError("search", f"expected a Search or None, got {type(search).__name__}")
+    no_validation = isinstance(validation, int) and not isinstance(validation, bool) and validation == 0
+    if search is not None:
+        check_search_validation(config, validation, no_validation)
     seeds = check_positive_int("seeds", seeds)
     check_option_names(option_fields, "fit")
     options = resolve_options(options, option_fields)
@@ -203,72 +254,62 @@ def fit(
         say(f"  note: {note}")
     check_item_ids(encoding.item_ids, item_column, argument="items" if items is not None else "logs")
 
-    if validation is None:  # training's one validation split, the same rows for every seed
-        train_data, validation_data, validation_source = split_validation(
-            data, config.validation_fraction, seed
-        )
-        unseen = None
-    else:
-        train_data = data
+    unseen, validation_data, validation_source = None, None, None
+    if validation is not None and not no_validation:
         validation_data, validation_source, unseen = read_validation(
             validation, columns, item_table, encoding, options.numeric_strings
         )
-    if validation_data is None and config.select is not None:
-        notes.append(f"no validation rows: select={config.select!r} needs them, so the last epoch is kept")
-        config = dataclasses.replace(config, select=None, patience=None)
-    if validation_data is not None:
-        say(f"validation: {validation_data.n_rounds} rows ({validation_source})")
-    say(
-        f"training {config.objective.name}: {seeds} seed(s), {config.epochs} epochs, batch "
-        f"{min(config.batch_size, train_data.n_rounds)}, on {train_data.n_rounds} rows ..."
-    )
-    # Progress of the epochs: a bar on a terminal, else a line every few epochs through say.
-    epochs = progress is not None and (sys.stderr.isatty() or EpochLines(say))
-    result, timing = train_seeds(
-        config,
-        seeds=seeds,
-        seed=seed,
-        devices=devices,
-        data=train_data,
-        validation=validation_data,
-        progress=epochs,
-    )
-    say(f"  compiled in {timing['seconds_compile']:.1f}s, trained in {timing['seconds_train']:.1f}s")
-
-    selected, criterion = selected_estimates(result, config, validation_data is not None)
-    chosen = 0 if selected is None else int(np.argmax(criterion_values(selected, criterion)))
+    if search is not None:
+        for note in ignored_settings(config):
+            notes.append(note)
+            say(f"  note: {note}")
+        trained = run_search(search, config, data, validation_data, seed, seeds, devices, progress, say)
+    else:
+        trained = run_one(config, data, validation_data, no_validation, seed, seeds, devices, progress, say)
     policy = SavedPolicy(
-        config=config,
-        params=jax.tree.map(lambda a: a[chosen], result.params),
-        item_features=train_data.action_context,
+        config=trained.config,
+        params=trained.params,
+        item_features=data.action_context,
         item_ids=list(encoding.item_ids),
         encoding=encoding,
     )
     report = fit_report(
-        config=config,
-        result=result,
-        timing=timing,
-        selected=selected,
-        criterion=criterion,
-        chosen=chosen,
+        config=trained.config,
+        result=trained.result,
+        timing=trained.timing,
+        selected=trained.selected,
+        criterion=trained.criterion,
+        chosen=trained.chosen,
         seeds=seeds,
         seed=seed,
         data=data,
         features=features,
-        train_data=train_data,
-        validation_data=validation_data,
-        sources={"logs": logs_label, "items": items_label, "validation": validation_source},
+        train_data=trained.train,
+        validation_data=trained.validation,
+        sources={"logs": logs_label, "items": items_label, "validation": validation_source or trained.source},
         columns=columns,
         positions=position_counts(frame, position_column),
         unseen=unseen,
-        notes=notes,
+        notes=notes + trained.notes,
+        search=trained.search,
     )
     for line in fit_summary(report, features=False).splitlines()[1:]:
         say(line)
     if out_dir is not None:
         save_fit(out_dir, policy, report, overwrite)
-        say(f"saved seed {chosen} to {out_dir} (model, report.json, curves.png)")
-    return FitResult(policy, result, chosen, report, encoding, train_data, validation_data, out_dir)
+        kept = "the chosen policy" if search is not None else f"seed {trained.chosen}"
+        say(f"saved {kept} to {out_dir} (model, report.json, curves.png)")
+    return FitResult(
+        policy,
+        trained.result,
+        trained.chosen,
+        report,
+        encoding,
+        trained.train,
+        trained.validation,
+        out_dir,
+        trained.search,
+    )
 
 
 # --------------------------------------------------------------------------- the steps
@@ -410,31 +451,6 @@ def read_validation(
     return held_out, label, {"rows": rows, "columns": {str(k): v for k, v in counts.items()}}
 
 
-def split_validation(
-    data: LoggedData, fraction: float, seed: int
-) -> tuple[LoggedData, LoggedData | None, str | None]:
-    """``(training rows, validation rows, where they came from)``: ``fraction`` of the rows
-    held out at random by :func:`~towerjax.training.validation_rows` with key ``seed`` (the same
-    rows for every seed); ``fraction == 0`` holds out none."""
-    if fraction == 0:
-        return data, None, None
-    train_rows, held_out = validation_rows(jax.random.key(seed), data.n_rounds, fraction)
-    source = f"{fraction:g} of the logs held out at random (seed {seed})"
-    return data.take_rows(train_rows), data.take_rows(held_out), source
-
-
-def selected_estimates(
-    result: TrainResult, config: TrainConfig, validated: bool
-) -> tuple[dict | None, str | None]:
-    """``(each seed's {"snips", "snips_se", "dr", "dr_se"} [S] of its returned parameters, the
-    criterion the seed is chosen by)``, as training recorded them; ``(None, None)`` without
-    validation rows."""
-    if not validated:
-        return None, None
-    selected = {k: np.asarray(v, np.float64) for k, v in result.selected_validation.items()}
-    return selected, config.select or "snips"
-
-
 # --------------------------------------------------------------------------- saving
 
 
@@ -455,6 +471,7 @@ def save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: bool
             },
             "chosen_seed": report["selection"]["chosen_seed"],
             "report": "report.json",
+            **search_metadata(report),
         },
     )
     files["report.json"] = jsonio.dumps(report, indent=2).encode()
@@ -463,3 +480,18 @@ def save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: bool
     ) as staging:
         write_files(staging, files)
         plot_curves(report, staging / "curves.png")
+
+
+def search_metadata(report: dict) -> dict:
+    """``{"search": {"chosen", "verdict", "lines"}}`` for ``model.json`` when the report is a
+    search's (its full table stays in ``report.json``), else ``{}``."""
+    search = report.get("search")
+    if search is None:
+        return {}
+    return {
+        "search": {
+            "chosen": search["chosen"]["label"],
+            "verdict": search["verdict"],
+            "lines": search["lines"],
+        }
+    }
