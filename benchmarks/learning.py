@@ -231,6 +231,8 @@ def _grid_tasks() -> dict:
     return grid.TASKS
 
 
+# The search learners: the default Search, and the same choosing by DR's lower bound.
+SEARCHES = {"search": Search(), "search-dr": Search(criterion="dr")}
 RANKED_TASKS = ("movielens-schnabel",)  # also scored by per-user AUC and NDCG@5 on random exposure
 
 
@@ -336,7 +338,9 @@ def run_cell(
         scores = [
             np.asarray(
                 config.model.scores(
-                    jax.tree.map(lambda a, s=s: a[s], result.params), test.context[s], test.action_context[s]
+                    jax.tree.map(lambda a, s=s: a[s], result.params),
+                    _seed_slice(test, s).context,
+                    _seed_slice(test, s).action_context,
                 )
             )
             for s in range(seeds)
@@ -388,7 +392,9 @@ def run_search_cell(task: str, data, config: TrainConfig, seeds: int, search: Se
         if task in RANKED_TASKS:
             scores.append(
                 np.asarray(
-                    result.chosen.config.model.scores(result.params, test.context[s], test.action_context[s])
+                    result.chosen.config.model.scores(
+                        result.params, _seed_slice(test, s).context, _seed_slice(test, s).action_context
+                    )
                 )
             )
         q = np.asarray(test.expected_reward[s], np.float64)
@@ -422,7 +428,10 @@ def run_search_cell(task: str, data, config: TrainConfig, seeds: int, search: Se
                 "seconds": result.seconds,
                 "timings": result.timings,
                 "candidates": [
-                    {k: c[k] for k in ("label", "lower", "true_value", "epoch", "finite")}
+                    {
+                        k: c[k]
+                        for k in ("label", "lower", "true_value", "epoch", "finite", "select_ess", "eligible")
+                    }
                     for c in result.candidates
                 ],
             }
@@ -495,7 +504,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def search_table(rows: list[dict]) -> str:
+def search_table(rows: list[dict], learner: str = "search") -> str:
     """Markdown: per task, the search against the baselines and the learners at their defaults,
     with issue 22's checks: the search against the best of naive, regression and IPS-weighted
     regression paired by seed (difference ± s.e.), the best single configuration's gap, the
@@ -517,7 +526,7 @@ def search_table(rows: list[dict]) -> str:
         return "n/a" if mean != mean else f"{mean:.2f} ± {se:.2f}"
 
     for task, cells in by_task.items():
-        search = cells.get("search")
+        search = cells.get(learner)
         if search is None:
             continue
         chosen = np.array(search["per_seed_selected"])
@@ -540,12 +549,12 @@ def search_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def search_checks(rows: list[dict]) -> dict:
+def search_checks(rows: list[dict], learner: str = "search") -> dict:
     """Issue 22's honesty checks over every search cell with true values: how often the
     report interval covers the chosen policy's true value, how often the search says "better"
     although the chosen policy is truly no better than logging (a false claim), and how often it
     says "not better" although the chosen policy is truly better."""
-    seeds = [p for row in rows if row["learner"] == "search" for p in row["per_seed"]]
+    seeds = [p for row in rows if row["learner"] == learner for p in row["per_seed"]]
     covered = [p["covered"] for p in seeds]
     truly_better = [p["chosen"] > p["logging"] for p in seeds]
     said_better = [p["verdict"] == "better" for p in seeds]
@@ -574,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in TASKS:
             parser.error(f"--tasks: expected some of {tuple(TASKS)}, got {name!r}")
     for name in learners:
-        if name not in LEARNERS and name != "search":
+        if name not in LEARNERS and name not in SEARCHES:
             parser.error(f"--learners: expected some of {tuple(LEARNERS)}, got {name!r}")
     out = args.out or RESULTS / f"learning-{args.preset}.jsonl"
     # Seeds of one cell compile the same programs (same shapes): JAX's persistent cache
@@ -600,8 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if data is None:
                 data = TASKS[task](args.seeds, args.seed)
-            if learner == "search":
-                row = run_search_cell(task, data, config, args.seeds, Search())
+            if learner in SEARCHES:
+                row = run_search_cell(task, data, config, args.seeds, SEARCHES[learner])
+                row["learner"] = learner
             else:
                 row = run_cell(task, learner, data, config, args.seeds, args.preset)
             rows.append(row)
@@ -617,10 +627,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(table(rows))
-    if any(row["learner"] == "search" for row in rows):
-        print()
-        print(search_table(rows))
-        print(jsonio.dumps({"search_checks": search_checks(rows)}))
+    for learner in SEARCHES:
+        if any(row["learner"] == learner for row in rows):
+            print(f"\n{learner}:")
+            print(search_table(rows, learner))
+            print(jsonio.dumps({"search_checks": search_checks(rows, learner), "learner": learner}))
     return 0
 
 

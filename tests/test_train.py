@@ -1,4 +1,11 @@
-"""Training runs: minibatching, jit/vmap agreement, learning, the reward model, evaluation."""
+"""Training runs: minibatching, jit/vmap agreement, learning, the reward model, evaluation.
+
+Compiling a run takes seconds and running a tiny one milliseconds, so the tests share compiled
+programs: JAX's persistent compilation cache is on for this module (conftest.py's
+``compilation_cache``), so a ``jax.jit(make_train(...))`` of a config and shapes compiled by an
+earlier test loads instead of compiling again, and the seed-layout tests share one module
+fixture (``train_seeds`` runs carry the epoch callback, which the cache cannot store).
+"""
 
 import dataclasses
 
@@ -14,6 +21,8 @@ from towerjax.checks import InputError
 from towerjax.objectives import DR, IPS, SNIPS, TwoStage
 from towerjax.synthetic import SyntheticProblem, blog_problem, sample_logged_data
 from towerjax.training import TrainConfig, make_train, seed_sharding, train_seeds, validation_rows
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 PROBLEM = SyntheticProblem(n_rounds=53, n_test_rounds=40, n_actions=3, dim=4)
 TINY = TrainConfig(
@@ -61,7 +70,8 @@ def _assert_same_run(a, b):
 
 
 def test_jitted_training_matches_eager():
-    config = dataclasses.replace(TINY, objective="dr", epochs=1)
+    # The config of test_vmapped_training_matches_a_loop_over_seeds[dr]: its compiled loop is reused.
+    config = dataclasses.replace(TINY, objective=DR())
     train = make_train(config, PROBLEM)
     key = jax.random.key(2)
     _assert_same_run(jax.jit(train)(key), train(key))
@@ -106,17 +116,28 @@ def test_per_seed_data_gives_each_seed_its_own_logs():
         train_seeds(TINY, seeds=3, data=stacked, per_seed_data=True)
 
 
-def test_sharded_seeds_equal_a_single_device_run():
-    sharded, timing = train_seeds(TINY, seeds=2, seed=0, problem=PROBLEM)
-    single, _ = train_seeds(TINY, seeds=2, seed=0, devices=1, problem=PROBLEM)
+@pytest.fixture(scope="module")
+def four_seeds():
+    """Four seeds of ``TINY`` laid out three ways, one compiled call each, for the tests that
+    compare layouts: ``together`` (two seeds ``vmap``ped on each of the tests' devices),
+    ``single`` (all on one device, two at a time) and ``grouped`` (one seed per device at a
+    time, in sequential groups, its progress calls recorded). Each is ``(result, timing)``."""
+    calls = []
+    together = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=4, problem=PROBLEM)
+    single = train_seeds(TINY, seeds=4, seed=3, devices=1, problem=PROBLEM)
+    grouped = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=1, problem=PROBLEM, progress=calls.append)
+    return {"together": together, "single": single, "grouped": grouped, "calls": calls}
+
+
+def test_sharded_seeds_equal_a_single_device_run(four_seeds):
+    (sharded, timing), (single, _) = four_seeds["together"], four_seeds["single"]
     chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
-    assert timing["devices"] == len(seed_sharding(2).mesh.devices.flat)
-    assert timing["seed_steps"] == 2 * TINY.epochs * 6  # ceil(42 / 7): 11 of the 53 rows validate
+    assert timing["devices"] == len(seed_sharding(4).mesh.devices.flat)
+    assert timing["seed_steps"] == 4 * TINY.epochs * 6  # ceil(42 / 7): 11 of the 53 rows validate
 
 
-def test_seed_layout_changes_speed_not_results():
-    grouped, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=1, problem=PROBLEM)
-    together, _ = train_seeds(TINY, seeds=4, seed=3, seeds_per_device=4, problem=PROBLEM)
+def test_seed_layout_changes_speed_not_results(four_seeds):
+    (grouped, _), (together, _) = four_seeds["grouped"], four_seeds["together"]
     for i in range(4):
         _assert_same_run(
             jax.tree.map(lambda v, i=i: v[i], grouped), jax.tree.map(lambda v, i=i: v[i], together)
@@ -371,9 +392,8 @@ def test_validation_options_are_checked_and_the_seed_preset_is_the_seed_studys()
     assert TrainConfig.seed_study(epochs=3, objective="dr").epochs == 3
 
 
-def test_progress_is_called_after_every_epoch_of_every_seed():
-    calls = []
-    config = dataclasses.replace(TINY, epochs=3)
-    train_seeds(config, seeds=2, progress=calls.append, problem=PROBLEM)
-    # once per epoch of each sequential group of vmapped seeds
-    assert all(isinstance(c, int) for c in calls) and set(calls) == {1, 2, 3} and len(calls) % 3 == 0
+def test_progress_is_called_after_every_epoch_of_every_seed(four_seeds):
+    calls, (_, timing) = four_seeds["calls"], four_seeds["grouped"]
+    # once per epoch of each sequential group of vmapped seeds (4 seeds, one per device at a time)
+    groups = 4 // timing["devices"]
+    assert all(isinstance(c, int) for c in calls) and calls == [1, 2] * groups
