@@ -89,6 +89,7 @@ def test_reduction_draws_are_fixed_by_the_seed_and_repeats_multiply_the_log():
 
 
 def test_competent_logger_reaches_the_halfway_value_with_floored_probabilities():
+    pytest.importorskip("sklearn")
     grid = _grid()
     rng = np.random.default_rng(0)
     y = rng.integers(5, size=600)
