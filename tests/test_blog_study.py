@@ -1,6 +1,7 @@
 """The seed study's figures: resumable cells, tables and plots, and options checked first."""
 
 import json
+import shutil
 
 import pytest
 
@@ -8,30 +9,37 @@ from towerjax import cli
 from towerjax.checks import InputError
 from towerjax.studies.blog import FIGURES, StudyOptions, read_rows, run_blog_study
 
-# Two cells of figure 1 (training rounds 40 and 60), the regression learner, two seeds.
-TINY = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(40, 60), learners=("regression",))
+# Two cells of figure 1 (training rounds 40 and 300), the regression learner, two seeds.
+TINY = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(40, 300), learners=("regression",))
 
 
 def _values(rows):
     return [{k: v for k, v in row.items() if k != "seconds_cell"} for row in rows]
 
 
-def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
-    whole = run_blog_study(TINY, tmp_path / "whole", progress=False, log=lambda s: None)
-    assert [(r["x"], r["seed"]) for r in whole] == [(40, 0), (40, 1), (60, 0), (60, 1)]
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """``TINY`` run without interruption, shared by the tests that read it: ``(rows, folder)``."""
+    out = tmp_path_factory.mktemp("whole")
+    return run_blog_study(TINY, out, progress=False, log=lambda s: None), out
+
+
+def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path, whole):
+    whole, whole_dir = whole
+    assert [(r["x"], r["seed"]) for r in whole] == [(40, 0), (40, 1), (300, 0), (300, 1)]
 
     out = tmp_path / "resumed"
     first = run_blog_study(TINY, out, progress=False, log=lambda s: None, max_cells=1)
     assert _values(first) == _values(whole[:2])
     assert not (out / "figure1.md").exists()  # no table for an unfinished figure
     with open(out / "rows.jsonl", "a") as handle:  # a kill in the middle of a write
-        handle.write('{"cell": [1, 60, "regression"], "rows": [{"figure": 1, "x": 60, "learner": "regr')
+        handle.write('{"cell": [1, 300, "regression"], "rows": [{"figure": 1, "x": 300, "learner": "regr')
     logged = []
     resumed = run_blog_study(TINY, out, progress=False, log=logged.append)
     assert "1 already in" in logged[0]
     assert _values(resumed) == _values(whole)
     assert _values(read_rows(out / "rows.jsonl")) == _values(whole)  # no duplicates, torn line gone
-    assert (out / "figure1.md").read_text() == (tmp_path / "whole" / "figure1.md").read_text()
+    assert (out / "figure1.md").read_text() == (whole_dir / "figure1.md").read_text()
     assert (out / "figure1.png").stat().st_size > 0
 
     again = []
@@ -40,13 +48,13 @@ def test_an_interrupted_study_resumes_to_the_rows_of_an_uninterrupted_one(tmp_pa
     assert _values(read_rows(out / "rows.jsonl")) == _values(whole)
 
 
-def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monkeypatch):
+def test_identical_cells_of_other_figures_reuse_the_finished_runs(tmp_path, monkeypatch, whole):
     batch = StudyOptions(
         figures=(4,), seeds=2, epochs=1, quick=True, values=(10,), learners=("regression",)
     )  # quick: 300 rounds, so figure 4's batch 10 is figure 1's 300 rounds
     fig1 = StudyOptions(figures=(1,), seeds=2, epochs=1, quick=True, values=(300,), learners=("regression",))
     assert batch.setup(*_cell(batch)) == fig1.setup(*_cell(fig1))
-    run_blog_study(fig1, tmp_path, progress=False, log=lambda s: None)
+    shutil.copytree(whole[1], tmp_path, dirs_exist_ok=True)  # figure 1 finished, its 300 rounds among them
 
     def no_training(*args, **kwargs):
         raise AssertionError("the finished figure-1 cell should have been reused")
@@ -105,7 +113,7 @@ def test_a_folder_of_the_older_csv_format_resumes_without_training(tmp_path, mon
     header = (
         "figure,x,learner,seed,test_value,train_value,initial_value,behavior_value,optimal_value,seconds_cell"
     )
-    lines = [f"1,{x},regression,{s},0.{x}{s},0.5,0.4,0.3,0.9,2.5" for x in (40, 60) for s in (0, 1)]
+    lines = [f"1,{x},regression,{s},0.{x}{s},0.5,0.4,0.3,0.9,2.5" for x in TINY.values for s in (0, 1)]
     (tmp_path / "rows.csv").write_text("\n".join([header, *lines[:3]]) + "\n" + lines[3][:9])  # torn
     monkeypatch.setattr("towerjax.studies.blog.train_seeds", lambda *a, **k: pytest.fail("x=40 was finished"))
     rows = run_blog_study(TINY, tmp_path, progress=False, log=lambda s: None, max_cells=0)
