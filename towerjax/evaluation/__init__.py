@@ -13,8 +13,9 @@ the values ``g(m)``; the standard errors by the delta method, from the per-row i
 where resample ``b`` is ``g(counts_b @ C / n)`` with ``counts_b`` the rows' multiplicities.
 
 Modules: :mod:`~towerjax.evaluation.results` (the result types), :mod:`~towerjax.evaluation.estimators`
-(the column form, per-row terms, paired differences, training's validation estimates) and
-:mod:`~towerjax.evaluation.off_policy` (the checked host entry points).
+(the column form, per-row terms, paired differences, training's validation estimates),
+:mod:`~towerjax.evaluation.off_policy` (the checked host entry points) and
+:mod:`~towerjax.evaluation.slate` (the slate estimators on multi-position logs, SPEC 10).
 """
 
 from towerjax.evaluation.estimators import (
@@ -36,11 +37,13 @@ from towerjax.evaluation.results import (
     normal_interval,
     weight_diagnostics,
 )
+from towerjax.evaluation.slate import SLATE_ESTIMATORS, slate_estimates, slate_estimator_terms, slate_terms
 
 __all__ = [
     "ALIASES",
     "ESTIMATORS",
     "ROW_SUM_TOLERANCE",
+    "SLATE_ESTIMATORS",
     "Z_95",
     "Estimate",
     "Lambdas",
@@ -52,6 +55,9 @@ __all__ = [
     "off_policy_estimates",
     "off_policy_terms",
     "paired_difference",
+    "slate_estimates",
+    "slate_estimator_terms",
+    "slate_terms",
     "summarize_terms",
     "validation_estimates",
     "weight_diagnostics",
