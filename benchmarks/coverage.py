@@ -32,6 +32,25 @@ cross-fitted reward model (``RewardModel.cross_fit``, 2 folds, a small MLP: hidd
 in-sample ``q_hat`` (``folds=1``) against the cross-fitted one (``folds=2``), in every
 logging x policy pair.
 
+``slate`` (issue 25): a minimal synthetic slate problem with an exact value (written here, independent
+of the library's synthetic modules): ``C = 50`` equally likely contexts, ``A = 6`` items, lists of
+``K = 3``; position-based clicks ``P(r_k = 1 | c, a_k = a) = theta_k rho(c, a)``, ``theta = (1, 0.6,
+0.3)``, ``rho = sigmoid(1.5 z - 1)``, ``z ~ N(0, 1)``; logger Plackett-Luce on ``0.5 logit(rho) + 0.7 u``
+(``u ~ N(0, 1)``, a noisy ranker), target Plackett-Luce on ``1.5 logit(rho)``; the truth
+``V = mean_c sum_k theta_k sum_a P_pi(a at k | c) rho(c, a)`` from the exact position marginals (every
+list enumerated). Each replication draws ``--slate-n`` (default 2,000) rows and calls
+:func:`towerjax.evaluation.slate_estimates` with every propensity pair and, for ``cascade-dr``, a
+reward model ``q_hat_k(c, b) = theta_k rho~(c, b)`` with ``rho~ = sigmoid(logit(rho) + 0.5 e)`` (a
+fixed misspecified model, independent of the logs, as a cross-fitted one is). Under position-based
+clicks SIPS, IIPS, RIPS and cascade-DR are all unbiased; coverage of each interval, goal 0.93-0.97.
+
+``slope`` (issue 25): SLOPE's choice of an IPS cap (:func:`towerjax.evaluation.choose_estimator`,
+family ``ipw-cap``, ``mean(min(w, lambda) r)``, a fixed grid ``inf, 1024, 1024 / f, ..., 1`` (factor
+``f = --slope-factor``, default ``sqrt 2``) so every replication chooses among the same caps) on the main cells' logs and policies,
+against the oracle-best cap: the one with the smallest mean squared error against ``V(pi)`` over the
+replications. One line per cell: both MSEs, their ratio (goal <= 1.1) and how often each cap was chosen.
+No reward model is fitted, so this section is cheap.
+
 Each (cell, estimator) gives one JSON line on stdout (``"kind": "coverage"``): coverage of
 both intervals with its Monte Carlo standard error ``sqrt(c (1 - c) / R)``, the share of
 misses on each side, mean interval widths, bias, RMSE, the estimates' standard deviation and
@@ -39,9 +58,10 @@ the mean reported standard error. ``--json`` (default ``benchmarks/results/cover
 rewritten after every cell, so a cut run keeps what it finished. Progress goes to stderr;
 markdown tables are printed at the end.
 
-Run: ``python benchmarks/coverage.py`` (500 replications; the recorded run,
+Run: ``python benchmarks/coverage.py`` (sections main and special, 500 replications; the recorded run,
 ``--replications 1000``, took 16 minutes on 2 shared CPU cores); smoke test:
-``python benchmarks/coverage.py --quick --json ''``.
+``python benchmarks/coverage.py --quick --json ''``. Issue 25's checks:
+``python benchmarks/coverage.py --only slate,slope --truth-contexts 1000000 --json benchmarks/results/coverage_slate.json``.
 """
 
 from __future__ import annotations
@@ -59,6 +79,16 @@ POLICIES = {"smooth": 0.1, "sharp": 0.01}  # tau of the evaluated policy softmax
 N_ACTIONS, DIM_CONTEXT = 10, 5
 GOAL = (0.93, 0.97)
 Q_HAT_ESTIMATORS = ("dm", "dr", "sndr", "switch-dr", "dr-os")
+SECTIONS = ("main", "special", "slate", "slope")
+SLATE = {"contexts": 50, "items": 6, "k": 3, "theta": (1.0, 0.6, 0.3)}
+
+
+def slope_caps(factor: float) -> tuple[float, ...]:
+    """The slope section's fixed grid: ``inf, 1024, 1024 / factor, ...`` down to 1."""
+    return (math.inf, *(1024 / factor**j for j in range(round(math.log(1024, factor)) + 1)))
+
+
+SLOPE_GOAL = 1.1  # SLOPE's MSE at most 10% above the oracle-best cap's
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +102,16 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=str, default="200,2000", help="comma-separated n of the main cells")
     parser.add_argument("--special-n", type=int, default=400, help="n of the in-sample vs cross-fitted cell")
     parser.add_argument("--truth-contexts", type=int, default=10_000_000, help="contexts for V(pi)")
-    parser.add_argument("--only", type=str, default="main,special", help="sections to run: main, special")
+    parser.add_argument(
+        "--only", type=str, default="main,special", help=f"sections to run: {', '.join(SECTIONS)}"
+    )
+    parser.add_argument("--slate-n", type=int, default=2000, help="rows per log of the slate cell")
+    parser.add_argument(
+        "--slope-factor",
+        type=float,
+        default=math.sqrt(2),
+        help="ratio of neighbouring caps in the slope grid",
+    )
     parser.add_argument("--chunk", type=int, default=50, help="replications per vmapped reward-model fit")
     parser.add_argument(
         "--json", type=str, default="benchmarks/results/coverage.json", help="all records ('' to skip)"
@@ -85,8 +124,8 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--replications (>= 2), --n-bootstrap, --chunk and --truth-contexts must be positive")
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.only = [s for s in args.only.split(",") if s]
-    if not set(args.only) <= {"main", "special"}:
-        parser.error("--only takes main and/or special")
+    if not set(args.only) <= set(SECTIONS):
+        parser.error(f"--only takes some of {', '.join(SECTIONS)}")
     return args
 
 
@@ -114,6 +153,9 @@ def _environment(args: argparse.Namespace) -> dict:
             "n_bootstrap": args.n_bootstrap,
             "sizes": args.sizes,
             "special_n": args.special_n,
+            "slate_n": args.slate_n,
+            "slate_problem": SLATE,
+            "slope_caps": list(slope_caps(args.slope_factor)),
             "truth_contexts": args.truth_contexts,
             "sections": args.only,
             "problem": f"obp_problem(n_actions={N_ACTIONS}, dim_context={DIM_CONTEXT}), one-hot items",
@@ -389,6 +431,193 @@ def _run_special(args, writer: _Writer, truths: dict, problems: dict, key) -> No
                 print(f"done {name_label} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
 
+def _slate_problem(key):
+    """The slate cell's problem: ``rho [C, A]``, logger and target scores ``[C, A]``, the truth ``V``."""
+    import jax
+    import jax.numpy as jnp
+
+    from towerjax.list_policy import exact_position_marginals
+
+    k_rho, k_noise = jax.random.split(key)
+    shape = (SLATE["contexts"], SLATE["items"])
+    logit = 1.5 * jax.random.normal(k_rho, shape) - 1.0
+    logger = 0.5 * logit + 0.7 * jax.random.normal(k_noise, shape)
+    target = 1.5 * logit
+    rho = jax.nn.sigmoid(logit)
+    theta = jnp.asarray(SLATE["theta"])
+    marginals = exact_position_marginals(target, SLATE["k"])  # [C, K, A]
+    truth = float(jnp.mean(jnp.einsum("cka,ca,k->c", marginals, rho, theta)))
+    return {"rho": rho, "logit": logit, "logger": logger, "target": target, "truth": truth, "theta": theta}
+
+
+def _slate_logs(problem, n: int, key) -> dict:
+    """One log of ``n`` rows with every propensity :func:`slate_estimates` takes (numpy arrays)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from towerjax.list_policy import (
+        exact_position_marginals,
+        next_item_log_probs,
+        prefix_log_probs,
+        sample_lists,
+    )
+
+    k_ctx, k_list, k_click, k_model = jax.random.split(key, 4)
+    c = jax.random.randint(k_ctx, (n,), 0, SLATE["contexts"])
+    lists = sample_lists(k_list, problem["logger"][c], SLATE["k"])  # [n, K]
+    rho = jnp.take_along_axis(problem["rho"][c], lists, axis=1)
+    reward = jax.random.bernoulli(k_click, problem["theta"] * rho).astype(jnp.float32)
+    rows = jnp.arange(n)[:, None]
+    positions = jnp.arange(SLATE["k"])[None, :]
+    m0 = exact_position_marginals(problem["logger"], SLATE["k"])[c]  # [n, K, A]
+    m1 = exact_position_marginals(problem["target"], SLATE["k"])[c]
+    cascade0 = jnp.exp(prefix_log_probs(problem["logger"][c], lists))
+    cascade1 = jnp.exp(prefix_log_probs(problem["target"][c], lists))
+    rho_model = jax.nn.sigmoid(problem["logit"] + 0.5 * jax.random.normal(k_model, problem["logit"].shape))
+    q_hat = problem["theta"][None, :, None] * rho_model[c][:, None, :]  # [n, K, A]
+    out = {
+        "lists": lists,
+        "reward": reward,
+        "pscore": cascade0[:, -1],
+        "pscore_item_position": m0[rows, positions, lists],
+        "pscore_cascade": cascade0,
+        "evaluation_policy_pscore": cascade1[:, -1],
+        "evaluation_policy_pscore_item_position": m1[rows, positions, lists],
+        "evaluation_policy_pscore_cascade": cascade1,
+        "q_hat": q_hat,
+        "evaluation_policy_action_dist": jnp.exp(next_item_log_probs(problem["target"][c], lists)),
+    }
+    return {name: np.asarray(value) for name, value in out.items()}
+
+
+def _run_slate(args, writer: _Writer, key) -> None:
+    """The slate cell: bootstrap and Wald coverage of every slate estimator at ``n = --slate-n``."""
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from towerjax.evaluation import slate_estimates
+
+    k_problem, k_logs, k_boot = jax.random.split(key, 3)
+    problem = _slate_problem(k_problem)
+    truth = problem["truth"]
+    writer.emit({"kind": "truth", "section": "slate", "value": truth, "mcse": 0.0, "problem": SLATE})
+    fields = ("value", "stderr", "wald_low", "wald_high", "bootstrap_low", "bootstrap_high")
+    out: dict = {}
+    ess = np.empty(args.replications)
+    start = time.perf_counter()
+    for r in tqdm(range(args.replications), desc=f"slate n={args.slate_n}", file=sys.stderr, leave=False):
+        logs = _slate_logs(problem, args.slate_n, jax.random.fold_in(k_logs, r))
+        est = slate_estimates(**logs, key=jax.random.fold_in(k_boot, r), n_bootstrap=args.n_bootstrap)
+        for name, e in est.items():
+            row = out.setdefault(name, {f: np.empty(args.replications) for f in fields})
+            for f in fields:
+                row[f][r] = getattr(e, f)
+        ess[r] = est["sips"].diagnostics.ess
+    seconds = time.perf_counter() - start
+    for name, values in out.items():
+        writer.emit(
+            {
+                "kind": "coverage",
+                "section": "slate",
+                "n": args.slate_n,
+                "logging": "plackett-luce (noisy)",
+                "policy": "plackett-luce (sharper)",
+                "q_hat": "fixed, misspecified" if name == "cascade-dr" else None,
+                "estimator": name,
+                "truth": truth,
+                "mean_ess": float(ess.mean()),
+                **_summary(values, truth),
+                "seconds": round(seconds, 1),
+            }
+        )
+    writer.flush()
+    print(f"done slate ({seconds:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _run_slope(args, writer: _Writer, truths: dict, problems: dict, key) -> None:
+    """SLOPE's cap vs the oracle-best cap (MSE against ``V(pi)``) on the main cells' logs and policies."""
+    import jax
+    import numpy as np
+
+    from towerjax.evaluation import choose_estimator
+    from towerjax.evaluation.selection import family_terms
+
+    caps = slope_caps(args.slope_factor)
+    for i, n in enumerate(args.sizes):
+        for j, (logging, problem) in enumerate(problems.items()):
+            k_logs = jax.random.fold_in(jax.random.fold_in(key, i), j)
+            _, logs = _sample_logs(problem, n, k_logs, args.replications)
+            for policy, tau in POLICIES.items():
+                start = time.perf_counter()
+                pi = _policy(logs["expected_reward"], tau)
+                truth = truths[policy][0]
+                rows = np.arange(n)
+                member = np.empty((args.replications, len(caps)))
+                chosen_value, chosen_cap = np.empty(args.replications), np.empty(args.replications)
+                for r in range(args.replications):
+                    w = pi[r][rows, logs["action"][r]] / logs["pscore"][r]
+                    member[r] = family_terms("ipw-cap", w, logs["reward"][r], caps).mean(axis=1)
+                    choice = choose_estimator(w, logs["reward"][r], family="ipw-cap", lambdas=caps)
+                    chosen_value[r], chosen_cap[r] = choice.estimate.value, choice.lambda_
+                mse = np.mean((member - truth) ** 2, axis=0)
+                best = int(np.argmin(mse))
+                mse_slope = float(np.mean((chosen_value - truth) ** 2))
+                picked, counts = np.unique(chosen_cap, return_counts=True)
+                writer.emit(
+                    {
+                        "kind": "slope",
+                        "section": "slope",
+                        "n": n,
+                        "logging": logging,
+                        "policy": policy,
+                        "truth": truth,
+                        "replications": args.replications,
+                        "mse_slope": mse_slope,
+                        "mse_oracle": float(mse[best]),
+                        "oracle_cap": caps[best],
+                        "mse_ipw": float(mse[0]),
+                        "ratio": mse_slope / float(mse[best]),
+                        "goal": SLOPE_GOAL,
+                        "chosen_caps": {f"{c:.4g}": int(k) for c, k in zip(picked, counts, strict=True)},
+                        "seconds": round(time.perf_counter() - start, 1),
+                    }
+                )
+                writer.flush()
+                print(f"done slope n={n} {logging} {policy}", file=sys.stderr, flush=True)
+
+
+def slate_tables(records: list[dict]) -> str:
+    """Markdown tables of the slate coverage and SLOPE records."""
+    out = []
+    slate = [r for r in records if r.get("kind") == "coverage" and r["section"] == "slate"]
+    if slate:
+        out.append(f"\nslate: coverage at n={slate[0]['n']} (* outside [{GOAL[0]}, {GOAL[1]}])\n")
+        out.append("| estimator | bootstrap | Wald | bias | RMSE | mean ESS |")
+        out.append("|---|---|---|---|---|---|")
+        for r in slate:
+            out.append(
+                f"| {r['estimator']} | {_cell(r['coverage_bootstrap'], r['coverage_bootstrap_mcse'])} | "
+                f"{_cell(r['coverage_wald'], r['coverage_wald_mcse'])} | {r['bias']:+.4f} | {r['rmse']:.4f} | "
+                f"{r['mean_ess']:.0f} |"
+            )
+    slope = [r for r in records if r.get("kind") == "slope"]
+    if slope:
+        out.append(
+            f"\nslope: SLOPE's cap vs the oracle-best cap, MSE against V (goal ratio <= {SLOPE_GOAL})\n"
+        )
+        out.append("| cell | MSE SLOPE | MSE oracle (cap) | MSE ipw | ratio |")
+        out.append("|---|---|---|---|---|")
+        for r in slope:
+            mark = "" if r["ratio"] <= SLOPE_GOAL else "*"
+            out.append(
+                f"| n={r['n']} {r['logging']} {r['policy']} | {r['mse_slope']:.3g} | "
+                f"{r['mse_oracle']:.3g} ({r['oracle_cap']:.4g}) | {r['mse_ipw']:.3g} | {r['ratio']:.3f}{mark} |"
+            )
+    return "\n".join(out)
+
+
 def _cell(c: float, se: float) -> str:
     mark = "" if GOAL[0] <= c <= GOAL[1] else "*"
     return f"{c:.3f}±{se:.3f}{mark}"
@@ -463,9 +692,13 @@ def main(argv: list[str] | None = None) -> int:
     writer.emit(_environment(args))
     key = jax.random.key(args.seed)
     k_problem, k_truth, k_main, k_special = jax.random.split(key, 4)
+    k_slate, k_slope = jax.random.split(jax.random.fold_in(key, 25))
     base = obp_problem(k_problem, n_actions=N_ACTIONS, dim_context=DIM_CONTEXT, beta=1.0)
     problems = {name: dataclasses.replace(base, beta=jnp.float32(beta)) for name, beta in LOGGING.items()}
-    truths = _true_values(base, args.truth_contexts, k_truth)
+    if not set(args.only) & {"main", "special", "slope"}:
+        truths = {}
+    else:
+        truths = _true_values(base, args.truth_contexts, k_truth)
     for policy, (value, se) in truths.items():
         writer.emit(
             {
@@ -482,8 +715,13 @@ def main(argv: list[str] | None = None) -> int:
         _run_cells(args, writer, truths, problems, k_main)
     if "special" in args.only:
         _run_special(args, writer, truths, problems, k_special)
+    if "slate" in args.only:
+        _run_slate(args, writer, k_slate)
+    if "slope" in args.only:
+        _run_slope(args, writer, truths, problems, k_slope)
     writer.flush(complete=True)
     print(tables(writer.records))
+    print(slate_tables(writer.records))
     print(f"\ntotal {time.perf_counter() - writer.start:.0f} s", file=sys.stderr)
     return 0
 

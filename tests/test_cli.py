@@ -29,14 +29,14 @@ def _cli(*args, tmp_path=None):
 def test_train_json_has_the_documented_schema(tmp_path):
     out = tmp_path / "run.json"
     proc = _cli(
-        "train", "--objective", "dr", "--n-rounds", "60", "--n-test-rounds", "50", "--n-actions", "4",
+        "train", "--objective", "snips", "--n-rounds", "60", "--n-test-rounds", "50", "--n-actions", "4",
         "--batch-size", "7", "--epochs", "2", "--seeds", "2", "--json", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(out.read_text())
     for key in ("config", "problem", "seconds_compile", "seconds_train", "seed_steps", "devices"):
         assert key in payload
-    assert payload["config"]["objective"]["name"] == "dr" and payload["config"]["batch_size"] == 7
+    assert payload["config"]["objective"]["name"] == "snips" and payload["config"]["batch_size"] == 7
     assert payload["problem"] == SyntheticProblem(n_rounds=60, n_test_rounds=50, n_actions=4).to_dict()
     assert "n_rounds" not in payload["config"]  # training settings only
     assert "selected_value" in proc.stdout and "compile" in proc.stdout
@@ -122,16 +122,20 @@ def test_unwritable_output_is_reported_before_any_work(tmp_path):
 
 
 def test_main_job_writes_table_csv_json_and_plot(tmp_path):
-    tiny = TrainConfig(
+    # The main job's seed-study settings at tiny sizes (no validation split, an in-sample
+    # reward model: the smallest programs to compile, six of them).
+    tiny = TrainConfig.seed_study(
         hidden_sizes=(8,), embedding_size=4, batch_size=8, epochs=2,
-        reward_model=RewardModelConfig(hidden_sizes=(8,), epochs=1),
+        reward_model=RewardModelConfig(hidden_sizes=(8,), epochs=1, folds=1),
     )  # fmt: skip
+    settings = {"seed-study": tiny}
     problem = SyntheticProblem(n_rounds=40, n_test_rounds=30, n_actions=3, dim=4)
     lines = []
-    cells = run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=lines.append, problem=problem)
+    cells = run_headline(settings, seeds=2, seed=0, out=tmp_path, log=lines.append, problem=problem)
     assert [(c["behavior"], c["learner"]) for c in cells] == [
         (b, learner) for b in ("uniform", "epsilon-greedy") for learner in ("ips", "dr", "regression")
     ]
+    assert all(c["config"]["objective"]["entropy"] == 0 for c in cells)  # the seed's learners had none
     assert len(lines) == 7 and lines[-1].startswith("[6/6]")
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload["table"].count("\n") == 7 and len(payload["cells"]) == 6
@@ -140,7 +144,7 @@ def test_main_job_writes_table_csv_json_and_plot(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     np.testing.assert_allclose(cells[0]["test_value"], payload["cells"][0]["test_value"])
     again = []  # the same job in the same folder: every cell is already there
-    assert run_headline(tiny, seeds=2, seed=0, out=tmp_path, log=again.append, problem=problem) == cells
+    assert run_headline(settings, seeds=2, seed=0, out=tmp_path, log=again.append, problem=problem) == cells
     assert again == [f"headline: 6 cells (6 already in {tmp_path / 'rows.jsonl'})"]
 
 
@@ -175,7 +179,7 @@ def test_a_run_that_goes_non_finite_exits_1_naming_seed_epoch_and_objective(monk
     monkeypatch.setitem(OBJECTIVES, Diverging.name, Diverging)
     code = cli.main(
         ["train", "--objective", "diverging", "--n-rounds", "20", "--n-test-rounds", "10", "--n-actions", "3",
-         "--batch-size", "10", "--epochs", "2", "--seeds", "2"]
+         "--batch-size", "10", "--epochs", "2", "--seeds", "2", "--validation-fraction", "0", "--select", "none"]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and "run 0 of root seed 0" in err and "epoch 1" in err and "diverging" in err
@@ -193,7 +197,9 @@ def test_scale_flags_reach_the_train_config():
     assert (config.sampled_softmax, config.proposal, config.data_parallel) == (512, "popularity", 2)
     assert (config.embedding_mode, config.embedding_weight_decay) == ("sum", 0.01)
     with pytest.raises(InputError, match="sampled_softmax"):
-        _train_config(build_parser().parse_args(["train", "--objective", "dr", "--sampled-softmax", "64"]))
+        _train_config(
+            build_parser().parse_args(["train", "--objective", "two-stage", "--sampled-softmax", "64"])
+        )
 
 
 def test_flags_are_built_from_the_fields_of_the_values_they_set():

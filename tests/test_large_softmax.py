@@ -477,6 +477,6 @@ def test_sampled_softmax_refuses_objectives_that_need_whole_rows():
     from towerjax.training import TrainConfig
 
     with pytest.raises(InputError, match="sampled_softmax"):
-        TrainConfig(objective="dr", sampled_softmax=64)
+        TrainConfig(objective="two-stage", sampled_softmax=64)
     with pytest.raises(InputError, match="proposal"):
         TrainConfig(sampled_softmax=64, proposal="zipf")

@@ -8,7 +8,7 @@ rating-style logs get their propensities from :mod:`towerjax.propensities`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,19 @@ from jax.typing import ArrayLike
 from towerjax.checks import InputError, as_float_array, as_int_array
 from towerjax.features import Features, num_rows, take
 
-__all__ = ["LoggedData"]
+__all__ = ["LoggedData", "TrueModel"]
+
+
+class TrueModel(Protocol):
+    """Where a synthetic log's true rows come from (:attr:`LoggedData.problem`)."""
+
+    def expected_reward(self, context: jax.Array) -> jax.Array:
+        """``[m, A]`` ``q(x, .)`` of ``[m, d_x]`` contexts."""
+        ...
+
+    def behavior_policy(self, context: jax.Array) -> jax.Array:
+        """``[m, A]`` ``pi_0(. | x)`` of ``[m, d_x]`` contexts."""
+        ...
 
 
 @jax.tree_util.register_dataclass
@@ -46,6 +58,14 @@ class LoggedData:
         multi-position log read with :meth:`from_obp`; then ``pscore``, ``pi_b`` and
         ``expected_reward`` are those of the row's own slot, ``pi_0(a_i | x_i, k_i)``.
         ``None`` (a single-position log) by default; estimators and trainers do not read it.
+      problem: optional source of the true ``q`` and ``pi_0`` rows on demand, for synthetic
+        logs too large to hold ``[n, A]`` arrays (:func:`towerjax.synthetic.sample_logged_data`
+        sets it instead of ``pi_b`` and ``expected_reward`` above
+        :data:`~towerjax.synthetic.DENSE_LOG_ELEMENTS` pairs): a pytree with
+        ``expected_reward(context)`` and ``behavior_policy(context)`` giving ``[m, A]`` for
+        ``[m, d_x]`` contexts (:class:`~towerjax.synthetic.ProblemInstance`). Shared by all
+        rows, so :meth:`take_rows` keeps it. True values read ``expected_reward`` where it is
+        given, else this.
     """
 
     context: jax.Array | Features
@@ -56,6 +76,12 @@ class LoggedData:
     pi_b: jax.Array | None = None
     expected_reward: jax.Array | None = None
     position: jax.Array | None = None
+    problem: TrueModel | None = None
+
+    @property
+    def has_true_values(self) -> bool:
+        """Whether the true ``q(x, a)`` is known: ``expected_reward``, or ``problem`` computes it."""
+        return self.expected_reward is not None or self.problem is not None
 
     @property
     def n_rounds(self) -> int:

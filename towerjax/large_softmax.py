@@ -42,9 +42,12 @@ the gradient stays biased towards popular items however large ``M`` is.
 clipping, the POEM penalty), ``topk_ips_loss`` and ``naive_loss`` read ``log_pi [B, A]``
 only at the logged action, so a ``[B]`` log-probability is passed as a one-column matrix
 with :func:`logged_column`; ``regression_loss`` likewise takes the ``[B]`` logged scores.
-``dr_loss`` and :func:`towerjax.two_stage.two_stage_ips_loss` need whole rows
-``[B, A]`` (the direct-method term sums over all items; candidate sets are drawn from the
-full policy) and cannot use a sampled log-probability. The importance weight
+:func:`towerjax.two_stage.two_stage_ips_loss` needs whole rows ``[B, A]`` (candidate
+sets are drawn from the full policy) and cannot use a sampled log-probability. ``dr_loss``
+(and SN-DR, Switch-DR, DR-OS) sums over all items only in its direct-method term; on the
+sampled row of :func:`sampled_log_softmax_from_ids` (``[B, 1 + M]``: the logged item in
+column 0, then the samples, with ``q_hat`` of the same items) that term becomes the
+self-normalised importance-sampling estimate over the samples. The importance weight
 ``w_i = sg(pi(a_i|x_i)) / p_i`` is a *value*, and a sampled ``pi_hat`` would make it noisy
 and biased; :func:`exact_value_sampled_grad` builds a log-probability whose value is the
 exact (chunked, no-gradient) one and whose gradient is the sampled one, so the weight stays
@@ -98,6 +101,7 @@ __all__ = [
     "sampled_entropy",
     "sampled_log_prob",
     "sampled_log_prob_from_ids",
+    "sampled_log_softmax_from_ids",
     "uniform_log_q",
 ]
 
@@ -445,6 +449,66 @@ def sampled_log_prob_from_ids(
     Returns:
       ``[B]`` estimates of ``log pi(a_i|x_i)``, each ``<= 0``.
     """
+    context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q = _check_sampled(
+        context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q
+    )
+    check_temperature(temperature)
+    scaled = context_emb / temperature
+    positive = jnp.sum(scaled * action_emb, axis=-1)  # [B], uncorrected
+    negatives = scaled @ sampled_emb.T  # [B, M]
+    if correct:
+        negatives = negatives - (jnp.log(float(sampled_emb.shape[0])) + sampled_log_q)
+    negatives = jnp.where(sampled_ids[None, :] == action[:, None], -jnp.inf, negatives)
+    log_z = jax.nn.logsumexp(jnp.concatenate([positive[:, None], negatives], axis=-1), axis=-1)
+    return positive - log_z
+
+
+def sampled_log_softmax_from_ids(
+    context_emb: ArrayLike,
+    action: ArrayLike,
+    action_emb: ArrayLike,
+    sampled_ids: ArrayLike,
+    sampled_emb: ArrayLike,
+    sampled_log_q: ArrayLike,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """``[B, 1 + M]`` log self-normalised weights ``log p_hat`` of each row's sampled row.
+
+    Row ``i``'s candidates are its logged item ``c_0 = a_i`` and the ``M`` samples
+    ``c_m = j_m ~ q``; their log-Q corrected logits (the logged one uncorrected, accidental
+    hits ``j_m = a_i`` dropped, as in :func:`sampled_log_prob_from_ids`) are normalised:
+
+    .. math::
+        u_{i0} = z_{i a_i}, \\quad u_{im} = z_{i j_m} - \\log(M q(j_m)), \\quad
+        \\log \\hat p_{ic} = u_{ic} - \\log \\sum_{c'} e^{u_{ic'}} .
+
+    Column 0 is :func:`sampled_log_prob_from_ids` (``log pi_hat(a_i|x_i)``); ``p_hat_i`` is
+    the importance-sampling approximation of ``pi(.|x_i)`` that :func:`sampled_entropy`
+    uses, so ``sum_c p_hat_ic f(c)`` estimates ``E_pi[f]`` (self-normalised, bias ``O(1/M)``)
+    and ``sum_c sg(p_hat_ic) f(c) log p_hat_ic`` has the gradient
+    ``sum_c p_hat_ic (f(c) - sum_c' p_hat_ic' f(c')) grad z_ic``, the self-normalised
+    estimate of ``grad sum_a pi(a|x_i) f(a)``: DR's direct term on ``B + M`` items
+    (:class:`towerjax.objectives.DR` with ``TrainConfig.sampled_softmax``). An accidental
+    hit's entry is the most negative finite float (``p_hat = 0`` exactly, and ``0 * log p_hat``
+    is 0, not NaN). Shapes as in :func:`sampled_log_prob_from_ids`.
+    """
+    context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q = _check_sampled(
+        context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q
+    )
+    check_temperature(temperature)
+    scaled = context_emb / temperature
+    positive = jnp.sum(scaled * action_emb, axis=-1)[:, None]  # [B, 1], uncorrected
+    negatives = scaled @ sampled_emb.T - (jnp.log(float(sampled_emb.shape[0])) + sampled_log_q)
+    hit = sampled_ids[None, :] == action[:, None]
+    corrected = jnp.concatenate([positive, jnp.where(hit, -jnp.inf, negatives)], axis=-1)
+    log_p = corrected - jax.nn.logsumexp(corrected, axis=-1, keepdims=True)
+    dropped = jnp.concatenate([jnp.zeros_like(positive, bool), hit], axis=-1)
+    return jnp.where(dropped, jnp.finfo(log_p.dtype).min, log_p)
+
+
+def _check_sampled(context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q) -> tuple:
+    """The checked arrays of :func:`sampled_log_prob_from_ids` (``InputError`` naming the bad one)."""
     context_emb, action_emb = jnp.asarray(context_emb), jnp.asarray(action_emb)
     sampled_emb, sampled_log_q = jnp.asarray(sampled_emb), jnp.asarray(sampled_log_q)
     sampled_ids = jnp.asarray(sampled_ids)
@@ -466,15 +530,7 @@ def sampled_log_prob_from_ids(
         )
     if sampled_log_q.shape != (num_samples,):
         raise InputError("sampled_log_q", f"expected shape ({num_samples},), got {sampled_log_q.shape}")
-    check_temperature(temperature)
-    scaled = context_emb / temperature
-    positive = jnp.sum(scaled * action_emb, axis=-1)  # [B], uncorrected
-    negatives = scaled @ sampled_emb.T  # [B, M]
-    if correct:
-        negatives = negatives - (jnp.log(float(num_samples)) + sampled_log_q)
-    negatives = jnp.where(sampled_ids[None, :] == action[:, None], -jnp.inf, negatives)
-    log_z = jax.nn.logsumexp(jnp.concatenate([positive[:, None], negatives], axis=-1), axis=-1)
-    return positive - log_z
+    return context_emb, action, action_emb, sampled_ids, sampled_emb, sampled_log_q
 
 
 def sampled_entropy(

@@ -78,12 +78,20 @@ class Objective:
         so it trains with a sampled softmax (``TrainConfig.sampled_softmax``: a ``[B, 1]``
         column of the logged items' estimates); objectives summing over all items (DR's
         direct term, two-stage candidate sets) do not.
+      sampled_row: the surrogate sums over all items only in DR's direct term
+        ``sum_a sg(pi(a|x_i)) q_hat(x_i, a) log pi(a|x_i)``, so it trains with a sampled
+        softmax on the sampled row ``[B, 1 + M]`` (the logged item in column 0, then the
+        ``M`` samples, :func:`towerjax.large_softmax.sampled_log_softmax_from_ids`, and
+        ``q_hat`` of the same items): the direct term becomes the self-normalised estimate
+        over the samples, the residual term reads ``log pi_hat(a_i|x_i)`` (DR, SN-DR,
+        Switch-DR, DR-OS; not two-stage, whose candidate sets need the full policy).
     """
 
     name: ClassVar[str] = ""
     needs_q_hat: ClassVar[bool] = False
     needs_key: ClassVar[bool] = False
     logged_only: ClassVar[bool] = True
+    sampled_row: ClassVar[bool] = False
     entropy: float = _option(0.0, _ENTROPY)
     kl: float = _option(
         0.0, "KL penalty lambda >= 0 toward the logging policy (needs pi_b or the behaviour head)"
@@ -262,6 +270,7 @@ class DR(_Weighted):
     name: ClassVar[str] = "dr"
     needs_q_hat: ClassVar[bool] = True
     logged_only: ClassVar[bool] = False
+    sampled_row: ClassVar[bool] = True
 
     def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         self._check_q_hat(q_hat)
@@ -297,6 +306,7 @@ class SwitchDR(Objective):
     entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
     logged_only: ClassVar[bool] = False
+    sampled_row: ClassVar[bool] = True
     threshold: float = _option(10.0, "switch-dr: use the residual term only where w <= threshold")
 
     def __post_init__(self) -> None:
@@ -318,6 +328,7 @@ class DROS(Objective):
     entropy: float = _option(PG_ENTROPY, _ENTROPY)
     needs_q_hat: ClassVar[bool] = True
     logged_only: ClassVar[bool] = False
+    sampled_row: ClassVar[bool] = True
     shrinkage: float = _option(10.0, "dr-os: shrinkage lambda > 0 of w~ = lambda w / (w^2 + lambda)")
 
     def __post_init__(self) -> None:
@@ -515,6 +526,13 @@ class OneOf(Objective):
     @property
     def logged_only(self) -> bool:  # type: ignore[override]
         return all(c.logged_only for c in self.choices)
+
+    @property
+    def sampled_row(self) -> bool:  # type: ignore[override]
+        """Some choice needs the sampled row, and every choice reads it (logged-only choices
+        read its column 0, the logged item)."""
+        choices = self.choices
+        return any(c.sampled_row for c in choices) and all(c.logged_only or c.sampled_row for c in choices)
 
     def surrogate(self, *, scores, log_pi, action, reward, pscore, q_hat=None, key=None, mask=None):
         batch = dict(scores=scores, log_pi=log_pi, action=action, reward=reward, pscore=pscore)

@@ -7,10 +7,14 @@ broadcast sum of ``[n, H]`` and ``[A, H]`` followed by the rest of the MLP, neve
 seeds.
 
 Cross-fitting (SPEC 3, the default): :meth:`RewardModel.cross_fit` splits the logs into
-``folds`` random folds, fits one model per fold on the other folds' rows (all folds in one
-``vmap``) and predicts each row with the model that did not see it. ``folds=1`` fits and
-predicts on the same rows, an explicit choice: an overfit ``q_hat`` absorbs the residuals
-``r_i - q_hat(x_i, a_i)`` and a doubly robust estimate drifts to the direct method's.
+``folds`` random folds, fits one model per fold on the other folds' rows (one after the
+other, ``lax.map``) and predicts each row with the model that did not see it. ``folds=1``
+fits and predicts on the same rows, an explicit choice: an overfit ``q_hat`` absorbs the
+residuals ``r_i - q_hat(x_i, a_i)`` and a doubly robust estimate drifts to the direct method's.
+
+Cost (:meth:`RewardModel.fold_predictions`): each model scores only the rows of its fold, and
+rows with one context (a rating log's context is often its user: :func:`context_groups`)
+share their scores, ``[K U, A]`` for ``U`` distinct contexts instead of ``[n, A]``.
 """
 
 from __future__ import annotations
@@ -19,17 +23,86 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from towerjax.batching import epoch_batches, row_chunk
 from towerjax.checks import InputError, check_choice, check_positive_int, check_sizes
 from towerjax.data import LoggedData
-from towerjax.features import FeatureSpec, feature_spec, num_rows, take
+from towerjax.features import Features, FeatureSpec, feature_spec, num_rows, take
 from towerjax.towers import PairMLP, check_activation
 
-__all__ = ["RewardModel", "RewardModelConfig"]
+__all__ = [
+    "PREDICT_CHUNK_ELEMENTS",
+    "ContextGroups",
+    "FoldFits",
+    "RewardModel",
+    "RewardModelConfig",
+    "context_groups",
+    "distinct_contexts",
+]
 
 REWARD_LOSSES = ("bce", "mse")
+# Rows x items x hidden units per chunk of RewardModel.predict: 1 MiB of float32 activations.
+PREDICT_CHUNK_ELEMENTS = 1 << 18
+
+
+def _row_keys(context, xp=jnp):
+    """``[..., n, c]`` int32 columns equal row for row exactly where the contexts are: the
+    bits of the float columns (as ``float32``) and the id columns."""
+    leaves = [context.dense, *context.ids.values()] if isinstance(context, Features) else [context]
+    batch = (context.dense if isinstance(context, Features) else context).shape[:-2]
+    columns = []
+    for leaf in leaves:
+        leaf = xp.asarray(leaf)
+        leaf = leaf.reshape(*batch, leaf.shape[len(batch)], -1)
+        if xp.issubdtype(leaf.dtype, xp.floating):
+            leaf = leaf.astype(xp.float32).view(xp.int32)
+        columns.append(leaf.astype(xp.int32))
+    return xp.concatenate(columns, axis=-1)
+
+
+def distinct_contexts(context) -> int:
+    """Number of distinct rows of ``[n, d]`` contexts (or :class:`Features`), on the host (numpy):
+    the static ``size`` :func:`context_groups` needs. A rating log's context is often its user,
+    so its events have as many distinct contexts as users. With a leading ``[S]`` axis (one
+    dataset per seed), the largest of the ``S`` counts."""
+    keys = _row_keys(jax.tree.map(np.asarray, context), np)
+    keys = keys.reshape(-1, *keys.shape[-2:])
+    return max(int(np.unique(k, axis=0).shape[0]) for k in keys)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ContextGroups:
+    """Rows grouped by identical contexts (:func:`context_groups`).
+
+    Attributes:
+      context: ``[U, ...]`` the distinct contexts (padded with copies of a row up to ``U``).
+      group: ``[n]`` int32: row ``i``'s context is ``context[group[i]]``.
+    """
+
+    context: jax.Array | Features
+    group: jax.Array
+
+    def take_rows(self, rows: jax.Array) -> ContextGroups:
+        """The groups of the rows ``rows`` (the same distinct contexts)."""
+        return ContextGroups(self.context, self.group[rows])
+
+
+def context_groups(context, size: int) -> ContextGroups:
+    """The distinct rows of ``[n, ...]`` contexts and each row's index among them, under ``jit``.
+
+    ``size`` (static) is at least the number of distinct rows (:func:`distinct_contexts`).
+    Exact: two rows are one context when every column's bits are equal. What depends on the
+    context only, the reward model's ``q_hat(x, .)``, is then computed once per distinct
+    context (``[U, A]``) and read through ``group``: the numbers of ``[n, A]``, ``n / U``
+    times less work.
+    """
+    _, first, inverse = jnp.unique(
+        _row_keys(context), axis=0, size=size, fill_value=0, return_index=True, return_inverse=True
+    )
+    return ContextGroups(take(context, first), inverse.reshape(-1).astype(jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +132,24 @@ class RewardModelConfig:
         if not self.learning_rate > 0:
             raise InputError("reward_model.learning_rate", f"expected > 0, got {self.learning_rate}")
         object.__setattr__(self, "hidden_sizes", sizes)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FoldFits:
+    """Cross-fitting's ``K`` reward models and each row's fold (:meth:`RewardModel.fold_fits`).
+
+    Row ``i`` is scored by ``params[fold[i]]``, the model fitted on the other folds' rows; for
+    catalogues where the ``[n, A]`` predictions of :meth:`RewardModel.cross_fit` do not fit,
+    the trainer scores each minibatch's rows on the items it needs (a sampled softmax's).
+
+    Attributes:
+      params: the ``K`` models' parameters, each leaf with a leading ``[K]`` axis.
+      fold: ``[n]`` int fold of each row (all 0 with ``folds=1``: in-sample).
+    """
+
+    params: dict
+    fold: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +185,9 @@ class RewardModel:
 
         ``chunk_size`` bounds memory to ``chunk_size * A * H`` by mapping over row chunks;
         ``None`` (default) picks the rows per chunk so that ``rows * A * H`` stays within
-        :data:`~towerjax.batching.ROW_CHUNK_ELEMENTS` (``H`` the widest hidden layer).
+        :data:`PREDICT_CHUNK_ELEMENTS` (``H`` the widest hidden layer): a chunk's hidden
+        activations stay in the CPU's cache (at ``A = 1000``, ``H = 100``, 2 rows per chunk
+        score 4-6x faster than 41, benchmarks/dr_cost.py).
         """
         mlp = self._mlp
         items = jax.tree.map(lambda v: v[None], action_context)
@@ -104,7 +197,9 @@ class RewardModel:
 
         if chunk_size is None:
             chunk_size = row_chunk(
-                num_rows(context), num_rows(action_context) * max(self.config.hidden_sizes)
+                num_rows(context),
+                num_rows(action_context) * max(self.config.hidden_sizes),
+                PREDICT_CHUNK_ELEMENTS,
             )
         if chunk_size >= num_rows(context):
             return pairs(context)
@@ -159,18 +254,83 @@ class RewardModel:
         """``[n, A]`` cross-fitted ``q_hat(x_i, a)``: row ``i`` predicted by a model that did not see it.
 
         Rows are split into ``config.folds`` random folds of sizes differing by at most one;
-        the model of fold ``k`` is fitted on the other folds' rows (the ``K`` fits are one
-        ``vmap``) and predicts fold ``k``'s rows. ``folds=1`` fits and predicts on all rows
+        the model of fold ``k`` is fitted on the other folds' rows (the ``K`` fits one after
+        the other) and predicts fold ``k``'s rows. ``folds=1`` fits and predicts on all rows
         (in-sample). Pure in ``key``; ``vmap`` it over seeds.
 
         References:
           Chernozhukov et al., *Double/debiased machine learning*, 2018 (cross-fitting).
         """
+        fits = self.fold_fits(key, data)
+        table, rows = self.fold_predictions(fits, data, chunk_size=chunk_size)
+        return table[rows]
+
+    @staticmethod
+    def table_rows(n: int, groups: ContextGroups | None = None) -> int:
+        """Rows of :meth:`predict_rows`' table for ``n`` rows: their distinct contexts where
+        ``groups`` has fewer, else ``n``."""
+        return n if groups is None else min(n, num_rows(groups.context))
+
+    def predict_rows(
+        self, params: dict, data: LoggedData, groups: ContextGroups | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(table [m, A], rows [n])``: ``q_hat(x_i, .)`` of ``data``'s row ``i`` is
+        ``table[rows[i]]``; one table row per distinct context (``groups`` of ``data``'s rows,
+        :func:`context_groups`, where they are fewer than the rows), else per row."""
+        n = data.n_rounds
+        if self.table_rows(n, groups) < n:
+            return self.predict(params, groups.context, data.action_context), groups.group
+        return self.predict(params, data.context, data.action_context), jnp.arange(n, dtype=jnp.int32)
+
+    def fold_predictions(
+        self,
+        fits: FoldFits,
+        data: LoggedData,
+        groups: ContextGroups | None = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(table [m, A], rows [n])``: row ``i``'s ``q_hat(x_i, .)`` by its fold's model
+        (:meth:`fold_fits`) is ``table[rows[i]]``, :meth:`cross_fit` without ``[n, A]`` held.
+
+        Each model scores only what it is asked for: with ``groups`` (the rows' distinct
+        contexts, ``U`` of them, :func:`context_groups`) and ``K U < n``, every model scores
+        every distinct context, ``table [K U, A]``, ``rows = fold * U + group`` (``K U A``
+        pairs, ``n / (K U)`` times fewer than ``n A``); else model ``k`` scores the rows of
+        fold ``k`` only, ``table [K S, A]`` with ``S = ceil(n / K)`` (``n A`` pairs; scoring
+        every row by every model and keeping its fold's would be ``K n A``). The numbers are
+        those of ``predict(params[fold[i]], x_i, items)``.
+        """
+        n, folds = data.n_rounds, jax.tree.leaves(fits.params)[0].shape[0]
+        fold = fits.fold.astype(jnp.int32)
+
+        def scores(inputs):
+            params, context = inputs
+            return self.predict(params, context, data.action_context, chunk_size=chunk_size)
+
+        if groups is not None and folds * num_rows(groups.context) < n:
+            size = num_rows(groups.context)
+            table = jax.lax.map(lambda params: scores((params, groups.context)), fits.params)
+            return table.reshape(folds * size, -1), fold * size + groups.group
+        size = -(-n // folds)  # the largest fold's rows (folds differ by at most one row)
+        by_fold = jnp.argsort(fold, stable=True)  # fold 0's rows, then fold 1's, ...
+        start = jnp.cumsum(jnp.bincount(fold, length=folds)) - jnp.bincount(fold, length=folds)
+        slots = jnp.minimum(start[:, None] + jnp.arange(size), n - 1)  # [K, S] padded with row n-1
+        contexts = jax.vmap(lambda s: take(data.context, by_fold[s]))(slots)
+        table = jax.lax.map(scores, (fits.params, contexts)).reshape(folds * size, -1)
+        rank = jnp.zeros(n, jnp.int32).at[by_fold].set(jnp.arange(n, dtype=jnp.int32))
+        return table, fold * size + rank - start[fold]
+
+    def fold_fits(self, key: jax.Array, data: LoggedData) -> FoldFits:
+        """The fits of :meth:`cross_fit` without its ``[n, A]`` predictions: the ``K`` models
+        and each row's fold (the same models and folds for the same key), so a caller scores
+        row ``i`` on any items with ``params[fold[i]]``. ``folds=1``: one model fitted on every
+        row (in-sample), fold 0 for all."""
         folds, n = self.config.folds, data.n_rounds
         key_split, key_fit = jax.random.split(key)
         if folds == 1:
-            params = self.fit(key, data)
-            return self.predict(params, data.context, data.action_context, chunk_size=chunk_size)
+            params = jax.tree.map(lambda v: v[None], self.fit(key, data))
+            return FoldFits(params, jnp.zeros(n, jnp.int32))
         if folds > n:
             raise InputError("reward_model.folds", f"expected at most the {n} logged rows, got {folds}")
         fold = jax.random.permutation(key_split, n) % folds
@@ -180,14 +340,10 @@ class RewardModel:
         size = n - n // folds
         order = jax.vmap(lambda k: jnp.argsort(fold == k, stable=True)[:size])(jnp.arange(folds))
         weight = (fold[order] != jnp.arange(folds)[:, None]).astype(jnp.float32)
-        subsets = jax.vmap(data.take_rows)(order)
-        params = jax.vmap(self.fit)(jax.random.split(key_fit, folds), subsets, weight)
-
-        def add_fold(q_hat, inputs):
-            k, fold_params = inputs
-            pred = self.predict(fold_params, data.context, data.action_context, chunk_size=chunk_size)
-            return jnp.where((fold == k)[:, None], pred, q_hat), None
-
-        q_hat = jnp.zeros((n, data.n_actions), jnp.float32)
-        q_hat, _ = jax.lax.scan(add_fold, q_hat, (jnp.arange(folds), params))
-        return q_hat
+        # One fit after the other (lax.map), not a vmap: XLA's CPU backend runs the batched
+        # gathers and scatter-adds of embedding tables several times slower (benchmarks/dr_cost.py).
+        params = jax.lax.map(
+            lambda a: self.fit(a[0], data.take_rows(a[1]), a[2]),
+            (jax.random.split(key_fit, folds), order, weight),
+        )
+        return FoldFits(params, fold)

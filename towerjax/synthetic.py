@@ -10,6 +10,11 @@ reward function and the items and differ only in their contexts. Generation is p
 of its own: the settings of :func:`blog_problem` (logging policy, ``A``, ``d``) and how many
 training and test events to log from it.
 
+Large catalogues: logs of more than :data:`DENSE_LOG_ELEMENTS` (round, item) pairs are drawn
+in chunks of rows and carry the problem instance instead of ``[n, A]`` arrays
+(:func:`sample_logged_data`), and the z-score constants are computed in closed form, so
+nothing ``[rounds, items]`` is ever held (a million items: ``[A, d]`` features and chunks).
+
 Two settings:
 
 * :func:`blog_problem`, the seed study's: uniform ``[0, 1)`` features, ``d_x = d_a = 50``,
@@ -25,20 +30,24 @@ Two settings:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
+from towerjax.batching import map_row_chunks, row_chunk
 from towerjax.checks import InputError, check_choice, check_positive_int
 from towerjax.data import LoggedData
 
 __all__ = [
     "BEHAVIORS",
+    "DENSE_LOG_ELEMENTS",
     "ProblemInstance",
     "SyntheticProblem",
     "behavior_policy",
     "blog_problem",
     "expected_reward",
+    "logged_reward",
     "obp_problem",
     "sample_contexts",
     "sample_logged_data",
@@ -46,6 +55,9 @@ __all__ = [
 
 BEHAVIORS = ("uniform", "epsilon-greedy", "linear")
 _REFERENCE_CONTEXTS = 2048  # contexts used once per problem to fix the z-score constants
+# Logs of at most this many (round, item) pairs carry dense [n, A] pi_b and expected_reward
+# (sample_logged_data); larger ones are drawn in row chunks and carry the problem instead.
+DENSE_LOG_ELEMENTS = 1 << 25
 
 
 @jax.tree_util.register_dataclass
@@ -79,6 +91,14 @@ class ProblemInstance:
     @property
     def n_actions(self) -> int:
         return self.action_context.shape[-2]
+
+    def expected_reward(self, context: jax.Array) -> jax.Array:
+        """``[n, A]`` ``q(x, a)`` of ``[n, d_x]`` contexts (the module's :func:`expected_reward`)."""
+        return expected_reward(self, context)
+
+    def behavior_policy(self, context: jax.Array) -> jax.Array:
+        """``[n, A]`` ``pi_0(. | x)`` of ``[n, d_x]`` contexts (the module's :func:`behavior_policy`)."""
+        return behavior_policy(self, context)
 
 
 def blog_problem(
@@ -166,14 +186,44 @@ def behavior_policy(problem: ProblemInstance, context: jax.Array) -> jax.Array:
     return jax.nn.softmax(problem.beta * logit, axis=-1)
 
 
-def sample_logged_data(key: jax.Array, problem: ProblemInstance, n_rounds: int) -> LoggedData:
+def sample_logged_data(
+    key: jax.Array, problem: ProblemInstance, n_rounds: int, *, dense: bool | None = None
+) -> LoggedData:
     """Logs ``n_rounds`` events of the behaviour policy on fresh contexts.
 
-    Contexts, actions and rewards use separate sub-keys. The result carries ``pi_b`` and
-    the true ``expected_reward`` for evaluation; ``pscore == pi_b[action]``.
+    Contexts, actions and rewards use separate sub-keys; ``pscore == pi_0(action | x)`` and
+    ``reward ~ Bernoulli(q(x, action))``.
+
+    ``dense`` (default: when ``n_rounds * A <= DENSE_LOG_ELEMENTS``): the result carries the
+    ``[n, A]`` ``pi_b`` and true ``expected_reward`` for evaluation, and the actions are one
+    ``jax.random.categorical`` draw over ``[n, A]``. Otherwise nothing ``[n, A]`` is built:
+    each row's action is drawn from ``pi_0(. | x_i)`` with its own key
+    (``fold_in(key_action, i)``; uniform logging as a uniform integer, epsilon-greedy as the
+    mixture, the linear policy as a categorical draw, in row chunks), ``pscore`` and
+    ``q(x_i, a_i)`` are computed for the logged item only, and the result carries ``problem``
+    (:attr:`LoggedData.problem`) from which values compute ``q`` and ``pi_0`` rows on demand.
+    The two paths draw from the same distribution with different random numbers (the
+    contexts are the same).
     """
     key_x, key_a, key_r = jax.random.split(key, 3)
     context = sample_contexts(key_x, problem, n_rounds)
+    if dense is None:
+        dense = n_rounds * problem.n_actions <= DENSE_LOG_ELEMENTS
+    if not dense:
+        logged = map_row_chunks(
+            functools.partial(_logged_rows, key_a, problem),
+            {"context": context, "row": jnp.arange(n_rounds)},
+            row_chunk(n_rounds, problem.n_actions),
+        )
+        reward = jax.random.bernoulli(key_r, logged["q"]).astype(jnp.float32)
+        return LoggedData(
+            context=context,
+            action_context=problem.action_context,
+            action=logged["action"],
+            reward=reward,
+            pscore=logged["pscore"],
+            problem=problem,
+        )
     pi_b = behavior_policy(problem, context)
     q = expected_reward(problem, context)
     action = jax.random.categorical(key_a, jnp.log(pi_b), axis=-1).astype(jnp.int32)
@@ -188,6 +238,46 @@ def sample_logged_data(key: jax.Array, problem: ProblemInstance, n_rounds: int) 
         pi_b=pi_b,
         expected_reward=q,
     )
+
+
+def logged_reward(problem: ProblemInstance, context: jax.Array, action: jax.Array) -> jax.Array:
+    """``[n]`` ``q(x_i, a_i)`` of ``[n, d_x]`` contexts and ``[n]`` items, without ``[n, A]``:
+    ``sigmoid((theta_x . x~ + theta_a . a~ + x~^T M a~ - mean) / std)`` with ``a~`` the
+    logged item's features."""
+    theta_x, theta_a, interaction = problem.reward_coef
+    mean, std = problem.reward_moments
+    x, a = _with_bias(context), _with_bias(problem.action_context[action])
+    logit = jnp.sum((x @ interaction) * a, axis=-1) + x @ theta_x + a @ theta_a
+    return jax.nn.sigmoid((logit - mean) / std)
+
+
+def _logged_rows(key: jax.Array, problem: ProblemInstance, rows: dict) -> dict:
+    """A chunk of :func:`sample_logged_data`'s rows drawn without ``[n, A]`` arrays: each
+    row's action from ``pi_0(. | x_i)`` with key ``fold_in(key, i)``, its ``pscore`` and
+    ``q(x_i, a_i)``."""
+    keys = jax.vmap(functools.partial(jax.random.fold_in, key))(rows["row"])
+    context, n_actions = rows["context"], problem.n_actions
+    if problem.behavior == "linear":
+        log_pi = jax.nn.log_softmax(
+            problem.beta
+            * _standardised_logit(
+                problem.behavior_coef, problem.behavior_moments, context, problem.action_context
+            ),
+            axis=-1,
+        )
+        action = jax.vmap(jax.random.categorical)(keys, log_pi).astype(jnp.int32)
+        pscore = jnp.exp(jnp.take_along_axis(log_pi, action[:, None], axis=-1)[:, 0])
+    else:
+        explore_key, item_key = jax.vmap(jax.random.split, out_axes=1)(keys)
+        uniform = jax.vmap(lambda k: jax.random.randint(k, (), 0, n_actions))(item_key).astype(jnp.int32)
+        if problem.behavior == "uniform":
+            action, pscore = uniform, jnp.full(uniform.shape, 1.0 / n_actions)
+        else:  # epsilon-greedy: a uniform item with probability epsilon, else the greedy one
+            greedy = jnp.argmax(context @ problem.action_context.T, axis=-1).astype(jnp.int32)
+            explore = jax.vmap(jax.random.uniform)(explore_key) < problem.epsilon
+            action = jnp.where(explore, uniform, greedy)
+            pscore = problem.epsilon / n_actions + (1.0 - problem.epsilon) * (action == greedy)
+    return {"action": action, "pscore": pscore, "q": logged_reward(problem, context, action)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,15 +320,16 @@ class SyntheticProblem:
         )
 
     def sample(
-        self, key_problem: jax.Array, key_train: jax.Array, key_test: jax.Array
+        self, key_problem: jax.Array, key_train: jax.Array, key_test: jax.Array, *, dense: bool | None = None
     ) -> tuple[LoggedData, LoggedData]:
         """``(train, test)`` logs: the instance of ``key_problem``, then ``n_rounds`` training
         events from ``key_train`` and ``n_test_rounds`` test events from ``key_test`` on fresh
-        contexts of that instance (:func:`sample_logged_data`). Jit-able and vmap-able over keys."""
+        contexts of that instance (:func:`sample_logged_data`, ``dense`` as there: large logs
+        carry the instance instead of ``[n, A]`` arrays). Jit-able and vmap-able over keys."""
         problem = self.instance(key_problem)
         return (
-            sample_logged_data(key_train, problem, self.n_rounds),
-            sample_logged_data(key_test, problem, self.n_test_rounds),
+            sample_logged_data(key_train, problem, self.n_rounds, dense=dense),
+            sample_logged_data(key_test, problem, self.n_test_rounds, dense=dense),
         )
 
     def check_batch_size(self, batch_size: int) -> None:
@@ -280,8 +371,8 @@ def _make_problem(
     reference = sample_contexts(key_reference, partial, _REFERENCE_CONTEXTS)
     return dataclasses.replace(
         partial,
-        reward_moments=_moments(_raw_logit(reward_coef, reference, action_context)),
-        behavior_moments=_moments(_raw_logit(behavior_coef, reference, action_context)),
+        reward_moments=_logit_moments(reward_coef, reference, action_context),
+        behavior_moments=_logit_moments(behavior_coef, reference, action_context),
     )
 
 
@@ -312,6 +403,28 @@ def _standardised_logit(coef, moments, context, action_context) -> jax.Array:
 
 def _moments(logit: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.mean(logit), jnp.maximum(jnp.std(logit), 1e-6)
+
+
+def _logit_moments(coef, reference: jax.Array, action_context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(mean, std)`` of the raw logit over every (reference context, item) pair.
+
+    Up to :data:`DENSE_LOG_ELEMENTS` pairs from the ``[R, A]`` logits themselves; beyond, in
+    closed form without them. The logit is affine in the item, ``f(x, a) = v_x . a~ + s_x``
+    (``v_x = M^T x~ + theta_a``, ``s_x = theta_x . x~``), so over the grid
+    ``mean = mean_x m_x`` with ``m_x = v_x . mean_a(a~) + s_x``, and
+    ``var = mean_x v_x^T C v_x + var_x(m_x)`` with ``C`` the items' ``[d_a~, d_a~]`` covariance.
+    """
+    if reference.shape[0] * action_context.shape[0] <= DENSE_LOG_ELEMENTS:
+        return _moments(_raw_logit(coef, reference, action_context))
+    theta_x, theta_a, interaction = coef
+    x, a = _with_bias(reference), _with_bias(action_context)
+    v = x @ interaction + theta_a
+    a_mean = jnp.mean(a, axis=0)
+    centred = a - a_mean
+    covariance = centred.T @ centred / a.shape[0]
+    m = v @ a_mean + x @ theta_x
+    variance = jnp.mean(jnp.sum((v @ covariance) * v, axis=-1)) + jnp.var(m)
+    return jnp.mean(m), jnp.maximum(jnp.sqrt(variance), 1e-6)
 
 
 def _check_epsilon(epsilon: float) -> None:

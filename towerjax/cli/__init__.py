@@ -23,7 +23,9 @@ from towerjax.cli import flags
 from towerjax.cli.arguments import Parser, check_output_flag, flag_text, input_error_text, subcommand
 from towerjax.outputs import write_file
 from towerjax.training import NonFiniteError, TrainingInterrupted, expose_cpu_cores, train_seeds
+from towerjax.training.memory import check_run_memory
 from towerjax.training.parallel import initialize_from_environment
+from towerjax.training.seeds import SEEDS_PER_DEVICE_GROUP
 from towerjax.training.summary import seeds_record, seeds_summary
 
 __all__ = ["build_parser", "main"]
@@ -37,6 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     problem = flags.synthetic_problem(args)
     config = flags.train_config(args)
     problem.check_batch_size(config.batch_size)
+    check_run_memory(config, problem, runs=_runs_at_once(args))
     if args.json is not None:
         check_output_flag(args.subparser, "--json", args.json, folder=False)
     _say(f"training {config.objective.name} on {problem.behavior} logs, {args.seeds} seed(s) ...")
@@ -54,6 +57,15 @@ def _train(args: argparse.Namespace) -> int:
         write_file(args.json, jsonio.dumps(record, indent=2), argument="json")
         print(f"  wrote {args.json}")
     return 0
+
+
+def _runs_at_once(args: argparse.Namespace) -> int:
+    """At most how many of the seeds' runs hold their arrays at once: each device runs up to
+    :data:`~towerjax.training.seeds.SEEDS_PER_DEVICE_GROUP` of them side by side."""
+    import jax
+
+    devices = args.devices or len(jax.local_devices())
+    return min(args.seeds, SEEDS_PER_DEVICE_GROUP * devices)
 
 
 def _train_own_logs(args: argparse.Namespace) -> int:
@@ -95,6 +107,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             check_output_flag(args.subparser, name, path, folder=False)
     if args.plot is not None:
         own_logs.check_image_path(args.plot, argument="plot")
+    if args.slate:
+        return _evaluate_slate(args)
     evaluation = own_logs.evaluate(
         args.model,
         args.logs,
@@ -103,6 +117,33 @@ def _evaluate(args: argparse.Namespace) -> int:
         reward_column=args.reward_column,
         pscore_column=args.pscore_column,
         randomized=args.randomized,
+        seed=args.seed,
+        n_bootstrap=args.n_bootstrap,
+        progress=_say,
+    )
+    _say(evaluation.table())
+    if args.json is not None:
+        write_file(args.json, jsonio.dumps(evaluation.to_dict(), indent=2), argument="json")
+        _say(f"wrote {args.json}")
+    if args.plot is not None:
+        evaluation.plot(args.plot)
+        _say(f"wrote {args.plot}")
+    return 0
+
+
+def _evaluate_slate(args: argparse.Namespace) -> int:
+    """``towerjax evaluate --slate``: :func:`towerjax.workflow.evaluate_slate.evaluate_slate` of one model."""
+    from towerjax.workflow.evaluate_slate import evaluate_slate
+
+    if len(args.model) != 1 or args.items is not None or args.randomized:
+        args.subparser.error("--slate takes one --model, and neither --items nor --randomized")
+    evaluation = evaluate_slate(
+        args.model[0],
+        args.logs,
+        item_column=args.item_column,
+        reward_column=args.reward_column,
+        pscore_column=args.pscore_column,
+        positions=args.positions,
         seed=args.seed,
         n_bootstrap=args.n_bootstrap,
         progress=_say,

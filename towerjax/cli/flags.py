@@ -48,6 +48,7 @@ from towerjax.synthetic import SyntheticProblem
 from towerjax.tables import NUMERIC_STRINGS, EncodingOptions
 from towerjax.towers import EMBEDDING_MODES
 from towerjax.training import OPTIMIZERS, PROPOSALS, SELECTIONS, VALIDATION_DR_PAIRS, Search, TrainConfig
+from towerjax.training.config import EMBEDDING_OPTIMIZERS
 from towerjax.training.search import CRITERIA
 
 __all__ = [
@@ -95,6 +96,15 @@ TRAINING_FLAGS = {
     "embedding_size": dict(help="embedding size D of both towers"),
     "embedding_weight_decay": dict(
         help="L2 / decoupled decay of the id embedding tables (none: --weight-decay)"
+    ),
+    "sparse_embeddings": dict(
+        help="lazy updates of the id tables: a step moves only the rows its batch looks up and their "
+        "optimiser moments (--no-sparse-embeddings: dense Adam on every row)"
+    ),
+    "embedding_optimizer": dict(
+        choices=EMBEDDING_OPTIMIZERS,
+        help="row-adagrad: one Adagrad accumulator per table row instead of Adam's two moments "
+        "[default: the --optimizer of the other parameters]",
     ),
     "embedding_mode": dict(
         choices=EMBEDDING_MODES,
@@ -579,7 +589,9 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
         "in [0, 1]), each with its value, 95% Wald and bootstrap intervals, the effective sample "
         "size and the largest importance weight; dm and the DR family use a reward model "
         "cross-fitted on these logs. --randomized adds the unbiased value; with several --model, "
-        "each model minus the first for ipw, snipw and dr, paired on the same rows."
+        "each model minus the first for ipw, snipw and dr, paired on the same rows. Then 'the estimate' "
+        "(SLOPE's choice of the dr-os shrinkage, with its reason) and, for rewards in [0, 1], an "
+        "empirical-Bernstein 95% lower bound. --slate evaluates the model's list policy on multi-position logs."
     )
     parser.add_argument(
         "--model",
@@ -608,6 +620,18 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=integer, default=0, help="key of the reward models and the bootstrap")
     parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--slate",
+        action="store_true",
+        help="multi-position logs: columns item_id_k, reward_k, pscore_k (k = 1..K; pscore_k the logger's "
+        "probability of the item at k given those above); estimates of the model's Plackett-Luce list policy",
+    )
+    parser.add_argument(
+        "--positions",
+        type=positive_int,
+        default=None,
+        help="with --slate: K [default every item_id_k present]",
+    )
 
 
 def add_recommend_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,9 +15,12 @@ where resample ``b`` is ``g(counts_b @ C / n)`` with ``counts_b`` the rows' mult
 Modules: :mod:`~towerjax.evaluation.results` (the result types), :mod:`~towerjax.evaluation.estimators`
 (the column form, per-row terms, paired differences, training's validation estimates),
 :mod:`~towerjax.evaluation.off_policy` (the checked host entry points) and
-:mod:`~towerjax.evaluation.slate` (the slate estimators on multi-position logs, SPEC 10).
+:mod:`~towerjax.evaluation.slate` (the slate estimators on multi-position logs, SPEC 10),
+:mod:`~towerjax.evaluation.selection` (SLOPE's choice within an estimator family) and
+:mod:`~towerjax.evaluation.bounds` (the empirical-Bernstein lower bound).
 """
 
+from towerjax.evaluation.bounds import bernstein_lower_bound
 from towerjax.evaluation.estimators import (
     ALIASES,
     ESTIMATORS,
@@ -28,7 +31,13 @@ from towerjax.evaluation.estimators import (
     summarize_terms,
     validation_estimates,
 )
-from towerjax.evaluation.off_policy import ROW_SUM_TOLERANCE, off_policy_estimates, off_policy_terms
+from towerjax.evaluation.off_policy import (
+    ROW_SUM_TOLERANCE,
+    chosen_estimate,
+    off_policy_estimates,
+    off_policy_lower_bound,
+    off_policy_terms,
+)
 from towerjax.evaluation.results import (
     Z_95,
     Estimate,
@@ -37,27 +46,35 @@ from towerjax.evaluation.results import (
     normal_interval,
     weight_diagnostics,
 )
+from towerjax.evaluation.selection import FAMILIES, Choice, choose_estimator, slope
 from towerjax.evaluation.slate import SLATE_ESTIMATORS, slate_estimates, slate_estimator_terms, slate_terms
 
 __all__ = [
     "ALIASES",
     "ESTIMATORS",
+    "FAMILIES",
     "ROW_SUM_TOLERANCE",
     "SLATE_ESTIMATORS",
     "Z_95",
+    "Choice",
     "Estimate",
     "Lambdas",
     "WeightDiagnostics",
+    "bernstein_lower_bound",
+    "choose_estimator",
+    "chosen_estimate",
     "estimates_from_terms",
     "estimator_terms",
     "mean_se",
     "normal_interval",
     "off_policy_estimates",
+    "off_policy_lower_bound",
     "off_policy_terms",
     "paired_difference",
     "slate_estimates",
     "slate_estimator_terms",
     "slate_terms",
+    "slope",
     "summarize_terms",
     "validation_estimates",
     "weight_diagnostics",

@@ -14,6 +14,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from towerjax.checks import InputError, check_positive_int
+from towerjax.evaluation.bounds import bernstein_lower_bound
 from towerjax.evaluation.estimators import (
     ALIASES,
     Lambdas,
@@ -22,8 +23,17 @@ from towerjax.evaluation.estimators import (
     logged_terms,
 )
 from towerjax.evaluation.results import Z_95, Estimate, WeightDiagnostics
+from towerjax.evaluation.selection import Choice, choose_estimator
 
-__all__ = ["DM_NOTE", "ROW_SUM_TOLERANCE", "SHRUNK_NOTE", "off_policy_estimates", "off_policy_terms"]
+__all__ = [
+    "DM_NOTE",
+    "ROW_SUM_TOLERANCE",
+    "SHRUNK_NOTE",
+    "chosen_estimate",
+    "off_policy_estimates",
+    "off_policy_lower_bound",
+    "off_policy_terms",
+]
 
 ROW_SUM_TOLERANCE = 1e-3
 """How far a row of ``pi`` or ``pi_b`` may sum from 1 (float32 softmax over many items drifts)."""
@@ -232,6 +242,56 @@ def off_policy_terms(
     for alias, name in ALIASES.items():
         terms[alias] = terms[name]
     return terms
+
+
+def chosen_estimate(
+    pi: ArrayLike,
+    action: ArrayLike,
+    reward: ArrayLike,
+    pscore: ArrayLike,
+    q_hat: ArrayLike | None = None,
+    *,
+    family: str | None = None,
+    lambdas: tuple[float, ...] | None = None,
+    delta: float = 0.05,
+) -> Choice:
+    """The estimate to report: SLOPE's choice within one estimator family on these logs, with the reason.
+
+    The same logs and checks as :func:`off_policy_estimates`; the family is ``dr-os`` (shrinkage
+    ``lambda``, ``inf`` is ``dr``) when ``q_hat`` is given, else ``ipw-cap`` (``mean(min(w, lambda) r)``,
+    ``inf`` is ``ipw``), each over :func:`~towerjax.evaluation.selection.default_grid` unless
+    ``lambdas`` is given (:func:`~towerjax.evaluation.selection.choose_estimator`).
+
+    Raises:
+      InputError: as :func:`off_policy_estimates`, or for a bad ``family``, ``lambdas`` or ``delta``.
+    """
+    pi_h, action_h, reward_h, pscore_h = _check_logs(pi, action, reward, pscore)
+    rows = np.arange(pi_h.shape[0])
+    w = pi_h[rows, action_h] / pscore_h
+    direct = q_logged = None
+    if q_hat is not None:
+        q = _check_matrix("q_hat", q_hat, pi_h.shape)
+        direct, q_logged = np.sum(pi_h * q, axis=1), q[rows, action_h]
+    return choose_estimator(
+        w, reward_h, direct=direct, q_logged=q_logged, family=family, lambdas=lambdas, delta=delta
+    )
+
+
+def off_policy_lower_bound(
+    pi: ArrayLike,
+    action: ArrayLike,
+    reward: ArrayLike,
+    pscore: ArrayLike,
+    *,
+    clip: float | None = None,
+    delta: float = 0.05,
+) -> float:
+    """The empirical-Bernstein lower bound on ``V(pi)`` (rewards in ``[0, 1]``, IPS weights clipped at
+    ``clip``; :func:`~towerjax.evaluation.bounds.bernstein_lower_bound`), with the checks of
+    :func:`off_policy_estimates`."""
+    pi_h, action_h, reward_h, pscore_h = _check_logs(pi, action, reward, pscore)
+    w = pi_h[np.arange(pi_h.shape[0]), action_h] / pscore_h
+    return bernstein_lower_bound(w, reward_h, clip=clip, delta=delta)
 
 
 def _prepare(pi, action, reward, pscore, q_hat, pi_b, action_embedding, switch, dros, subgauss, ls):

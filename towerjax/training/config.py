@@ -19,6 +19,7 @@ from towerjax.reward_model import RewardModelConfig
 from towerjax.towers import EMBEDDING_MODES, TwoTower, check_activation
 
 __all__ = [
+    "EMBEDDING_OPTIMIZERS",
     "LEGACY_SYNTHETIC_FIELDS",
     "OPTIMIZERS",
     "PROPOSALS",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "adamw")
+# TrainConfig.embedding_optimizer: the embedding tables' own optimiser (None: ``optimizer``'s).
+EMBEDDING_OPTIMIZERS = ("row-adagrad",)
 PROPOSALS = ("uniform", "popularity")  # TrainConfig.proposal of the sampled softmax
 # Above this many (validation row, item) pairs the DR validation estimate is skipped unless
 # asked for (TrainConfig.validation_dr): its reward model scores every pair every epoch.
@@ -85,9 +88,28 @@ class TrainConfig:
     runs on the batch's logged items and the ``M`` samples only, so a step's cost does not
     grow with the catalogue. The objective then sees ``log pi_hat(a_i|x_i)`` as a ``[B, 1]``
     column (its importance weight uses ``pi_hat``, biased ``O(1/M)``), and the entropy
-    bonus its sampled estimate (:func:`towerjax.large_softmax.sampled_entropy`); objectives
-    that sum over all items (DR and its variants, two-stage) and the KL penalty need whole
-    rows and are refused. Validation and reported values use the exact softmax, in chunks.
+    bonus its sampled estimate (:func:`towerjax.large_softmax.sampled_entropy`). DR and its
+    variants (``Objective.sampled_row``) see the sampled row ``[B, 1 + M]`` (the logged item,
+    then the samples): their direct term ``sum_a pi(a|x) q_hat(x, a)`` is estimated on it,
+    self-normalised, with the reward model scored on those items only (the cross-fitted
+    models of :meth:`towerjax.RewardModel.fold_fits`, each row by the model not fitted on it;
+    never ``[n, A]``). Two-stage and the KL penalty need whole rows and are refused.
+    Validation and reported values use the exact softmax, in chunks.
+
+    ``sparse_embeddings=True`` (default) updates the embedding tables lazily: a step updates
+    the rows its batch looks up and their Adam moments only (TensorFlow Addons' ``LazyAdam``,
+    bias corrections of the global step; :mod:`towerjax.training.sparse`), at a cost in the
+    rows looked up, not in the table's size. The context tables always; the item tables under
+    a sampled softmax (under the full softmax every item row is looked up every step, so they
+    update densely, which lazy Adam equals). Weight decay of the tables is lazy too: coupled
+    L2 (``"adam"``) adds ``wd * E_j`` to the gradients of the looked-up rows only, ``"adamw"``
+    decays the looked-up rows only; rows no event looks up keep their values. It equals dense
+    Adam when every row is looked up every step, hence the default (the tuned settings carry
+    over); ``False`` is dense Adam on every row each step (rows not looked up still move by
+    their momentum and decay). Runs without id features are the same either way.
+    ``embedding_optimizer="row-adagrad"`` trains the tables with row-wise Adagrad (one
+    accumulator per row instead of Adam's two ``[V, D]`` moments: a ``2D``-th of the state;
+    :func:`towerjax.training.make_optimizer`), lazily too; ``None`` uses ``optimizer``.
     """
 
     objective: Objective = dataclasses.field(default_factory=IPS)
@@ -112,6 +134,8 @@ class TrainConfig:
     data_parallel: int = 1
     sampled_softmax: int | None = None
     proposal: str = "uniform"
+    sparse_embeddings: bool = True
+    embedding_optimizer: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.objective, str):
@@ -130,16 +154,21 @@ class TrainConfig:
                 f"of a batch's events), got {self.data_parallel}",
             )
         check_choice("proposal", self.proposal, PROPOSALS)
+        if not isinstance(self.sparse_embeddings, bool):
+            raise InputError("sparse_embeddings", f"expected True or False, got {self.sparse_embeddings!r}")
+        if self.embedding_optimizer is not None:
+            check_choice("embedding_optimizer", self.embedding_optimizer, EMBEDDING_OPTIMIZERS)
         if self.sampled_softmax is not None:
             object.__setattr__(
                 self, "sampled_softmax", check_positive_int("sampled_softmax", self.sampled_softmax)
             )
-            if not self.objective.logged_only:
+            if not (self.objective.logged_only or self.objective.sampled_row):
                 raise InputError(
                     "sampled_softmax",
                     f"objective {self.objective.name!r} sums over every item (it needs whole [B, A] rows); "
                     "a sampled softmax trains objectives that read the logged item only: ips, snips, "
-                    "ipw-subgauss, ipw-ls, topk, naive, regression, ips-regression",
+                    "ipw-subgauss, ipw-ls, topk, naive, regression, ips-regression; and the doubly "
+                    "robust ones, whose direct term it estimates on the samples: dr, sndr, switch-dr, dr-os",
                 )
             if self.objective.kl or self.estimate_propensities:
                 raise InputError(

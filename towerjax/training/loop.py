@@ -30,10 +30,11 @@ from towerjax.evaluation import Z_95, estimates_from_terms
 from towerjax.features import feature_spec
 from towerjax.large_softmax import ItemProposal, item_proposal, popularity_log_q, uniform_log_q
 from towerjax.policy import log_policy
-from towerjax.reward_model import RewardModel
+from towerjax.reward_model import FoldFits, RewardModel, context_groups
 from towerjax.rows import take_logged
 from towerjax.synthetic import SyntheticProblem
 from towerjax.training.config import VALIDATION_DR_PAIRS, TrainConfig, with_traced
+from towerjax.training.memory import check_run_memory
 from towerjax.training.parallel import batch_mesh
 from towerjax.training.step import Batch, make_optimizer, make_update_step
 
@@ -114,11 +115,21 @@ class RunLogs:
       test: where values and the top-item share are reported (``test_data``; else the
         training logs before the split, or for logs without true values the validation rows).
       validation: the validation logs, or ``None``.
-      q_hat: ``[n, A]`` the reward model's predictions for the training rows (objectives that
-        need one), or ``None``.
+      q_hat: ``[m, A]`` the reward model's predictions for the training rows (objectives that
+        need one), or ``None``: training row ``i``'s are ``q_hat[q_rows[i]]``
+        (:meth:`~towerjax.reward_model.RewardModel.fold_predictions`: one row per distinct
+        context and fold, or per row).
       validation_fit: a reward model fitted on the training rows that scores the validation
         rows for the DR estimate (:func:`validates_dr`), or ``None``.
       proposal: the sampled softmax's item proposal, or ``None``.
+      reward_fits: with a sampled softmax, instead of ``q_hat``: the cross-fitted reward models
+        and each training row's fold (the minibatches score their rows on the sampled items),
+        or ``None``.
+      q_rows: ``[n]`` int32 row of ``q_hat`` of each training row; ``None``: row ``i``'s is ``i``.
+      validation_q: ``(table [m, A], rows [n_val])``: ``validation_fit``'s predictions for the
+        validation rows, ``table[rows[j]]``, computed once per run (the fit is fixed); ``None``
+        where they would hold more than :data:`~towerjax.training.config.VALIDATION_DR_PAIRS`
+        pairs (each epoch then predicts them in chunks).
     """
 
     train: LoggedData
@@ -127,6 +138,9 @@ class RunLogs:
     q_hat: jax.Array | None
     validation_fit: Any
     proposal: ItemProposal | None
+    reward_fits: FoldFits | None = None
+    q_rows: jax.Array | None = None
+    validation_q: tuple[jax.Array, jax.Array] | None = None
 
 
 def validation_rows(key: jax.Array, n: int, fraction: float) -> tuple[jax.Array, jax.Array]:
@@ -166,13 +180,18 @@ def prepare_logs(
     test_data: LoggedData | None,
     q_hat: jax.Array | None,
     validation: LoggedData | None,
+    *,
+    distinct_contexts: int | None = None,
 ) -> RunLogs:
     """The run's logs: ``config.validation_fraction`` of ``data`` held out (unless
     ``validation`` is given), the objective's reward model cross-fitted on the training rows
     (unless ``q_hat`` is given) and the DR validation model fitted on them.
 
     ``keys`` are ``(key_split, key_q, key_validation_q)``: the split, the objective's reward
-    model and the validation reward model.
+    model and the validation reward model. ``distinct_contexts`` (static, at least the number
+    of distinct context rows of ``data``, :func:`~towerjax.reward_model.distinct_contexts`):
+    the reward models score each distinct context once
+    (:func:`~towerjax.reward_model.context_groups`), the same numbers up to float rounding.
     """
     key_split, key_q, key_validation_q = keys
     objective = config.objective
@@ -185,12 +204,17 @@ def prepare_logs(
             "the KL penalty needs the logging policy's distribution: logs with pi_b, "
             "or estimate_propensities=True (the behaviour head)",
         )
+    groups = validation_groups = None
+    if distinct_contexts is not None:
+        groups = context_groups(data.context, distinct_contexts)
     if validation is None and config.validation_fraction > 0:
         train_rows, held_out = validation_rows(key_split, data.n_rounds, config.validation_fraction)
         if q_hat is not None and not objective.needs_q_hat:
             q_hat = None
         data, validation = data.take_rows(train_rows), data.take_rows(held_out)
         q_hat = None if q_hat is None else q_hat[train_rows]
+        if groups is not None:
+            groups, validation_groups = groups.take_rows(train_rows), groups.take_rows(held_out)
     batch_size = min(config.batch_size, data.n_rounds)
     if batch_size % config.data_parallel:
         raise InputError(
@@ -198,17 +222,25 @@ def prepare_logs(
             f"the {data.n_rounds} training rows give batches of {batch_size}, not a multiple of "
             f"{config.data_parallel}",
         )
+    reward_fits = q_rows = None
     if not objective.needs_q_hat:
         q_hat = None
-    elif q_hat is None:
-        q_hat = reward_model.cross_fit(key_q, data)
-    if own_test and test_data.expected_reward is None and validation is not None:
+    elif q_hat is None and config.sampled_softmax is not None:
+        # No [n, A] predictions: each minibatch scores its rows on the sampled items.
+        reward_fits = reward_model.fold_fits(key_q, data)
+    elif q_hat is None:  # cross_fit's predictions, each fold's model on its rows' contexts
+        fits = reward_model.fold_fits(key_q, data)
+        q_hat, q_rows = reward_model.fold_predictions(fits, data, groups)
+    if own_test and not test_data.has_true_values and validation is not None:
         # Own logs: no true values to report, only the top-item share; the validation
         # rows show it without scoring every training row against every item each epoch.
         test_data = validation
-    validation_fit = None
+    validation_fit = validation_q = None
     if validation is not None and validates_dr(config, validation):
         validation_fit = reward_model.fit(key_validation_q, data)
+        table_rows = reward_model.table_rows(validation.n_rounds, validation_groups)
+        if table_rows * validation.n_actions <= VALIDATION_DR_PAIRS:  # else predicted every epoch
+            validation_q = reward_model.predict_rows(validation_fit, validation, validation_groups)
     proposal = None
     if config.sampled_softmax is not None:
         if config.proposal == "popularity":
@@ -216,7 +248,9 @@ def prepare_logs(
         else:
             log_q = uniform_log_q(data.n_actions)
         proposal = item_proposal(log_q)
-    return RunLogs(data, test_data, validation, q_hat, validation_fit, proposal)
+    return RunLogs(
+        data, test_data, validation, q_hat, validation_fit, proposal, reward_fits, q_rows, validation_q
+    )
 
 
 def init_params(config: TrainConfig, key_init: jax.Array, key_q: jax.Array, logs: LoggedData) -> tuple:
@@ -240,27 +274,31 @@ def item_embeddings(config: TrainConfig, params: dict, *tables) -> tuple:
     return tuple(None if table is None else done[id(table)] for table in tables)
 
 
-def _value_rows(config: TrainConfig, params: dict, items: jax.Array, rows: dict) -> dict:
-    """Per row: the top-scored item and (with ``q``) the policy's value ``sum_a pi(a|x) q(x, a)``."""
+def _value_rows(config: TrainConfig, params: dict, items: jax.Array, problem: Any, rows: dict) -> dict:
+    """Per row: the top-scored item and (with ``q``, or a ``problem`` that computes the chunk's
+    ``q`` rows) the policy's value ``sum_a pi(a|x) q(x, a)``."""
     scores = config.model.embed_context(params, rows["context"]) @ items.T
     out = {"top": jnp.argmax(scores, axis=-1)}
-    if "q" in rows:
-        out["value"] = jnp.sum(jnp.exp(log_policy(scores, config.temperature)) * rows["q"], axis=-1)
+    q = rows["q"] if "q" in rows else None if problem is None else problem.expected_reward(rows["context"])
+    if q is not None:
+        out["value"] = jnp.sum(jnp.exp(log_policy(scores, config.temperature)) * q, axis=-1)
     return out
 
 
 def policy_values(
     config: TrainConfig, params: dict, logs: LoggedData, items: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """True value (NaN without ``expected_reward``) and the top-item share on ``logs``, over
-    chunks of rows (:func:`~towerjax.batching.map_row_chunks`); ``items`` are the logs' item
-    embeddings (:func:`item_embeddings`, computed here when not given)."""
+    """True value (NaN without true values, :attr:`LoggedData.has_true_values`) and the top-item
+    share on ``logs``, over chunks of rows (:func:`~towerjax.batching.map_row_chunks`; ``q`` from
+    ``expected_reward``, else computed chunk by chunk by ``logs.problem``); ``items`` are the
+    logs' item embeddings (:func:`item_embeddings`, computed here when not given)."""
     if items is None:
         (items,) = item_embeddings(config, params, logs.action_context)
     rows = {"context": logs.context}
     if logs.expected_reward is not None:
         rows["q"] = logs.expected_reward
-    per_row = functools.partial(_value_rows, config, params, items)
+    problem = logs.problem if logs.expected_reward is None else None
+    per_row = functools.partial(_value_rows, config, params, items, problem)
     out = map_row_chunks(per_row, rows, row_chunk(logs.n_rounds, logs.n_actions))
     top_share = jnp.max(jnp.bincount(out["top"], length=logs.n_actions)) / logs.n_rounds
     if "value" not in out:
@@ -268,14 +306,18 @@ def policy_values(
     return jnp.mean(out["value"]), top_share
 
 
-def _estimator_rows(config, reward_model, fit, params, items, action_context, rows: dict) -> dict:
+def _estimator_rows(config, reward_model, fit, params, items, action_context, q_table, rows: dict) -> dict:
     """Per validation row: ``w = pi(a|x) / p``, and with a reward model ``fit`` DR's
-    ``direct = sum_a pi(a|x) q_hat(x, a)`` and ``q_logged = q_hat(x, a)``."""
+    ``direct = sum_a pi(a|x) q_hat(x, a)`` and ``q_logged = q_hat(x, a)`` (``q_hat`` read from
+    ``q_table`` at ``rows["q_row"]`` when given, else predicted)."""
     scores = config.model.embed_context(params, rows["context"]) @ items.T
     pi = jnp.exp(log_policy(scores, config.temperature))
     out = {"w": take_logged(pi, rows["action"]) / rows["pscore"]}
     if fit is not None:
-        q_hat = reward_model.predict(fit, rows["context"], action_context)
+        if q_table is None:
+            q_hat = reward_model.predict(fit, rows["context"], action_context)
+        else:
+            q_hat = q_table[rows["q_row"]]
         out["direct"] = jnp.sum(pi * q_hat, axis=-1)
         out["q_logged"] = take_logged(q_hat, rows["action"])
     return out
@@ -288,16 +330,23 @@ def estimator_inputs(
     params: dict,
     logs: LoggedData,
     items: jax.Array | None = None,
+    *,
+    q_hat: tuple[jax.Array, jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
     """The per-row inputs of the off-policy estimators for the policy ``params`` on ``logs``,
     in chunks of rows: ``{"w"}`` ``[n]`` (``w_i = pi(a_i|x_i) / p_i``), and with a reward
     model ``fit`` (of ``reward_model``, fitted on other rows) also ``"direct"``
-    (``sum_a pi(a|x_i) q_hat(x_i, a)``) and ``"q_logged"`` (``q_hat(x_i, a_i)``)."""
+    (``sum_a pi(a|x_i) q_hat(x_i, a)``) and ``"q_logged"`` (``q_hat(x_i, a_i)``). ``q_hat``
+    ``(table [m, A], rows [n])``: ``fit``'s predictions computed beforehand (row ``i``'s are
+    ``table[rows[i]]``, :attr:`RunLogs.validation_q`), read instead of predicted."""
     if items is None:
         (items,) = item_embeddings(config, params, logs.action_context)
     rows = {"context": logs.context, "action": logs.action, "pscore": logs.pscore}
+    q_table = None
+    if fit is not None and q_hat is not None:
+        q_table, rows["q_row"] = q_hat
     per_row = functools.partial(
-        _estimator_rows, config, reward_model, fit, params, items, logs.action_context
+        _estimator_rows, config, reward_model, fit, params, items, logs.action_context, q_table
     )
     return map_row_chunks(per_row, rows, row_chunk(logs.n_rounds, logs.n_actions))
 
@@ -315,7 +364,9 @@ def validation_estimates_of(
     validation = logs.validation
     if validation is None:
         return {k: jnp.full((), jnp.nan) for k in ESTIMATE_NAMES}
-    terms = estimator_inputs(config, reward_model, logs.validation_fit, params, validation, items)
+    terms = estimator_inputs(
+        config, reward_model, logs.validation_fit, params, validation, items, q_hat=logs.validation_q
+    )
     return estimates_from_terms(terms["w"], validation.reward, terms.get("direct"), terms.get("q_logged"))
 
 
@@ -349,12 +400,22 @@ def keep_best(
 
 
 def minibatch_step(
-    update: Callable, action_context, proposal: ItemProposal | None, state: tuple, inputs: tuple
+    update: Callable,
+    action_context,
+    proposal: ItemProposal | None,
+    state: tuple,
+    inputs: tuple,
+    *,
+    reward_fits: FoldFits | None = None,
+    q_table: jax.Array | None = None,
 ) -> tuple[tuple, jax.Array]:
     """One update on one minibatch: ``(params, opt_state)`` and ``(rows, mask, key)`` in, the
-    new state and the batch's summed loss (mean loss times its real events) out."""
+    new state and the batch's summed loss (mean loss times its real events) out. With
+    ``reward_fits`` the rows carry their ``"fold"``; with ``q_table`` (``RunLogs.q_hat``) their
+    ``"q_row"``, and the batch's ``q_hat`` ``[B, A]`` is ``q_table[q_row]``."""
     params, opt_state = state
     rows, mask, key = inputs
+    q_hat = rows.get("q_hat") if q_table is None else q_table[rows["q_row"]]
     batch = Batch(
         data=LoggedData(
             context=rows["context"],
@@ -365,8 +426,9 @@ def minibatch_step(
             pi_b=rows.get("pi_b"),
         ),
         mask=mask,
-        q_hat=rows.get("q_hat"),
+        q_hat=q_hat,
         proposal=proposal,
+        reward_fits=None if reward_fits is None else dataclasses.replace(reward_fits, fold=rows["fold"]),
     )
     params, opt_state, metrics = update(params, opt_state, batch, key)
     return (params, opt_state), metrics["loss"] * jnp.sum(mask)
@@ -376,8 +438,11 @@ def _per_event(config: TrainConfig, logs: RunLogs) -> dict:
     """The training rows' arrays a minibatch reads, each ``[n, ...]``."""
     data = logs.train
     out = {"context": data.context, "action": data.action, "reward": data.reward, "pscore": data.pscore}
-    if logs.q_hat is not None:
-        out["q_hat"] = logs.q_hat
+    if logs.q_hat is not None:  # an [n] index per epoch, not an [n, A] copy
+        rows = jnp.arange(data.n_rounds, dtype=jnp.int32) if logs.q_rows is None else logs.q_rows
+        out["q_row"] = rows
+    if logs.reward_fits is not None:
+        out["fold"] = logs.reward_fits.fold
     if config.objective.needs_pi_b and data.pi_b is not None:
         out["pi_b"] = data.pi_b
     return out
@@ -413,7 +478,14 @@ def train_epoch(
         events = NamedSharding(mesh, PartitionSpec(None, "batch"))
         rows, mask = jax.lax.with_sharding_constraint((rows, mask), events)
     step_keys = jax.random.split(key_steps, num_batches(n, batch_size))
-    step = functools.partial(minibatch_step, update, data.action_context, logs.proposal)
+    step = functools.partial(
+        minibatch_step,
+        update,
+        data.action_context,
+        logs.proposal,
+        reward_fits=logs.reward_fits,
+        q_table=logs.q_hat,
+    )
     new_state, weighted = jax.lax.scan(step, state, (rows, mask, step_keys))
     if config.patience is not None:  # stopped early: the parameters stay where they were
         stopped = index_epoch - best["epoch"] > config.patience
@@ -426,7 +498,7 @@ def train_epoch(
         logs.test.action_context,
         None if logs.validation is None else logs.validation.action_context,
     )
-    if config.evaluate_train and data.expected_reward is not None:
+    if config.evaluate_train and data.has_true_values:
         train_value = policy_values(config, params, data, train_items)[0]
     else:
         train_value = jnp.full((), jnp.nan)
@@ -464,12 +536,27 @@ def returned_epoch(
 
 
 def _logging_and_best_values(test: LoggedData) -> tuple[jax.Array, jax.Array]:
-    """Test values of the logging policy and of the best policy (NaN without true values)."""
+    """Test values of the logging policy, ``mean_i sum_a pi_0(a|x_i) q(x_i, a)``, and of the best
+    policy, ``mean_i max_a q(x_i, a)`` (NaN without true values); from ``expected_reward`` and
+    ``pi_b``, else computed in chunks of rows by ``test.problem``."""
+    if test.expected_reward is None and test.problem is not None:
+        out = map_row_chunks(
+            functools.partial(_true_value_rows, test.problem),
+            test.context,
+            row_chunk(test.n_rounds, test.n_actions),
+        )
+        return jnp.mean(out["behavior"]), jnp.mean(out["best"])
     if test.expected_reward is None:
         return jnp.full((), jnp.nan), jnp.full((), jnp.nan)
     q = test.expected_reward
     behavior_value = jnp.full((), jnp.nan) if test.pi_b is None else jnp.mean(jnp.sum(test.pi_b * q, -1))
     return behavior_value, jnp.mean(jnp.max(q, axis=-1))
+
+
+def _true_value_rows(problem: Any, context: jax.Array) -> dict:
+    """Per row of a chunk: the logging policy's value and the best item's ``q``."""
+    q = problem.expected_reward(context)
+    return {"behavior": jnp.sum(problem.behavior_policy(context) * q, -1), "best": jnp.max(q, axis=-1)}
 
 
 def make_train(
@@ -478,9 +565,15 @@ def make_train(
     *,
     on_epoch: Callable[[int], None] | None = None,
     mesh: Mesh | None = None,
+    distinct_contexts: int | None = None,
 ) -> Callable[..., TrainResult]:
     """Returns ``train(key, data=None, test_data=None, q_hat=None, validation=None,
     hyperparameters=None) -> TrainResult``, pure in its key.
+
+    ``distinct_contexts`` (static): at least the number of distinct context rows of the
+    ``data`` the runs are given (:func:`~towerjax.reward_model.distinct_contexts`); the reward
+    models then score each distinct context once (:func:`prepare_logs`), the same numbers up
+    to float rounding. :func:`~towerjax.training.compile_seeds` passes it for given logs.
 
     ``hyperparameters`` ``{name: scalar}`` replaces those settings of ``config`` inside the run
     (names from :data:`~towerjax.training.config.TRACED_FIELDS`: learning rate, weight decay,
@@ -536,11 +629,17 @@ def make_train(
         update = make_update_step(config)
         key_problem, key_data, key_test, key_init, key_q, key_epochs = jax.random.split(key, 6)
         key_split, key_validation_q = jax.random.split(jax.random.fold_in(key, 7))
+        distinct = None if data is None else distinct_contexts  # of the given logs
         if data is None:
             problem.check_batch_size(config.batch_size)
-            data, test_data = problem.sample(key_problem, key_data, key_test)
+            check_run_memory(config, problem)
+            # The KL penalty reads pi_b rows in its minibatches: those logs stay dense.
+            dense = True if config.objective.needs_pi_b else None
+            data, test_data = problem.sample(key_problem, key_data, key_test, dense=dense)
         keys = (key_split, key_q, key_validation_q)
-        logs = prepare_logs(config, reward_model, keys, data, test_data, q_hat, validation)
+        logs = prepare_logs(
+            config, reward_model, keys, data, test_data, q_hat, validation, distinct_contexts=distinct
+        )
         initial_params, params = init_params(config, key_init, key_q, logs.train)
 
         initial_value = policy_values(config, initial_params, logs.test)[0]

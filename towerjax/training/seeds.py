@@ -27,6 +27,7 @@ from towerjax.batching import num_batches
 from towerjax.checks import InputError, check_positive_int
 from towerjax.data import LoggedData
 from towerjax.objectives import Objective
+from towerjax.reward_model import distinct_contexts
 from towerjax.synthetic import SyntheticProblem
 from towerjax.training.config import TRACED_FIELDS, TrainConfig
 from towerjax.training.loop import TrainResult, make_train
@@ -365,7 +366,13 @@ def compile_seeds(
             lambda a: put_sharded(a.reshape(groups, group * count, *a.shape[1:]), layout), inputs
         )
     parallel = config.data_parallel > 1
-    train = make_train(config, problem, on_epoch=on_epoch, mesh=sharding.mesh if parallel else None)
+    train = make_train(
+        config,
+        problem,
+        on_epoch=on_epoch,
+        mesh=sharding.mesh if parallel else None,
+        distinct_contexts=_distinct_contexts(config, data, validation),
+    )
     in_axes = (0, 0, 0, 0, 0) if per_seed_data else (0, None, None, None, None)
     if hyper is not None:  # the candidates: an inner vmap, sharing the seed's key and data
         train = _over_candidates(train)
@@ -392,6 +399,17 @@ def compile_seeds(
     compiled = jax.jit(run).lower(keys, inputs).compile()
     seconds = time.perf_counter() - start
     return SeedRunner(compiled, keys, inputs, seeds, groups, count * config.data_parallel, seconds)
+
+
+def _distinct_contexts(config: TrainConfig, data: LoggedData | None, validation: LoggedData | None):
+    """The number of distinct contexts of ``data`` (on the host) where a reward model will score
+    its rows against every item (the objective's, or the DR validation estimate's); else ``None``."""
+    if data is None:
+        return None
+    scored = config.objective.needs_q_hat and config.sampled_softmax is None
+    split = validation is None and config.validation_fraction > 0  # validation rows of data
+    validated = split and config.validation_dr is not False
+    return distinct_contexts(data.context) if scored or validated else None
 
 
 def candidate_values(hyperparameters: dict[str, Any] | None) -> dict[str, jax.Array] | None:

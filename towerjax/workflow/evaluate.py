@@ -22,7 +22,16 @@ import numpy as np
 
 from towerjax.checks import InputError, check_positive_int
 from towerjax.data import LoggedData
-from towerjax.evaluation import ALIASES, Estimate, off_policy_estimates, off_policy_terms, paired_difference
+from towerjax.evaluation import (
+    ALIASES,
+    Estimate,
+    chosen_estimate,
+    off_policy_estimates,
+    off_policy_lower_bound,
+    off_policy_terms,
+    paired_difference,
+)
+from towerjax.evaluation.bounds import default_clip
 from towerjax.features import Features
 from towerjax.metrics import randomized_value
 from towerjax.reward_model import RewardModel
@@ -71,6 +80,10 @@ class Evaluation:
         ``unseen_rows`` (rows with a context value not in the training vocabulary: an unseen
         id, a value rarer than its ``min_count``, or a missing one, all given the
         out-of-vocabulary id 0), ``unseen_columns`` (those rows per column), ``reward_model``.
+      chosen: per model, ``{"the_estimate": Choice.to_dict(), "lower_bound": {...} or None}``:
+        SLOPE's choice within ``dr-os`` (:func:`~towerjax.evaluation.chosen_estimate`) and, for
+        rewards in ``[0, 1]``, the empirical-Bernstein lower bound on ``V(pi)``
+        (:func:`~towerjax.evaluation.off_policy_lower_bound`); ``None`` when not computed.
     """
 
     names: list[str]
@@ -78,6 +91,7 @@ class Evaluation:
     randomized: list[dict] | None
     differences: list[dict]
     summary: dict
+    chosen: list[dict] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready (write it with :func:`towerjax.jsonio.dumps`)."""
@@ -89,6 +103,7 @@ class Evaluation:
                     **self.summary["models"][i],
                     "estimates": {k: v.to_dict() for k, v in self.estimates[i].items()},
                     "randomized": None if self.randomized is None else self.randomized[i],
+                    **({} if self.chosen is None else self.chosen[i]),
                 }
             )
         return {
@@ -121,6 +136,8 @@ class Evaluation:
             if self.randomized is not None:
                 r = self.randomized[i]
                 lines.append(f"  {'randomized':<13}{r['value']:>9.4f}   {_interval(r['low'], r['high']):<20}")
+            if self.chosen is not None:
+                lines.extend(_chosen_lines(self.chosen[i]))
         for diff in self.differences:
             lines.append(f"{diff['model']} minus {diff['baseline']} (paired on the same rows):")
             for estimator, d in diff["estimators"].items():
@@ -169,6 +186,23 @@ class Evaluation:
         if path is not None:
             save_figure(figure, path, argument="plot")
         return figure
+
+
+def _chosen_lines(chosen: dict) -> list[str]:
+    """The estimate (SLOPE's choice, with its reason) and the lower bound, as lines of :meth:`Evaluation.table`."""
+    choice = chosen["the_estimate"]
+    est = choice["estimate"]
+    lines = [
+        f"  the estimate: {choice['name']} = {est['value']:.4f}   {_interval(est['wald_low'], est['wald_high'])}",
+        f"    why: {choice['reason']}",
+    ]
+    bound = chosen["lower_bound"]
+    if bound is not None:
+        lines.append(
+            f"  lower bound: V >= {bound['value']:.4f} at {1 - bound['delta']:.0%} confidence "
+            f"(empirical Bernstein, IPS weights clipped at {bound['clip']:.3g})"
+        )
+    return lines
 
 
 def _unseen_text(info: dict) -> str:
@@ -299,6 +333,12 @@ def evaluate(
     The rows the models share cancel out, so the difference is estimated far more precisely
     than either value.
 
+    The estimate. Beside the table, per model: SLOPE's choice of the ``dr-os`` shrinkage
+    (:func:`~towerjax.evaluation.chosen_estimate`, Lepski's principle over ``lambda = inf`` (``dr``)
+    and a geometric grid) with the reason, and for rewards in ``[0, 1]`` the empirical-Bernstein 95%
+    lower bound on ``V(pi)`` with IPS weights clipped at ``n^(1/3)``
+    (:func:`~towerjax.evaluation.off_policy_lower_bound`); :attr:`Evaluation.chosen` holds both.
+
     ``randomized=True`` (logs of a uniform logging policy) adds the unbiased value
     (:func:`~towerjax.metrics.randomized_value`) with its 95% interval; without a
     ``pscore_column`` in the logs the propensities are then ``1/A``.
@@ -337,7 +377,7 @@ def evaluate(
     item_table = None if items is None else read_table(items, argument="items")
     key_q, key_bootstrap = jax.random.split(jax.random.key(seed))
 
-    estimates, randomized_values, terms, infos = [], [], [], []
+    estimates, randomized_values, terms, infos, chosen = [], [], [], [], []
     logged = None
     for name, policy in zip(names, policies, strict=True):
         unseen_items, encoding = 0, policy.encoding
@@ -392,6 +432,7 @@ def evaluate(
                 {k: float(v) for k, v in interval_dict(value.value, value.stderr).items()}
             )
         terms.append(off_policy_terms(pi, action, reward, pscore, q_hat))
+        chosen.append(_chosen(pi, action, reward, pscore, q_hat))
         infos.append(
             {
                 "path": name,
@@ -419,7 +460,25 @@ def evaluate(
         "models": infos,
         "notes": [] if note is None else [note],
     }
-    return Evaluation(names, estimates, randomized_values if randomized else None, differences, summary)
+    return Evaluation(
+        names, estimates, randomized_values if randomized else None, differences, summary, chosen
+    )
+
+
+def _chosen(pi, action, reward, pscore, q_hat, delta: float = 0.05) -> dict:
+    """SLOPE's choice within ``dr-os`` and, for rewards in ``[0, 1]``, the empirical-Bernstein lower bound."""
+    choice = chosen_estimate(pi, action, reward, pscore, q_hat, delta=delta)
+    bound = None
+    if np.all((reward >= 0) & (reward <= 1)):
+        clip = default_clip(len(reward))
+        bound = {
+            "value": off_policy_lower_bound(pi, action, reward, pscore, clip=clip, delta=delta),
+            "clip": clip,
+            "delta": delta,
+            "method": "empirical Bernstein (Maurer & Pontil 2009; Thomas et al. 2015), "
+            "X = min(w, clip) r, clip = n^(1/3)",
+        }
+    return {"the_estimate": choice.to_dict(), "lower_bound": bound}
 
 
 def _difference(model: str, baseline: str, terms: dict, baseline_terms: dict) -> dict:

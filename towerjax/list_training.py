@@ -1,0 +1,140 @@
+"""Training a two-tower Plackett-Luce list policy from slate logs with a list objective (issue 25, item 3).
+
+``make_list_train(config, item_features)`` returns ``train(key, logs) -> params`` (purejaxrl's
+pattern): Adam from :func:`towerjax.training.make_optimizer`, epochs and shuffled minibatches as
+``jax.lax.scan`` (a permutation reshaped to ``[n_batches, batch]``; the last ``n mod batch`` rows of
+each shuffle sit that epoch out), the loss one of :data:`towerjax.list_objectives.LIST_OBJECTIVES`.
+Seeds are ``jax.jit(jax.vmap(train))(keys, stacked_logs)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from towerjax.checks import InputError, check_choice, check_positive, check_positive_int
+from towerjax.list_objectives import LIST_OBJECTIVES, list_objective_loss
+from towerjax.slate_synthetic import SlateLogs
+from towerjax.towers import TwoTower
+from towerjax.training.config import TrainConfig
+from towerjax.training.step import make_optimizer
+
+__all__ = ["ListTrainConfig", "list_model", "make_list_train"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ListTrainConfig:
+    """Settings of :func:`make_list_train`.
+
+    ``objective`` names the loss (:data:`~towerjax.list_objectives.LIST_OBJECTIVES`); ``iips_samples``
+    ``None`` gives IIPS the exact position marginals (every list enumerated, small ``A`` and ``K``),
+    a number the sampled ones (:func:`~towerjax.list_objectives.logged_position_marginals`). The
+    towers, optimiser and batches are :class:`~towerjax.training.TrainConfig`'s. ``temperature`` 5: the
+    initial towers' scores spread by about 3.6 across items (``D = 32``), so at ``tau = 1`` training starts
+    from a nearly deterministic random list policy whose importance weights are almost all 0; at 5 it starts
+    near uniform (benchmarks/list_learning.py). The learned policy is Plackett-Luce at this ``tau``.
+    """
+
+    objective: str = "rips"
+    hidden_sizes: tuple[int, ...] = (64,)
+    embedding_size: int = 32
+    activation: str = "elu"
+    temperature: float = 5.0
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-6
+    batch_size: int = 128
+    epochs: int = 10
+    position_weight: tuple[float, ...] | None = None
+    iips_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("objective", self.objective, LIST_OBJECTIVES)
+        for name in ("batch_size", "epochs"):
+            check_positive_int(name, getattr(self, name))
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("temperature", self.temperature)
+        if self.iips_samples is not None:
+            check_positive_int("iips_samples", self.iips_samples)
+
+    def train_config(self) -> TrainConfig:
+        """The :class:`~towerjax.training.TrainConfig` whose optimiser and towers this uses."""
+        return TrainConfig(
+            hidden_sizes=self.hidden_sizes,
+            embedding_size=self.embedding_size,
+            activation=self.activation,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+        )
+
+
+def list_model(config: ListTrainConfig) -> TwoTower:
+    """The two-tower scorer the list policy is Plackett-Luce on."""
+    return TwoTower(config.hidden_sizes, config.embedding_size, config.activation)
+
+
+def _batch_loss(params, config: ListTrainConfig, model: TwoTower, logs: SlateLogs, item_features, key):
+    scores = model.scores(params, logs.context, item_features)
+    return list_objective_loss(
+        config.objective,
+        scores,
+        logs.lists,
+        logs.rewards,
+        pscore=logs.pscore,
+        pscore_item_position=logs.pscore_item_position,
+        pscore_cascade=logs.pscore_cascade,
+        temperature=config.temperature,
+        position_weight=None if config.position_weight is None else jnp.asarray(config.position_weight),
+        key=key if config.iips_samples is not None else None,
+        n_samples=config.iips_samples or 1,
+    )
+
+
+def make_list_train(
+    config: ListTrainConfig, item_features: ArrayLike
+) -> Callable[[jax.Array, SlateLogs], dict]:
+    """``train(key, logs) -> params``: ``config.epochs`` epochs of minibatch Adam on the list objective.
+
+    ``logs`` (:class:`~towerjax.slate_synthetic.SlateLogs`, ``n >= batch_size`` rows) is an argument, so
+    that ``jax.vmap(train)(keys, stacked_logs)`` trains one policy per seed on its own logs.
+
+    Args:
+      config: the settings.
+      item_features: ``[A, da]`` the item tower's inputs.
+    """
+    item_features = jnp.asarray(item_features)
+    model = list_model(config)
+    optimizer = make_optimizer(config.train_config())
+    grad_fn = jax.grad(_batch_loss)
+
+    def train(key: jax.Array, logs: SlateLogs) -> dict:
+        n = logs.lists.shape[0]
+        if n < config.batch_size:
+            raise InputError("logs", f"expected at least batch_size = {config.batch_size} rows, got {n}")
+        n_batches = n // config.batch_size
+
+        def minibatch(carry, rows):
+            params, opt_state, key = carry
+            key, loss_key = jax.random.split(key)
+            batch = jax.tree.map(lambda column: column[rows], logs)
+            grads = grad_fn(params, config, model, batch, item_features, loss_key)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (jax.tree.map(jnp.add, params, updates), opt_state, key), None
+
+        def epoch(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, n)[: n_batches * config.batch_size]
+            carry, _ = jax.lax.scan(minibatch, carry, order.reshape(n_batches, config.batch_size))
+            return carry, None
+
+        init_key, loss_key, shuffle_key = jax.random.split(key, 3)
+        params = model.init(init_key, logs.context.shape[1], item_features.shape[1])
+        carry = (params, optimizer.init(params), loss_key)
+        (params, _, _), _ = jax.lax.scan(epoch, carry, jax.random.split(shuffle_key, config.epochs))
+        return params
+
+    return train
