@@ -121,6 +121,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         n_bootstrap=args.n_bootstrap,
         progress=_say,
     )
+    return _write_evaluation(evaluation, args)
+
+
+def _write_evaluation(evaluation, args: argparse.Namespace) -> int:
+    """Prints an evaluation's table and writes its ``--json`` and ``--plot`` files; exit code 0."""
     _say(evaluation.table())
     if args.json is not None:
         write_file(args.json, jsonio.dumps(evaluation.to_dict(), indent=2), argument="json")
@@ -148,14 +153,7 @@ def _evaluate_slate(args: argparse.Namespace) -> int:
         n_bootstrap=args.n_bootstrap,
         progress=_say,
     )
-    _say(evaluation.table())
-    if args.json is not None:
-        write_file(args.json, jsonio.dumps(evaluation.to_dict(), indent=2), argument="json")
-        _say(f"wrote {args.json}")
-    if args.plot is not None:
-        evaluation.plot(args.plot)
-        _say(f"wrote {args.plot}")
-    return 0
+    return _write_evaluation(evaluation, args)
 
 
 def _recommend(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "ESTIMATORS",
     "Lambdas",
     "applicable_estimators",
+    "column_mean_intervals",
     "estimates_from_terms",
     "estimator_terms",
     "logged_estimates",
@@ -349,6 +350,39 @@ def validation_estimates(
     return estimates_from_terms(w, logs.reward, jnp.sum(pi * q_hat, axis=-1), take_logged(q_hat, logs.action))
 
 
+def column_mean_intervals(
+    table: jax.Array, estimates, influence: jax.Array, key: jax.Array | None, n_bootstrap: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Standard errors and 95% bootstrap percentile bounds of estimates that are functions of
+    column means (the estimator core's form).
+
+    Args:
+      table: ``[n, C]`` per-row columns; ``estimates(means [C]) -> [E]`` the estimates of their means.
+      influence: ``[n, E]`` per-row influence terms (the delta method's), whose ``std / sqrt(n)``
+        is the standard error.
+      key: the bootstrap's key, or None (bounds NaN).
+      n_bootstrap: resamples (static), each a count-weighted mean of the rows, run in batches of
+        at most ``2^22`` resample x row cells.
+
+    Returns:
+      ``(stderr [E], low [E], high [E])``.
+    """
+    n = table.shape[0]
+    stderr = jnp.std(influence, axis=0, ddof=1) / jnp.sqrt(n)
+    if key is None:
+        nan = jnp.full_like(stderr, jnp.nan)
+        return stderr, nan, nan
+
+    def resample(k):  # one bootstrap resample as count-weighted column means
+        counts = jnp.zeros(n, table.dtype).at[jax.random.randint(k, (n,), 0, n)].add(1)
+        return estimates(counts @ table / n)
+
+    batch = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS // n))
+    stats = jax.lax.map(resample, jax.random.split(key, n_bootstrap), batch_size=batch)  # [B, E]
+    low, high = jnp.quantile(stats, jnp.array([0.025, 0.975]), axis=0)
+    return stderr, low, high
+
+
 @functools.partial(jax.jit, static_argnames=("names", "n_bootstrap"))
 def logged_estimates(pi, action, reward, pscore, lambdas, q_hat, pi_b, category, key, *, names, n_bootstrap):
     """The estimates ``names`` from logs, unchecked (jitted; :func:`towerjax.evaluation.off_policy_estimates`
@@ -369,19 +403,7 @@ def logged_estimates(pi, action, reward, pscore, lambdas, q_hat, pi_b, category,
     w, direct, q_logged, w_e = _row_inputs(pi, action, pscore, q_hat, pi_b, category)
     cols = _columns(w, reward, direct, q_logged, w_e, lambdas, names)
     table, estimates, value, influence = _delta_method(cols, names)
-    n = table.shape[0]
-    stderr = jnp.std(influence, axis=0, ddof=1) / jnp.sqrt(n)
-    if key is None:
-        low = high = jnp.full_like(value, jnp.nan)
-    else:
-
-        def resample(k):  # one bootstrap resample as count-weighted column means
-            counts = jnp.zeros(n, table.dtype).at[jax.random.randint(k, (n,), 0, n)].add(1)
-            return estimates(counts @ table / n)
-
-        batch = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS // n))
-        stats = jax.lax.map(resample, jax.random.split(key, n_bootstrap), batch_size=batch)  # [B, E]
-        low, high = jnp.quantile(stats, jnp.array([0.025, 0.975]), axis=0)
+    stderr, low, high = column_mean_intervals(table, estimates, influence, key, n_bootstrap)
     diagnostics = weight_diagnostics(w), None if w_e is None else weight_diagnostics(w_e)
     return value, stderr, low, high, diagnostics
 

@@ -41,6 +41,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from towerjax.checks import InputError, check_positive_int
+from towerjax.evaluation.estimators import column_mean_intervals
 from towerjax.evaluation.off_policy import ROW_SUM_TOLERANCE
 from towerjax.evaluation.results import Z_95, Estimate, WeightDiagnostics, weight_diagnostics
 from towerjax.rows import safe_ratio
@@ -61,7 +62,6 @@ PSEUDO_INVERSE_NOTE = (
     "independently (Swaminathan et al. 2017); it weights the whole list's reward sum_k alpha_k r_k"
 )
 
-_BOOTSTRAP_CELLS = 1 << 22  # resamples x rows held at once in the bootstrap
 
 _WEIGHTS = {  # estimator -> the weights it needs: "list" (w_i), "item" (w_ik) or "cascade" (w_i,1:k)
     "sips": "list",
@@ -252,19 +252,7 @@ def _estimates(lists, reward, pscores, evaluation, q_hat, action_dist, alpha, ke
     )
     cols = _columns(reward, w, w_item, w_cascade, q_logged, direct, alpha, names)
     table, estimates, value, influence = _delta_method(cols, names, alpha)
-    n = table.shape[0]
-    stderr = jnp.std(influence, axis=0, ddof=1) / jnp.sqrt(n)
-    if key is None:
-        low = high = jnp.full_like(value, jnp.nan)
-    else:
-
-        def resample(k):  # one bootstrap resample as count-weighted column means
-            counts = jnp.zeros(n, table.dtype).at[jax.random.randint(k, (n,), 0, n)].add(1)
-            return estimates(counts @ table / n)
-
-        batch = max(1, min(n_bootstrap, _BOOTSTRAP_CELLS // n))
-        stats = jax.lax.map(resample, jax.random.split(key, n_bootstrap), batch_size=batch)  # [B, E]
-        low, high = jnp.quantile(stats, jnp.array([0.025, 0.975]), axis=0)
+    stderr, low, high = column_mean_intervals(table, estimates, influence, key, n_bootstrap)
     per_position = jax.vmap(weight_diagnostics, in_axes=1)  # [n, K] -> diagnostics with [K] fields
     diagnostics = (
         None if w is None else weight_diagnostics(w),

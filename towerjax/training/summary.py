@@ -60,6 +60,7 @@ def seeds_summary(record: dict) -> str:
     rate = record["seed_steps"] / record["seconds_train"]
     lines.append(
         f"  compile {record['seconds_compile']:.1f}s, train {record['seconds_train']:.1f}s "
-        f"({rate:.0f} seed-steps/s on {record['devices']} device(s))"
+        + (f"({rate:.0f}" if rate >= 10 else f"({rate:.2g}")
+        + f" seed-steps/s on {record['devices']} device(s))"
     )
     return "\n".join(lines)
