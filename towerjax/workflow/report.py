@@ -24,7 +24,7 @@ from towerjax.evaluation import Z_95, weight_diagnostics
 from towerjax.features import Features
 from towerjax.tables import FrameEncoding, is_missing
 from towerjax.training import VALIDATION_DR_PAIRS
-from towerjax.training.search import search_summary
+from towerjax.training.search_report import search_summary
 from towerjax.workflow.io import object_column, plain_id, save_figure
 
 __all__ = [
@@ -385,7 +385,7 @@ def fit_summary(report: dict, *, features: bool = True) -> str:
 
 def search_lines(search: dict) -> list[str]:
     """The search's lines of :func:`fit_summary`: what was searched, the table and verdict lines
-    (:func:`~towerjax.training.search.search_summary`), and the objectives the budget skipped.
+    (:func:`~towerjax.training.search_report.search_summary`), and the objectives the budget skipped.
     ``search`` is ``report["search"]``, in memory or read back from ``report.json``."""
     candidates = search["candidates"]
     objectives: dict[str, int] = {}
