@@ -82,6 +82,7 @@ from harness import (
     environment,
     log,
     proc_status,
+    scanned_update_steps,
     sig,
     timed,
     write_records,
@@ -612,30 +613,7 @@ def run_api(args: argparse.Namespace, records: list[dict]) -> None:
     # the data, as training runs it (one compiled call per block of steps, buffers reused);
     # also the same step jitted alone and called from a Python loop (fresh buffers per call).
     def scanned_steps(config_b: TrainConfig):
-        update = make_update_step(config_b)
-
-        def run(params, opt_state, data, proposal, rows, key):
-            def body(state, inputs):
-                index, step_key = inputs
-                batch = Batch(
-                    data=LoggedData(
-                        context=take(data.context, index),
-                        action_context=data.action_context,
-                        action=data.action[index],
-                        reward=data.reward[index],
-                        pscore=data.pscore[index],
-                    ),
-                    mask=jnp.ones(index.shape[0], jnp.float32),
-                    proposal=proposal,
-                )
-                params, opt_state, metrics = update(*state, batch, step_key)
-                return (params, opt_state), metrics["loss"]
-
-            keys = jax.random.split(key, rows.shape[0])
-            (params, opt_state), loss = jax.lax.scan(body, (params, opt_state), (rows, keys))
-            return params, opt_state, loss
-
-        return jax.jit(run, donate_argnums=(0, 1))
+        return scanned_update_steps(make_update_step(config_b))
 
     rng = np.random.default_rng(0)
     cases = {}

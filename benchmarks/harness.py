@@ -44,9 +44,11 @@ __all__ = [
     "emit",
     "environment",
     "log",
+    "logged_batch",
     "max_rss_bytes",
     "median",
     "proc_status",
+    "scanned_update_steps",
     "seconds_per_call",
     "sig",
     "timed",
@@ -293,3 +295,46 @@ def child_json(
         env=env,
     )
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+# --------------------------------------------------------------------------- update steps
+
+
+def logged_batch(data: Any, rows: Any, proposal: Any = None) -> Any:
+    """The :class:`towerjax.training.Batch` of ``data``'s events ``rows`` ``[B]`` (all real, every item)."""
+    import jax.numpy as jnp
+
+    from towerjax.data import LoggedData
+    from towerjax.features import take
+    from towerjax.training import Batch
+
+    return Batch(
+        data=LoggedData(
+            context=take(data.context, rows),
+            action_context=data.action_context,
+            action=data.action[rows],
+            reward=data.reward[rows],
+            pscore=data.pscore[rows],
+        ),
+        mask=jnp.ones(rows.shape[0], jnp.float32),
+        proposal=proposal,
+    )
+
+
+def scanned_update_steps(update: Callable) -> Callable:
+    """``jit((params, opt_state, data, proposal, rows [S, B], key) -> (params, opt_state, loss [S]))``:
+    the update step ``update`` (:func:`towerjax.training.make_update_step`) under ``lax.scan`` over
+    ``S`` pre-drawn minibatches, as training runs it (one compiled call per block; state donated)."""
+    import jax
+
+    def run(params, opt_state, data, proposal, rows, key):
+        def body(state, inputs):
+            index, step_key = inputs
+            params, opt_state, metrics = update(*state, logged_batch(data, index, proposal), step_key)
+            return (params, opt_state), metrics["loss"]
+
+        keys = jax.random.split(key, rows.shape[0])
+        (params, opt_state), loss = jax.lax.scan(body, (params, opt_state), (rows, keys))
+        return params, opt_state, loss
+
+    return jax.jit(run, donate_argnums=(0, 1))

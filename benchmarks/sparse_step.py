@@ -44,7 +44,7 @@ import sys
 import time
 
 import numpy as np
-from harness import emit, environment, log, sig, timed, write_records, xla_memory
+from harness import emit, environment, log, scanned_update_steps, sig, timed, write_records, xla_memory
 
 USERS, COUNTRIES, DEVICES_N, GENRES = 100_000, 20, 4, 30
 
@@ -102,9 +102,9 @@ def _case(jax, label: str, config, context, items, rng, args) -> dict:
     import jax.numpy as jnp
 
     from towerjax.data import LoggedData
-    from towerjax.features import feature_spec, take
+    from towerjax.features import feature_spec
     from towerjax.large_softmax import item_proposal, uniform_log_q
-    from towerjax.training import Batch, make_optimizer, make_update_step
+    from towerjax.training import make_optimizer, make_update_step
 
     n, n_items = context.n_rows, items.n_rows
     data = LoggedData(
@@ -117,30 +117,9 @@ def _case(jax, label: str, config, context, items, rng, args) -> dict:
     proposal = None if config.sampled_softmax is None else item_proposal(uniform_log_q(n_items))
     update = make_update_step(config)
 
-    def run(params, opt_state, data, proposal, rows, key):
-        def body(state, inputs):
-            index, step_key = inputs
-            batch = Batch(
-                data=LoggedData(
-                    context=take(data.context, index),
-                    action_context=data.action_context,
-                    action=data.action[index],
-                    reward=data.reward[index],
-                    pscore=data.pscore[index],
-                ),
-                mask=jnp.ones(index.shape[0], jnp.float32),
-                proposal=proposal,
-            )
-            params, opt_state, metrics = update(*state, batch, step_key)
-            return (params, opt_state), metrics["loss"]
-
-        keys = jax.random.split(key, rows.shape[0])
-        (params, opt_state), loss = jax.lax.scan(body, (params, opt_state), (rows, keys))
-        return params, opt_state, loss
-
     params = config.model.init(jax.random.key(0), feature_spec(context), feature_spec(items))
     state = [params, make_optimizer(config).init(params)]
-    scan = jax.jit(run, donate_argnums=(0, 1))
+    scan = scanned_update_steps(update)
     one = jnp.asarray(rng.integers(0, n, (1, args.batch_size)))
     start = time.perf_counter()
     compiled_one = scan.lower(*state, data, proposal, one, jax.random.key(1)).compile()

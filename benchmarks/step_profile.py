@@ -49,12 +49,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from harness import emit, environment, log, median, sig, write_records
+from harness import emit, environment, log, logged_batch, median, sig, write_records
 
 from towerjax.data import LoggedData
-from towerjax.features import Features, Table, feature_spec, take
+from towerjax.features import Features, Table, feature_spec
 from towerjax.large_softmax import item_proposal, uniform_log_q
-from towerjax.training import Batch, TrainConfig, make_optimizer, make_update_step, objective_loss
+from towerjax.training import TrainConfig, make_optimizer, make_update_step, objective_loss
 
 
 def _parse(argv=None) -> argparse.Namespace:
@@ -111,20 +111,6 @@ def seed_data(rng: np.random.Generator, n: int = 15_000) -> LoggedData:
     )
 
 
-def _batch(data: LoggedData, rows: jax.Array, proposal) -> Batch:
-    return Batch(
-        data=LoggedData(
-            context=take(data.context, rows),
-            action_context=data.action_context,
-            action=data.action[rows],
-            reward=data.reward[rows],
-            pscore=data.pscore[rows],
-        ),
-        mask=jnp.ones(rows.shape[0], jnp.float32),
-        proposal=proposal,
-    )
-
-
 def _optimizer(config: TrainConfig, variant: str) -> optax.GradientTransformation:
     if variant == "flatten":
         return optax.flatten(make_optimizer(config))
@@ -149,7 +135,7 @@ def _programs(config: TrainConfig, variant: str, data: LoggedData, proposal, see
 
         def body(total, inputs):
             index, key = inputs
-            return total + objective_loss(config, params, _batch(data, index, proposal), key), None
+            return total + objective_loss(config, params, logged_batch(data, index, proposal), key), None
 
         total, _ = jax.lax.scan(body, jnp.zeros(()), (rows, keys))
         return total
@@ -160,7 +146,7 @@ def _programs(config: TrainConfig, variant: str, data: LoggedData, proposal, see
         def body(total, inputs):
             index, key = inputs
             loss, grads = jax.value_and_grad(objective_loss, argnums=1)(
-                config, params, _batch(data, index, proposal), key
+                config, params, logged_batch(data, index, proposal), key
             )
             return total + loss + sum(jnp.sum(g) for g in jax.tree.leaves(grads)), None
 
@@ -182,7 +168,7 @@ def _programs(config: TrainConfig, variant: str, data: LoggedData, proposal, see
     def step(state, rows, keys):
         def body(carry, inputs):
             index, key = inputs
-            params, opt_state, metrics = update_step(*carry, _batch(data, index, proposal), key)
+            params, opt_state, metrics = update_step(*carry, logged_batch(data, index, proposal), key)
             return (params, opt_state), metrics["loss"]
 
         return jax.lax.scan(body, state, (rows, keys))[0]
