@@ -164,12 +164,14 @@ def validation_rows(key: jax.Array, n: int, fraction: float) -> tuple[jax.Array,
     return order[: n - n_validation], order[n - n_validation :]
 
 
-def validates_dr(config: TrainConfig, validation: LoggedData) -> bool:
-    """Whether the DR validation estimate is computed (``TrainConfig.validation_dr``)."""
+def validates_dr(config: TrainConfig, validation: LoggedData, n_rows: int | None = None) -> bool:
+    """Whether the DR validation estimate is computed (``TrainConfig.validation_dr``) on
+    ``validation``'s items and its rows (or ``n_rows`` of them, before the split is drawn)."""
     if config.validation_dr is not None:
         return config.validation_dr
     needed = config.select is not None and config.select.startswith("dr")
-    return needed or validation.n_rounds * validation.n_actions <= VALIDATION_DR_PAIRS
+    n_rows = validation.n_rounds if n_rows is None else n_rows
+    return needed or n_rows * validation.n_actions <= VALIDATION_DR_PAIRS
 
 
 def prepare_logs(

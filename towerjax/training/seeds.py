@@ -30,7 +30,7 @@ from towerjax.objectives import Objective
 from towerjax.reward_model import distinct_contexts
 from towerjax.synthetic import SyntheticProblem
 from towerjax.training.config import TRACED_FIELDS, TrainConfig
-from towerjax.training.loop import TrainResult, make_train
+from towerjax.training.loop import TrainResult, make_train, validates_dr
 from towerjax.training.parallel import put_sharded, seed_sharding, to_host
 
 __all__ = [
@@ -408,7 +408,7 @@ def _distinct_contexts(config: TrainConfig, data: LoggedData | None, validation:
         return None
     scored = config.objective.needs_q_hat and config.sampled_softmax is None
     split = validation is None and config.validation_fraction > 0  # validation rows of data
-    validated = split and config.validation_dr is not False
+    validated = split and validates_dr(config, data, round(config.validation_fraction * data.n_rounds))
     return distinct_contexts(data.context) if scored or validated else None
 
 
