@@ -44,11 +44,13 @@ reward model ``q_hat_k(c, b) = theta_k rho~(c, b)`` with ``rho~ = sigmoid(logit(
 fixed misspecified model, independent of the logs, as a cross-fitted one is). Under position-based
 clicks SIPS, IIPS, RIPS and cascade-DR are all unbiased; coverage of each interval, goal 0.93-0.97.
 
-``slope`` (issue 25): SLOPE's choice of an IPS cap (:func:`towerjax.evaluation.choose_estimator`,
+``slope`` (issue 25): the choice of an IPS cap (:func:`towerjax.evaluation.choose_estimator`,
 family ``ipw-cap``, ``mean(min(w, lambda) r)``, a fixed grid ``inf, 1024, 1024 / f, ..., 1`` (factor
-``f = --slope-factor``, default ``sqrt 2``) so every replication chooses among the same caps) on the main cells' logs and policies,
-against the oracle-best cap: the one with the smallest mean squared error against ``V(pi)`` over the
-replications. One line per cell: both MSEs, their ratio (goal <= 1.1) and how often each cap was chosen.
+``f = --slope-factor``, default ``sqrt 2``) so every replication chooses among the same caps) by each rule
+of ``towerjax.evaluation.selection.RULES`` (``slope-mse``, the default, and plain ``slope``) on the main
+cells' logs and policies, against the oracle-best cap: the one with the smallest mean squared error
+against ``V(pi)`` over the replications. One line per cell and rule: both MSEs, their ratio (goal <= 1.1)
+and how often each cap was chosen.
 No reward model is fitted, so this section is cheap.
 
 Each (cell, estimator) gives one JSON line on stdout (``"kind": "coverage"``): coverage of
@@ -537,12 +539,13 @@ def _run_slate(args, writer: _Writer, key) -> None:
 
 
 def _run_slope(args, writer: _Writer, truths: dict, problems: dict, key) -> None:
-    """SLOPE's cap vs the oracle-best cap (MSE against ``V(pi)``) on the main cells' logs and policies."""
+    """Each rule of :data:`towerjax.evaluation.selection.RULES` (SLOPE-MSE, plain SLOPE) choosing a cap vs
+    the oracle-best cap (MSE against ``V(pi)``) on the main cells' logs and policies."""
     import jax
     import numpy as np
 
     from towerjax.evaluation import choose_estimator
-    from towerjax.evaluation.selection import family_terms
+    from towerjax.evaluation.selection import RULES, family_terms
 
     caps = slope_caps(args.slope_factor)
     for i, n in enumerate(args.sizes):
@@ -555,35 +558,41 @@ def _run_slope(args, writer: _Writer, truths: dict, problems: dict, key) -> None
                 truth = truths[policy][0]
                 rows = np.arange(n)
                 member = np.empty((args.replications, len(caps)))
-                chosen_value, chosen_cap = np.empty(args.replications), np.empty(args.replications)
+                chosen_value = {rule: np.empty(args.replications) for rule in RULES}
+                chosen_cap = {rule: np.empty(args.replications) for rule in RULES}
                 for r in range(args.replications):
                     w = pi[r][rows, logs["action"][r]] / logs["pscore"][r]
                     member[r] = family_terms("ipw-cap", w, logs["reward"][r], caps).mean(axis=1)
-                    choice = choose_estimator(w, logs["reward"][r], family="ipw-cap", lambdas=caps)
-                    chosen_value[r], chosen_cap[r] = choice.estimate.value, choice.lambda_
+                    for rule in RULES:
+                        choice = choose_estimator(
+                            w, logs["reward"][r], family="ipw-cap", lambdas=caps, rule=rule
+                        )
+                        chosen_value[rule][r], chosen_cap[rule][r] = choice.estimate.value, choice.lambda_
                 mse = np.mean((member - truth) ** 2, axis=0)
                 best = int(np.argmin(mse))
-                mse_slope = float(np.mean((chosen_value - truth) ** 2))
-                picked, counts = np.unique(chosen_cap, return_counts=True)
-                writer.emit(
-                    {
-                        "kind": "slope",
-                        "section": "slope",
-                        "n": n,
-                        "logging": logging,
-                        "policy": policy,
-                        "truth": truth,
-                        "replications": args.replications,
-                        "mse_slope": mse_slope,
-                        "mse_oracle": float(mse[best]),
-                        "oracle_cap": caps[best],
-                        "mse_ipw": float(mse[0]),
-                        "ratio": mse_slope / float(mse[best]),
-                        "goal": SLOPE_GOAL,
-                        "chosen_caps": {f"{c:.4g}": int(k) for c, k in zip(picked, counts, strict=True)},
-                        "seconds": round(time.perf_counter() - start, 1),
-                    }
-                )
+                for rule in RULES:
+                    mse_rule = float(np.mean((chosen_value[rule] - truth) ** 2))
+                    picked, counts = np.unique(chosen_cap[rule], return_counts=True)
+                    writer.emit(
+                        {
+                            "kind": "slope",
+                            "section": "slope",
+                            "rule": rule,
+                            "n": n,
+                            "logging": logging,
+                            "policy": policy,
+                            "truth": truth,
+                            "replications": args.replications,
+                            "mse_chosen": mse_rule,
+                            "mse_oracle": float(mse[best]),
+                            "oracle_cap": caps[best],
+                            "mse_ipw": float(mse[0]),
+                            "ratio": mse_rule / float(mse[best]),
+                            "goal": SLOPE_GOAL,
+                            "chosen_caps": {f"{c:.4g}": int(k) for c, k in zip(picked, counts, strict=True)},
+                            "seconds": round(time.perf_counter() - start, 1),
+                        }
+                    )
                 writer.flush()
                 print(f"done slope n={n} {logging} {policy}", file=sys.stderr, flush=True)
 
@@ -605,14 +614,14 @@ def slate_tables(records: list[dict]) -> str:
     slope = [r for r in records if r.get("kind") == "slope"]
     if slope:
         out.append(
-            f"\nslope: SLOPE's cap vs the oracle-best cap, MSE against V (goal ratio <= {SLOPE_GOAL})\n"
+            f"\nslope: the chosen cap vs the oracle-best cap, MSE against V (goal ratio <= {SLOPE_GOAL})\n"
         )
-        out.append("| cell | MSE SLOPE | MSE oracle (cap) | MSE ipw | ratio |")
-        out.append("|---|---|---|---|---|")
+        out.append("| cell | rule | MSE chosen | MSE oracle (cap) | MSE ipw | ratio |")
+        out.append("|---|---|---|---|---|---|")
         for r in slope:
             mark = "" if r["ratio"] <= SLOPE_GOAL else "*"
             out.append(
-                f"| n={r['n']} {r['logging']} {r['policy']} | {r['mse_slope']:.3g} | "
+                f"| n={r['n']} {r['logging']} {r['policy']} | {r['rule']} | {r['mse_chosen']:.3g} | "
                 f"{r['mse_oracle']:.3g} ({r['oracle_cap']:.4g}) | {r['mse_ipw']:.3g} | {r['ratio']:.3f}{mark} |"
             )
     return "\n".join(out)

@@ -7,9 +7,12 @@ defaults, the seeds in one ``jax.jit(jax.vmap(train))``. Its exact value on a fi
 contexts (:func:`towerjax.slate_synthetic.exact_list_value`) is compared with the logging policy's and
 the best lists' on the same contexts: ``gap_closed = (V(pi) - V(pi_0)) / (V(best) - V(pi_0))``, mean and
 standard error over seeds; the deterministic top-K lists of the learned scores are reported beside it.
+``cascade-dr`` cross-fits its position-aware reward model (:class:`towerjax.SlateRewardModel`, the
+default :class:`towerjax.RewardModelConfig`, 2 folds over lists) on each seed's logs before the epochs.
 
     python benchmarks/list_learning.py                     # defaults, about 3 minutes on 2 busy cores
     python benchmarks/list_learning.py --seeds 10 --objectives sniips,naive
+    python benchmarks/list_learning.py --objectives cascade-dr,snrips --logging-beta 1.0
     python benchmarks/list_learning.py --logging-beta 1 --temperature 1 --iips-samples 16   # sensitivity
 
 One JSON line per objective on stdout; progress on stderr.
@@ -18,6 +21,7 @@ One JSON line per objective on stdout; progress on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -49,6 +53,9 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=ListTrainConfig.temperature)
     parser.add_argument("--iips-samples", type=int, default=None, help="sampled marginals for iips/sniips")
     parser.add_argument("--logging-beta", type=float, default=None, help="the logger's inverse temperature")
+    parser.add_argument(
+        "--reward-epochs", type=int, default=None, help="cascade-dr: its reward model's epochs [default 10]"
+    )
     args = parser.parse_args()
 
     options = {} if args.logging_beta is None else {"logging_beta": args.logging_beta}
@@ -65,6 +72,9 @@ def main() -> None:
         config = ListTrainConfig(
             objective=name, epochs=args.epochs, temperature=args.temperature, iips_samples=args.iips_samples
         )
+        if args.reward_epochs is not None:
+            reward_model = dataclasses.replace(config.reward_model, epochs=args.reward_epochs)
+            config = dataclasses.replace(config, reward_model=reward_model)
         model = list_model(config)
         start = time.perf_counter()
         params = jax.block_until_ready(
@@ -91,6 +101,7 @@ def main() -> None:
             "temperature": config.temperature,
             "logging_beta": problem.logging_beta,
             "iips_samples": args.iips_samples if name in ("iips", "sniips") else None,
+            "reward_model": dataclasses.asdict(config.reward_model) if name == "cascade-dr" else None,
             "logging_value": round(v_log, 5),
             "best_value": round(v_best, 5),
             "value_mean": round(float(v_pl.mean()), 5),

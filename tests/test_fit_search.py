@@ -105,6 +105,14 @@ def test_report_json_has_the_search_table_with_the_logging_and_popularity_baseli
     why = report["validation"]["dr"]["skipped"]
     assert "60 validation rows x 4 items = 240 (row, item) pairs, above the limit of 100" in why
     assert why in report["notes"] and report["validation"]["snips"]["skipped"] is None
+    # "the estimate" of the chosen policy on the report rows (SLOPE-MSE within ipw-cap, the lower bound)
+    estimate = report["estimate"]
+    assert (estimate["rows"], estimate["n"]) == ("report", 60)
+    assert (
+        estimate["the_estimate"]["family"] == "ipw-cap"
+        and estimate["the_estimate"]["candidates"][0]["lambda"] == "inf"
+    )
+    assert set(estimate["lower_bound"]) == {"value", "clip", "delta", "method"}
 
 
 def test_the_command_line_prints_the_table_the_verdict_and_why_dr_was_skipped(searched):
@@ -115,6 +123,7 @@ def test_the_command_line_prints_the_table_the_verdict_and_why_dr_was_skipped(se
     assert "logging policy (on-policy mean reward)" in stdout and "popularity (item" in stdout
     assert "--validation-dr computes it anyway" in stdout  # the note's setting, named as the flag
     assert "note: training one configuration" not in stdout
+    assert f"the estimate on the 60 report rows: {report['estimate']['the_estimate']['name']} = " in stdout
 
 
 def test_the_saved_model_is_the_chosen_candidate_and_loads_and_recommends(searched):

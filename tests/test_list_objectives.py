@@ -10,6 +10,7 @@ import towerjax
 from towerjax import TwoTower
 from towerjax.evaluation.slate import slate_estimator_terms
 from towerjax.list_objectives import (
+    cascade_dr_list_loss,
     iips_list_loss,
     list_objective_loss,
     logged_position_marginals,
@@ -17,7 +18,13 @@ from towerjax.list_objectives import (
     rips_list_loss,
     sips_list_loss,
 )
-from towerjax.list_policy import exact_position_marginals, list_log_prob, position_log_probs, prefix_log_probs
+from towerjax.list_policy import (
+    exact_position_marginals,
+    list_log_prob,
+    next_item_log_probs,
+    position_log_probs,
+    prefix_log_probs,
+)
 
 MODEL = TwoTower(hidden_sizes=(8,), embedding_size=4)
 B, A, K, DX, DA = 6, 5, 3, 3, 4
@@ -126,6 +133,34 @@ def test_iips_gradient_equals_iips_estimator_gradient(batch, self_normalize):
     _assert_negated(grad, _estimator_grad(batch, name, weights))
 
 
+def test_cascade_dr_gradient_equals_cascade_dr_estimator_gradient(batch):
+    """Weights in score-function form plus the direct term through ``pi``: autodiff of slate.py's cascade-DR."""
+    params, x, items, lists, rewards, _, pscore_cascade, _ = batch
+    q_hat = jax.random.uniform(jax.random.key(7), (B, K, A))
+    grad = jax.grad(
+        lambda p: cascade_dr_list_loss(
+            _scores(p, x, items),
+            lists,
+            rewards,
+            pscore_cascade,
+            q_hat,
+            temperature=TAU,
+            position_weight=ALPHA,
+        )
+    )(params)
+
+    def weights(s):
+        return {
+            "w_cascade": jnp.exp(prefix_log_probs(s, lists, TAU)) / pscore_cascade,
+            "q_logged": jnp.take_along_axis(q_hat, lists[..., None], axis=-1)[..., 0],
+            "direct": jnp.sum(jnp.exp(next_item_log_probs(s, lists, TAU)) * q_hat, axis=-1),
+        }
+
+    estimate = _estimator_grad(batch, "cascade-dr", weights)
+    assert max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(estimate)) > 1e-3  # not trivially 0
+    _assert_negated(grad, estimate)
+
+
 def test_naive_gradient_is_clicked_position_log_likelihood(batch):
     params, x, items, lists, rewards, *_ = batch
     grad = jax.grad(
@@ -160,8 +195,11 @@ def test_objective_by_name_jit_and_errors(batch):
     params, x, items, lists, rewards, pscore, pscore_cascade, pscore_item = batch
     scores = _scores(params, x, items)
     given = {"pscore": pscore, "pscore_cascade": pscore_cascade, "pscore_item_position": pscore_item}
+    q_hat = jnp.full((B, K, A), 0.3)
+    given["q_hat"] = q_hat
     direct = {
         "sips": sips_list_loss(scores, lists, rewards, pscore),
+        "cascade-dr": cascade_dr_list_loss(scores, lists, rewards, pscore_cascade, q_hat),
         "snrips": rips_list_loss(scores, lists, rewards, pscore_cascade, self_normalize=True),
         "iips": iips_list_loss(scores, lists, rewards, pscore_item),
         "naive": naive_list_loss(scores, lists, rewards),
@@ -174,6 +212,10 @@ def test_objective_by_name_jit_and_errors(batch):
         np.testing.assert_allclose(jitted(scores), expected, rtol=1e-5)
     with pytest.raises(towerjax.checks.InputError, match="pscore_cascade"):
         list_objective_loss("rips", scores, lists, rewards, pscore=pscore)
+    with pytest.raises(towerjax.checks.InputError, match="q_hat"):
+        list_objective_loss("cascade-dr", scores, lists, rewards, pscore_cascade=pscore_cascade)
+    with pytest.raises(towerjax.checks.InputError, match="q_hat"):
+        cascade_dr_list_loss(scores, lists, rewards, pscore_cascade, q_hat[:, :, :2])
     with pytest.raises(towerjax.checks.InputError, match="name"):
         list_objective_loss("slope", scores, lists, rewards, **given)
     with pytest.raises(towerjax.checks.InputError, match="rewards"):

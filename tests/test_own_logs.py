@@ -22,6 +22,7 @@ from towerjax import own_logs
 from towerjax.checks import InputError
 from towerjax.cli import main
 from towerjax.evaluation import ESTIMATORS
+from towerjax.evaluation.selection import estimate_entry
 from towerjax.serving import load_model
 from towerjax.tables import EncodingOptions
 from towerjax.training import TrainConfig, validation_rows
@@ -193,6 +194,25 @@ def test_python_fit_reloads_to_the_same_scores_and_obp_action_dist(files, tmp_pa
     np.testing.assert_allclose(dist.sum(axis=1), 1.0, atol=1e-12)
     figure = own_logs.plot_curves(result.report)
     assert len(figure.axes) == 2
+    # "the estimate" of the kept seed on the validation rows: the rule towerjax evaluate uses, as by hand
+    held_out, estimate = result.validation, result.report["estimate"]
+    pi = result.policy.action_dist(held_out.context)[:, :, 0]
+    w = pi[np.arange(120), np.asarray(held_out.action)] / np.asarray(held_out.pscore, np.float64)
+    by_hand = estimate_entry(w, np.asarray(held_out.reward, np.float64))
+    assert (estimate["rows"], estimate["n"]) == ("validation", 120)
+    choice, expected = estimate["the_estimate"], by_hand["the_estimate"]
+    # training keeps no reward model's predictions for these rows: capped IPS
+    assert choice["family"] == "ipw-cap" and choice["rule"] == "slope-mse"
+    assert choice["name"] == expected["name"] and choice["reason"] == expected["reason"]
+    assert choice["estimate"]["value"] == pytest.approx(expected["estimate"]["value"], rel=1e-5)
+    assert estimate["lower_bound"]["value"] == pytest.approx(
+        by_hand["lower_bound"]["value"], rel=1e-5, abs=1e-6
+    )
+    line = (
+        f"  the estimate on the 120 validation rows: {choice['name']} = {choice['estimate']['value']:.4f} ["
+    )
+    assert any(entry.startswith(line) and "empirical Bernstein" in entry for entry in lines)
+    assert f"    why: {choice['reason']}" in result.summary()
 
 
 def test_numbers_stored_as_text_train_when_parsed_and_stay_parsed(files):

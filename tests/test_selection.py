@@ -10,7 +10,16 @@ from scipy.stats import t as student_t
 import towerjax as tj
 from towerjax.checks import InputError
 from towerjax.evaluation import Lambdas, estimator_terms
-from towerjax.evaluation.selection import SLOPE_C, default_grid, family_terms
+from towerjax.evaluation.bounds import default_clip, lower_bound_entry
+from towerjax.evaluation.selection import (
+    RULES,
+    SLOPE_C,
+    default_grid,
+    estimate_entry,
+    estimated_mse,
+    family_terms,
+    slope_mse,
+)
 
 
 def _terms(means, sds, n=400, seed=0):
@@ -43,6 +52,51 @@ def test_slope_takes_the_narrowest_estimate_consistent_with_every_wider_one():
     perm = [2, 0, 3, 1]
     index, order, _, _ = tj.slope(biased[perm])
     assert perm[index] == 1 and [perm[i] for i in order] == [0, 1, 2, 3]
+
+
+def test_slope_mse_takes_the_smallest_estimated_mse_among_the_members_slope_admits():
+    n = 400
+    sd0 = 0.02 * math.sqrt(n) / student_t.ppf(0.95, n - 1)  # widths 0.02, 0.0196, 0.0192
+    terms = _terms([1.0, 1.0, 1.04], [sd0, 0.98 * sd0, 0.96 * sd0])
+    # every member agrees (0.04 <= 0.0192 + C 0.02), so SLOPE takes the narrowest, biased by 0.04 ...
+    assert tj.slope(terms)[0] == 2
+    # ... where its squared bias, net of the noise of its difference to the widest, outweighs its variance
+    d = terms - terms[0]
+    by_hand = np.maximum(d.mean(1) ** 2 - d.var(1, ddof=1) / n, 0) + terms.var(1, ddof=1) / n
+    np.testing.assert_allclose(estimated_mse(terms, reference=0), by_hand, rtol=1e-12)
+    index, order, _, _, mses = slope_mse(terms)
+    assert index == 1 and order.tolist() == [0, 1, 2] and np.argmin(mses) == 1
+    np.testing.assert_allclose(mses, by_hand, rtol=1e-12)
+    # it never goes past SLOPE's choice: a member SLOPE stopped before is not admitted, however narrow
+    stopped = _terms([1.0, 1.0, 1.2], [sd0, 0.98 * sd0, 0.01 * sd0])
+    assert tj.slope(stopped)[0] == 1 and slope_mse(stopped)[0] in (0, 1)
+    # choose_estimator: slope-mse by default, plain SLOPE by name
+    rng = np.random.default_rng(4)
+    w, r = rng.exponential(size=300) * 3, (rng.random(300) < 0.3).astype(float)
+    caps = (math.inf, 8.0, 4.0, 2.0, 1.0)
+    members = family_terms("ipw-cap", w, r, caps)
+    default = tj.choose_estimator(w, r, lambdas=caps)
+    plain = tj.choose_estimator(w, r, lambdas=caps, rule="slope")
+    assert RULES == ("slope-mse", "slope") and (default.rule, plain.rule) == RULES
+    assert default.lambda_ == caps[slope_mse(members)[0]] and plain.lambda_ == caps[tj.slope(members)[0]]
+    assert "smallest estimated MSE" in default.reason and "smallest" not in plain.reason
+    assert default.to_dict()["candidates"][0]["mse"] == pytest.approx(default.mses[0])
+    with pytest.raises(InputError, match="rule"):
+        tj.choose_estimator(w, r, rule="lepski")
+
+
+def test_estimate_entry_is_the_choice_and_the_lower_bound_evaluate_reports():
+    rng = np.random.default_rng(5)
+    n = 200
+    w, r = rng.exponential(size=n) * 2, (rng.random(n) < 0.4).astype(float)
+    entry = estimate_entry(w, r)
+    assert entry["the_estimate"] == tj.choose_estimator(w, r).to_dict()
+    bound = entry["lower_bound"]
+    assert bound["clip"] == default_clip(n) and bound["delta"] == 0.05 and "Bernstein" in bound["method"]
+    assert bound["value"] == tj.bernstein_lower_bound(w, r, clip=default_clip(n))
+    q = rng.random(n)
+    assert estimate_entry(w, r, direct=q, q_logged=q)["the_estimate"]["family"] == "dr-os"
+    assert lower_bound_entry(w, r * 2) is None and estimate_entry(w, r * 2)["lower_bound"] is None
 
 
 def test_family_terms_are_the_estimators_terms():

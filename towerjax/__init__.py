@@ -24,6 +24,7 @@ from towerjax.evaluation import (
     slate_estimator_terms,
     slate_terms,
     slope,
+    slope_mse,
     summarize_terms,
     validation_estimates,
     weight_diagnostics,
@@ -43,6 +44,7 @@ from towerjax.large_softmax import (
 )
 from towerjax.list_objectives import (
     LIST_OBJECTIVES,
+    cascade_dr_list_loss,
     iips_list_loss,
     list_objective_loss,
     naive_list_loss,
@@ -56,10 +58,11 @@ from towerjax.list_policy import (
     position_log_probs,
     position_marginals,
     prefix_log_probs,
+    prefix_position_marginals,
     sample_lists,
     top_k_lists,
 )
-from towerjax.list_training import ListTrainConfig, make_list_train
+from towerjax.list_training import ListTrainConfig, make_list_epochs, make_list_train
 from towerjax.losses import (
     dr_loss,
     dr_os_loss,
@@ -101,10 +104,17 @@ from towerjax.policy import (
     slate_inclusion,
     slate_value,
 )
+from towerjax.position_rows import (
+    position_row_estimates,
+    position_row_loss,
+    position_row_marginals,
+    position_row_terms,
+)
 from towerjax.propensities import rating_logging_policy, rating_pscore
 from towerjax.retrieval import approx_top_k_items, boltzmann_slate, recall_at_k, top_k_items
 from towerjax.reward_model import RewardModel, RewardModelConfig
 from towerjax.serving import SavedPolicy, load_model, save_model
+from towerjax.slate_reward_model import SlateRewardModel
 from towerjax.synthetic import SyntheticProblem
 from towerjax.tables import (
     EncodingOptions,
@@ -166,6 +176,7 @@ __all__ = [
     "Search",
     "SearchResult",
     "SeedRunner",
+    "SlateRewardModel",
     "SubGaussianIPS",
     "SwitchDR",
     "SyntheticProblem",
@@ -182,6 +193,7 @@ __all__ = [
     "approx_top_k_items",
     "bernstein_lower_bound",
     "boltzmann_slate",
+    "cascade_dr_list_loss",
     "check_finite",
     "choose_estimator",
     "chosen_estimate",
@@ -207,6 +219,7 @@ __all__ = [
     "log_smoothing_ips_loss",
     "logged_column",
     "logged_data_from_frame",
+    "make_list_epochs",
     "make_list_train",
     "make_train",
     "make_update_step",
@@ -222,7 +235,12 @@ __all__ = [
     "popularity_log_q",
     "position_log_probs",
     "position_marginals",
+    "position_row_estimates",
+    "position_row_loss",
+    "position_row_marginals",
+    "position_row_terms",
     "prefix_log_probs",
+    "prefix_position_marginals",
     "rating_logging_policy",
     "rating_pscore",
     "recall_at_k",
@@ -245,6 +263,7 @@ __all__ = [
     "slate_terms",
     "slate_value",
     "slope",
+    "slope_mse",
     "subgaussian_ips_loss",
     "summarize_terms",
     "switch_dr_loss",

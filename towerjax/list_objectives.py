@@ -20,11 +20,15 @@ numerator is, so that ``grad L = -grad V_hat`` with the logger's propensities fi
   ``E [grad pi(b | x, a'_1:k-1) + pi(b | x, a'_1:k-1) grad log pi(a'_1:k-1 | x)]`` (the sampled prefix's
   log-probability is the score function). The per-position log-probability alone would drop how
   the earlier positions move item ``b``'s chance of reaching position ``k``, and is not the IIPS gradient.
+- ``cascade-dr`` (Kiyohara et al., WSDM 2022): the gradient of
+  ``mean_i sum_k alpha_k [w_i,1:k (r_ik - q_ik(a_ik)) + w_i,1:k-1 D_ik]``, ``D_ik = sum_b pi(b | x_i, a_i,1:k-1) q_ik(b)``,
+  with the reward model ``q`` fixed: the weights in score-function form and the direct term ``D`` through
+  ``pi`` (times its prefix weight, itself in score-function form);
 - ``naive``: the log-likelihood of clicked items at their positions, no off-policy correction:
   ``L = -(1/B) sum_i sum_k alpha_k r_ik log pi(a_ik | x_i, a_i,1:k-1)``.
 
 The estimators are :mod:`towerjax.evaluation.slate`'s (``sips``, ``snsips``, ``iips``, ``sniips``,
-``rips``, ``snrips``).
+``rips``, ``snrips``, ``cascade-dr``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from towerjax.rows import event_mask, masked_mean, safe_ratio
 
 __all__ = [
     "LIST_OBJECTIVES",
+    "cascade_dr_list_loss",
     "iips_list_loss",
     "list_objective_loss",
     "logged_position_marginals",
@@ -55,7 +60,7 @@ __all__ = [
     "sips_list_loss",
 ]
 
-LIST_OBJECTIVES = ("sips", "snsips", "iips", "sniips", "rips", "snrips", "naive")
+LIST_OBJECTIVES = ("sips", "snsips", "iips", "sniips", "rips", "snrips", "cascade-dr", "naive")
 """The list objectives :func:`list_objective_loss` knows, by the estimator whose gradient they follow."""
 
 
@@ -257,6 +262,56 @@ def iips_list_loss(
     return _position_surrogate(w, rewards, log_marginal, alpha, self_normalize, mask)
 
 
+def cascade_dr_list_loss(
+    scores: ArrayLike,
+    lists: ArrayLike,
+    rewards: ArrayLike,
+    pscore_cascade: ArrayLike,
+    q_hat: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    position_weight: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+) -> jax.Array:
+    """Cascade doubly robust surrogate: ``grad L = -grad`` of the cascade-DR estimate, ``pi_0`` and ``q_hat`` fixed.
+
+    .. math:: \\hat V = \\frac1B \\sum_i \\sum_k \\alpha_k \\big[w_{i,1:k} (r_{ik} - \\hat q_{ik}(a_{ik}))
+        + w_{i,1:k-1} D_{ik}\\big], \\quad D_{ik} = \\sum_b \\pi(b | x_i, a_{i,1:k-1}) \\hat q_{ik}(b)
+
+    .. math:: L = -\\frac1B \\sum_i \\sum_k \\alpha_k \\big[\\mathrm{sg}(w_{i,1:k}) (r_{ik} - \\hat q_{ik}(a_{ik}))
+        \\log \\pi(a_{i,1:k} | x_i) + \\mathrm{sg}(w_{i,1:k-1}) (\\mathrm{sg}(D_{ik}) \\log \\pi(a_{i,1:k-1} | x_i)
+        + D_{ik})\\big]
+
+    ``w_i,1:k`` the prefix weights (``w_i,1:0 = 1``, ``log pi(a_i,1:0) = 0``): ``grad w = w grad log pi``
+    (score function) and ``D`` carries the gradient of the policy's next-item distribution.
+
+    Args:
+      scores, lists, rewards, temperature, position_weight, mask: as :func:`sips_list_loss`.
+      pscore_cascade: ``[B, K]`` the logger's prefix probabilities ``pi_0(a_i1..a_ik | x_i)``.
+      q_hat: ``[B, K, A]`` ``q_hat_k(x_i, b)``, the reward model of item ``b`` at position ``k`` after the
+        logged prefix (cross-fitted, :class:`towerjax.slate_reward_model.SlateRewardModel`).
+
+    References:
+      Kiyohara et al., *Doubly robust off-policy evaluation for ranking policies under the cascade
+      behavior model*, WSDM 2022.
+    """
+    scores, lists, rewards, alpha = _check_slate(scores, lists, rewards, position_weight)
+    pscore_cascade = _check_pscore("pscore_cascade", pscore_cascade, lists.shape)
+    q_hat = _check_pscore("q_hat", q_hat, (*lists.shape, scores.shape[1]))
+    log_next = next_item_log_probs(scores, lists, temperature)  # [B, K, A]
+    log_position = jnp.take_along_axis(log_next, lists[..., None], axis=-1)[..., 0]
+    log_prefix = jnp.cumsum(log_position, axis=-1)  # log pi(a_1:k)
+    log_above = log_prefix - log_position  # log pi(a_1:k-1), 0 at k = 1
+    w = jax.lax.stop_gradient(jnp.exp(log_prefix) / pscore_cascade)  # w_1:k
+    w_above = jnp.concatenate([jnp.ones_like(w[:, :1]), w[:, :-1]], axis=1)  # w_1:k-1
+    q_logged = jnp.take_along_axis(q_hat, lists[..., None], axis=-1)[..., 0]
+    direct = jnp.sum(jnp.exp(log_next) * q_hat, axis=-1)  # D_ik, through pi
+    per_position = w * (rewards - q_logged) * log_prefix + w_above * (
+        jax.lax.stop_gradient(direct) * log_above + direct
+    )
+    return -masked_mean(per_position @ alpha, mask)
+
+
 def naive_list_loss(
     scores: ArrayLike,
     lists: ArrayLike,
@@ -292,12 +347,14 @@ def list_objective_loss(
     key: jax.Array | None = None,
     n_samples: int = 64,
     mask: ArrayLike | None = None,
+    q_hat: ArrayLike | None = None,
 ) -> jax.Array:
     """The loss of the objective ``name`` in :data:`LIST_OBJECTIVES`, given the propensities it needs.
 
     ``sips``/``snsips`` take ``pscore``, ``rips``/``snrips`` ``pscore_cascade``, ``iips``/``sniips``
     ``pscore_item_position``
-    (``key`` samples its marginals from ``n_samples`` lists a row; ``None`` enumerates), ``naive`` none.
+    (``key`` samples its marginals from ``n_samples`` lists a row; ``None`` enumerates), ``cascade-dr``
+    ``pscore_cascade`` and the reward model ``q_hat [B, K, A]``, ``naive`` none.
     """
     common = {"temperature": temperature, "position_weight": position_weight, "mask": mask}
     propensity = {"sips": "pscore", "rips": "pscore_cascade", "iips": "pscore_item_position"}
@@ -306,6 +363,11 @@ def list_objective_loss(
         raise InputError("name", f"expected one of {LIST_OBJECTIVES}, got {name!r}")
     if name == "naive":
         return naive_list_loss(scores, lists, rewards, **common)
+    if name == "cascade-dr":
+        for argument, value in (("pscore_cascade", pscore_cascade), ("q_hat", q_hat)):
+            if value is None:
+                raise InputError(argument, f"expected it for {name!r}")
+        return cascade_dr_list_loss(scores, lists, rewards, pscore_cascade, q_hat, **common)
     self_normalize = name.startswith("sn")
     base = name[2:] if self_normalize else name
     if given[propensity[base]] is None:

@@ -10,7 +10,8 @@ the softmax of the scores over the items not yet shown:
 (Plackett 1975; Luce 1959). Adding independent Gumbel noise to ``s / tau`` and taking the top ``K``
 samples it exactly (:func:`sample_lists`); ``tau -> 0`` gives the deterministic top-``K`` list
 (:func:`top_k_lists`). Position marginals ``P(a_k = b | x)`` have no closed form beyond ``k = 1``:
-:func:`exact_position_marginals` enumerates every list (small ``A`` and ``K``) and
+:func:`exact_position_marginals` enumerates every list (small ``A`` and ``K``),
+:func:`prefix_position_marginals` sums over the ``A^(K-1)`` prefixes only (``A = 80, K = 3``) and
 :func:`position_marginals` averages Gumbel-top-``K`` samples. The single-action policy is
 :mod:`towerjax.policy`; the estimators that use these quantities are :mod:`towerjax.evaluation.slate`.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "position_log_probs",
     "position_marginals",
     "prefix_log_probs",
+    "prefix_position_marginals",
     "sample_lists",
     "top_k_lists",
 ]
@@ -244,3 +246,60 @@ def exact_position_marginals(scores: ArrayLike, k: int, temperature: float = 1.0
 
     probs = jax.vmap(list_probs, out_axes=1)(lists)  # [B, L]
     return jnp.einsum("bl,lka->bka", probs, jax.nn.one_hot(lists, n_items, dtype=probs.dtype))
+
+
+def prefix_position_marginals(scores: ArrayLike, k: int, temperature: float = 1.0) -> jax.Array:
+    """Exact position marginals ``P(a_k = b | x)`` ``[B, K, A]`` by summing over the prefixes before ``k``.
+
+    With ``p = softmax(s / tau)`` and a prefix ``c = (c_1..c_{j})`` of distinct items, Plackett-Luce
+    puts ``b`` next with probability ``p_b / (1 - p_{c_1} - ... - p_{c_j})``, so
+
+    .. math:: P(a_{j+1} = b | x) = p_b \\sum_{c \\not\\ni b} \\frac{\\pi(c | x)}{1 - \\sum_i p_{c_i}}
+        = p_b \\Big(T - \\sum_{i \\le j} \\sum_{c: c_i = b} f(c)\\Big), \\quad f(c) = \\frac{\\pi(c | x)}{1 - \\sum_i p_{c_i}}
+
+    with ``T = sum_c f(c)``: a prefix holds ``b`` at most once, so the prefixes holding ``b`` split by
+    the position that holds it. Memory and time ``[B, A^(K-1)]`` (``A = 80, K = 3``: 6,400 a row),
+    against ``[B, A! / (A - K)!]`` for :func:`exact_position_marginals`; differentiable. Exact up to
+    rounding: the difference ``T - ...`` loses about ``eps * T`` in absolute terms (float32: ~1e-6 for an
+    item that nearly always fills an earlier position), and ``1 - sum_i p_{c_i}`` loses precision as it
+    nears 0 (a policy nearly deterministic over its top items): compute in float64 there.
+
+    Args:
+      scores: ``[B, A]`` scores.
+      k: list length ``1 <= K <= A`` with ``A^(K-1) <=`` :data:`MAX_ENUMERATED_LISTS`.
+      temperature: ``tau > 0``.
+
+    >>> p = prefix_position_marginals(jnp.log(jnp.array([[2.0, 1.0, 1.0]])), 2)
+    >>> [round(float(v), 4) for v in p[0, 1]]  # b = 0: 1/4 * 2/3 + 1/4 * 2/3
+    [0.3333, 0.3333, 0.3333]
+    """
+    scores = _check_scores(scores)
+    n_items = scores.shape[1]
+    k = _check_k(k, n_items)
+    check_temperature(temperature)
+    if n_items ** (k - 1) > MAX_ENUMERATED_LISTS:
+        raise InputError(
+            "k",
+            f"expected at most {MAX_ENUMERATED_LISTS} prefixes to sum over, got {n_items}^({k}-1) = {n_items ** (k - 1)}",
+        )
+    p = jax.nn.softmax(scores / temperature, axis=-1)  # [B, A]
+    floor = jnp.finfo(p.dtype).eps  # 1 - sum_i p_{c_i} below it is rounding
+    other = 1 - jnp.eye(n_items, dtype=p.dtype)  # other[c, b]: c != b
+    marginals = [p]
+    # [B, A^j] (axes 1..j for c_1..c_j): pi(c | x), sum_i p_{c_i}, and [1, A^j] whether c is distinct
+    prefix, shown, distinct = p, p, jnp.ones((1, n_items), bool)
+    for j in range(1, k):
+        axes = tuple(range(1, j + 1))
+        f = prefix / jnp.where(distinct, jnp.maximum(1 - shown, floor), 1)  # no 0/0 in the gradient
+        total = jnp.sum(f, axis=axes)  # [B]
+        holding = sum(jnp.sum(f, axis=tuple(a for a in axes if a != i)) for i in axes)  # [B, A]
+        marginals.append(p * jnp.maximum(total[:, None] - holding, 0))  # >= 0 despite rounding
+        if j + 1 < k:  # extend every prefix by one item it does not hold
+            new = p.reshape((p.shape[0],) + (1,) * j + (n_items,))
+            differs = math.prod(
+                jnp.expand_dims(other, tuple(a for a in range(j + 1) if a != i)) for i in axes
+            )  # [1] + [A]*j + [A]: the new item differs from every c_i
+            distinct = distinct[..., None] & (differs > 0)
+            prefix = f[..., None] * new * differs
+            shown = shown[..., None] + new
+    return jnp.stack(marginals, axis=1)

@@ -321,23 +321,34 @@ class RewardModel:
         rank = jnp.zeros(n, jnp.int32).at[by_fold].set(jnp.arange(n, dtype=jnp.int32))
         return table, fold * size + rank - start[fold]
 
-    def fold_fits(self, key: jax.Array, data: LoggedData) -> FoldFits:
+    def fold_fits(self, key: jax.Array, data: LoggedData, *, group_size: int = 1) -> FoldFits:
         """The fits of :meth:`cross_fit` without its ``[n, A]`` predictions: the ``K`` models
         and each row's fold (the same models and folds for the same key), so a caller scores
         row ``i`` on any items with ``params[fold[i]]``. ``folds=1``: one model fitted on every
-        row (in-sample), fold 0 for all."""
+        row (in-sample), fold 0 for all.
+
+        ``group_size`` ``g``: the rows come in consecutive groups of ``g`` that share a fold (the
+        ``K`` positions of one logged list, :mod:`towerjax.slate_reward_model`), so no model sees a
+        row of a group it predicts; ``g`` divides ``n``. ``g = 1`` (default): each row its own."""
         folds, n = self.config.folds, data.n_rounds
         key_split, key_fit = jax.random.split(key)
         if folds == 1:
             params = jax.tree.map(lambda v: v[None], self.fit(key, data))
             return FoldFits(params, jnp.zeros(n, jnp.int32))
-        if folds > n:
-            raise InputError("reward_model.folds", f"expected at most the {n} logged rows, got {folds}")
-        fold = jax.random.permutation(key_split, n) % folds
+        group_size = check_positive_int("group_size", group_size)
+        if n % group_size:
+            raise InputError("group_size", f"expected a divisor of the {n} logged rows, got {group_size}")
+        groups = n // group_size
+        if folds > groups:
+            what = "logged rows" if group_size == 1 else f"groups of {group_size} rows"
+            raise InputError("reward_model.folds", f"expected at most the {groups} {what}, got {folds}")
+        fold = jax.random.permutation(key_split, groups) % folds
+        if group_size > 1:
+            fold = jnp.repeat(fold, group_size)
         # Fold k's training rows first (stable order), then its own rows; the first
-        # n - floor(n / K) rows hold every training row (one held-out row pads the folds
-        # that are a row smaller), so every fit has the same static size.
-        size = n - n // folds
+        # n - g floor(n / (g K)) rows hold every training row (held-out rows pad the folds
+        # that are a group smaller), so every fit has the same static size.
+        size = n - group_size * (groups // folds)
         order = jax.vmap(lambda k: jnp.argsort(fold == k, stable=True)[:size])(jnp.arange(folds))
         weight = (fold[order] != jnp.arange(folds)[:, None]).astype(jnp.float32)
         # One fit after the other (lax.map), not a vmap: XLA's CPU backend runs the batched

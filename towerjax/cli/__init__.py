@@ -19,7 +19,7 @@ import sys
 
 from towerjax import jsonio
 from towerjax.checks import InputError
-from towerjax.cli import flags
+from towerjax.cli import flags, slate
 from towerjax.cli.arguments import Parser, check_output_flag, flag_text, input_error_text, subcommand
 from towerjax.outputs import write_file
 from towerjax.training import NonFiniteError, TrainingInterrupted, expose_cpu_cores, train_seeds
@@ -35,7 +35,12 @@ _say = functools.partial(print, flush=True)
 
 def _train(args: argparse.Namespace) -> int:
     if args.logs is not None:
+        if slate.wants_slate(args):
+            return slate.train_slate(args, functools.partial(_progress_line, args.subparser))
         return _train_own_logs(args)
+    for name in ("slate", "positions", "marginal_pscore_column", "iips_samples"):
+        if getattr(args, name) not in (None, False):
+            raise InputError(name, "is for slate logs: pass --logs too")
     problem = flags.synthetic_problem(args)
     config = flags.train_config(args)
     problem.check_batch_size(config.batch_size)
@@ -148,6 +153,7 @@ def _evaluate_slate(args: argparse.Namespace) -> int:
         item_column=args.item_column,
         reward_column=args.reward_column,
         pscore_column=args.pscore_column,
+        marginal_pscore_column=args.marginal_pscore_column,
         positions=args.positions,
         seed=args.seed,
         n_bootstrap=args.n_bootstrap,
@@ -215,15 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="towerjax", description="Off-policy learning of two-tower policies in JAX.")
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     headline.add_parser(commands)
-    flags.add_train_flags(
-        subcommand(
-            commands,
-            "train",
-            _train,
-            help="train one configuration over several seeds; on --logs, search for the best policy they "
-            "support (--search none: one configuration)",
-        )
+    train = subcommand(
+        commands,
+        "train",
+        _train,
+        help="train one configuration over several seeds; on --logs, search for the best policy they "
+        "support (--search none: one configuration); on slate logs (--slate), a list policy",
     )
+    flags.add_train_flags(train)
+    slate.add_slate_flags(train)
     flags.add_evaluate_flags(
         subcommand(
             commands, "evaluate", _evaluate, help="off-policy estimates of saved models on logs, side by side"

@@ -43,6 +43,7 @@ from towerjax.cli.arguments import (
     probability,
 )
 from towerjax.evaluation import ESTIMATORS
+from towerjax.list_objectives import LIST_OBJECTIVES
 from towerjax.objectives import ALIASES, OBJECTIVES
 from towerjax.synthetic import SyntheticProblem
 from towerjax.tables import NUMERIC_STRINGS, EncodingOptions
@@ -297,11 +298,11 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--objective",
-        choices=tuple(OBJECTIVES),
+        choices=(*OBJECTIVES, *(n for n in LIST_OBJECTIVES if n not in OBJECTIVES)),
         default=None,
         help=f"learning objective; with --logs, given without --search, it trains this one configuration "
-        f"(with --search default, the search's only objective besides the baselines) "
-        f"[default {defaults.objective.name}]",
+        f"(with --search default, the search's only objective besides the baselines); with --slate, a list "
+        f"objective ({', '.join(LIST_OBJECTIVES)}) [default {defaults.objective.name}]",
     )
     add_field_flags(parser, TrainConfig, TRAINING_FLAGS, {"": defaults, "seed-study": seed})
     parser.add_argument(
@@ -397,7 +398,12 @@ def given(args: argparse.Namespace, flags: typing.Iterable[str]) -> dict[str, ty
 
 
 def objective_name(args: argparse.Namespace) -> str:
-    """``--objective``, or the default objective's name when it is not given."""
+    """``--objective``, or the default objective's name when it is not given; InputError for a list
+    objective (they train on slate logs: ``--slate``)."""
+    if args.objective is not None and args.objective not in OBJECTIVES:
+        raise InputError(
+            "objective", f"{args.objective!r} is a list objective: for slate logs (--logs with --slate)"
+        )
     return args.objective or TrainConfig().objective.name
 
 
@@ -590,7 +596,7 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
         "size and the largest importance weight; dm and the DR family use a reward model "
         "cross-fitted on these logs. --randomized adds the unbiased value; with several --model, "
         "each model minus the first for ipw, snipw and dr, paired on the same rows. Then 'the estimate' "
-        "(SLOPE's choice of the dr-os shrinkage, with its reason) and, for rewards in [0, 1], an "
+        "(the dr-os shrinkage with the smallest estimated MSE among those SLOPE admits, with its reason) and, for rewards in [0, 1], an "
         "empirical-Bernstein 95% lower bound. --slate evaluates the model's list policy on multi-position logs."
     )
     parser.add_argument(
@@ -623,14 +629,21 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slate",
         action="store_true",
-        help="multi-position logs: columns item_id_k, reward_k, pscore_k (k = 1..K; pscore_k the logger's "
-        "probability of the item at k given those above); estimates of the model's Plackett-Luce list policy",
+        help="multi-position logs: columns item_id_k, reward_k and pscore_k (k = 1..K; the logger's "
+        "probability of the item at k given those above: sips, rips, their SN forms, cascade-dr with a "
+        "position-aware reward model cross-fitted on the logs) and/or marginal_pscore_k (the logger's "
+        "position marginal: iips, sniips, pseudo-inverse); estimates of the model's Plackett-Luce list policy",
     )
     parser.add_argument(
         "--positions",
         type=positive_int,
         default=None,
         help="with --slate: K [default every item_id_k present]",
+    )
+    parser.add_argument(
+        "--marginal-pscore-column",
+        default="marginal_pscore",
+        help="with --slate: the stem of the logger's position-marginal columns (stem_1..stem_K)",
     )
 
 

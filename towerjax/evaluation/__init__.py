@@ -46,7 +46,7 @@ from towerjax.evaluation.results import (
     normal_interval,
     weight_diagnostics,
 )
-from towerjax.evaluation.selection import FAMILIES, Choice, choose_estimator, slope
+from towerjax.evaluation.selection import FAMILIES, RULES, Choice, choose_estimator, slope, slope_mse
 from towerjax.evaluation.slate import SLATE_ESTIMATORS, slate_estimates, slate_estimator_terms, slate_terms
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "ESTIMATORS",
     "FAMILIES",
     "ROW_SUM_TOLERANCE",
+    "RULES",
     "SLATE_ESTIMATORS",
     "Z_95",
     "Choice",
@@ -75,6 +76,7 @@ __all__ = [
     "slate_estimator_terms",
     "slate_terms",
     "slope",
+    "slope_mse",
     "summarize_terms",
     "validation_estimates",
     "weight_diagnostics",

@@ -22,7 +22,12 @@ from jax.typing import ArrayLike
 
 from towerjax.checks import InputError
 
-__all__ = ["bernstein_lower_bound", "default_clip"]
+__all__ = ["LOWER_BOUND_METHOD", "bernstein_lower_bound", "default_clip", "lower_bound_entry"]
+
+LOWER_BOUND_METHOD = (
+    "empirical Bernstein (Maurer & Pontil 2009; Thomas et al. 2015), X = min(w, clip) r, clip = n^(1/3)"
+)
+"""What :func:`lower_bound_entry` says the bound is."""
 
 
 def default_clip(n: int) -> float:
@@ -68,3 +73,23 @@ def bernstein_lower_bound(
     x = np.minimum(w, b) * reward
     log_term = math.log(2 / delta)
     return float(x.mean() - math.sqrt(2 * x.var(ddof=1) * log_term / n) - 7 * b * log_term / (3 * (n - 1)))
+
+
+def lower_bound_entry(w: ArrayLike, reward: ArrayLike, *, delta: float = 0.05) -> dict | None:
+    """``{"value", "clip", "delta", "method"}``: :func:`bernstein_lower_bound` at the default clip
+    (:func:`default_clip` of ``n``), or ``None`` when some reward is outside ``[0, 1]`` (the bound
+    needs bounded rewards). What ``towerjax evaluate`` and training's report print as the lower bound.
+
+    >>> lower_bound_entry(np.ones(4), np.array([0.0, 2.0, 1.0, 1.0])) is None
+    True
+    """
+    reward = np.asarray(reward, np.float64)
+    if not np.all((reward >= 0) & (reward <= 1)):
+        return None
+    clip = default_clip(reward.shape[0])
+    return {
+        "value": bernstein_lower_bound(w, reward, clip=clip, delta=delta),
+        "clip": clip,
+        "delta": delta,
+        "method": LOWER_BOUND_METHOD,
+    }

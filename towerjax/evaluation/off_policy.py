@@ -255,7 +255,8 @@ def chosen_estimate(
     lambdas: tuple[float, ...] | None = None,
     delta: float = 0.05,
 ) -> Choice:
-    """The estimate to report: SLOPE's choice within one estimator family on these logs, with the reason.
+    """The estimate to report: the choice within one estimator family on these logs, with the reason
+    (rule ``slope-mse``: the smallest estimated MSE among the members SLOPE admits).
 
     The same logs and checks as :func:`off_policy_estimates`; the family is ``dr-os`` (shrinkage
     ``lambda``, ``inf`` is ``dr``) when ``q_hat`` is given, else ``ipw-cap`` (``mean(min(w, lambda) r)``,

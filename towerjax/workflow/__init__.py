@@ -14,6 +14,9 @@ Modules:
   estimates).
 - :mod:`~towerjax.workflow.report`: ``report.json`` (with the search's table and verdict), its
   summary lines and :func:`plot_curves`, all read from the training or search result.
+- :mod:`~towerjax.workflow.train_slate`: :func:`fit_slate`, a Plackett-Luce list policy from
+  slate logs (``towerjax train --slate``), with its steps in :mod:`~towerjax.workflow.slate_steps`
+  (training the seeds, estimating them on held-out lists, the verdict, saving).
 - :mod:`~towerjax.workflow.evaluate`: :func:`evaluate`, off-policy estimates of saved policies
   with their paired differences (the estimator core of :mod:`towerjax.evaluation`).
 - :mod:`~towerjax.workflow.recommend`: :func:`recommend` (top-k lists or Boltzmann slates as a
@@ -27,6 +30,7 @@ from towerjax.workflow.fit import FitResult, fit
 from towerjax.workflow.io import IMAGE_SUFFIXES, TABLE_SUFFIXES, check_image_path, read_table, write_table
 from towerjax.workflow.recommend import Recommendations, export, recommend
 from towerjax.workflow.report import REPORT_FORMAT, plot_curves
+from towerjax.workflow.train_slate import SlateFitResult, fit_slate, is_slate_log
 
 __all__ = [
     "DIFFERENCE_ESTIMATORS",
@@ -36,10 +40,13 @@ __all__ = [
     "Evaluation",
     "FitResult",
     "Recommendations",
+    "SlateFitResult",
     "check_image_path",
     "evaluate",
     "export",
     "fit",
+    "fit_slate",
+    "is_slate_log",
     "plot_curves",
     "read_table",
     "recommend",

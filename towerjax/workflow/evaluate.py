@@ -335,7 +335,8 @@ def evaluate(
 
     The estimate. Beside the table, per model: SLOPE's choice of the ``dr-os`` shrinkage
     (:func:`~towerjax.evaluation.chosen_estimate`, Lepski's principle over ``lambda = inf`` (``dr``)
-    and a geometric grid) with the reason, and for rewards in ``[0, 1]`` the empirical-Bernstein 95%
+    and a geometric grid, then the smallest estimated MSE among the members it admits) with the
+    reason, and for rewards in ``[0, 1]`` the empirical-Bernstein 95%
     lower bound on ``V(pi)`` with IPS weights clipped at ``n^(1/3)``
     (:func:`~towerjax.evaluation.off_policy_lower_bound`); :attr:`Evaluation.chosen` holds both.
 

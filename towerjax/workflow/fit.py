@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +292,7 @@ def fit(
         unseen=unseen,
         notes=notes + trained.notes,
         search=trained.search,
+        estimate=trained.estimate,
     )
     for line in fit_summary(report, features=False).splitlines()[1:]:
         say(line)
@@ -456,30 +457,49 @@ def read_validation(
 
 def save_fit(directory: Path, policy: SavedPolicy, report: dict, overwrite: bool) -> None:
     """Saves the policy (the files of :func:`~towerjax.serving.save_model`), ``report.json`` and
-    ``curves.png`` into ``directory`` in one atomic write
-    (:func:`~towerjax.outputs.replacing_folder`)."""
+    ``curves.png`` into ``directory`` in one atomic write (:func:`save_model_folder`)."""
+    metadata = {
+        "columns": {k: None if v is None else str(v) for k, v in report["columns"].items() if k != "context"},
+        "chosen_seed": report["selection"]["chosen_seed"],
+        **search_metadata(report),
+    }
+    save_model_folder(
+        directory,
+        policy,
+        report,
+        metadata,
+        overwrite,
+        figure=lambda staging: plot_curves(report, staging / "curves.png"),
+    )
+
+
+def save_model_folder(
+    directory: Path,
+    policy: SavedPolicy,
+    report: dict,
+    metadata: dict,
+    overwrite: bool,
+    figure: Callable[[Path], Any] | None = None,
+) -> None:
+    """Writes a trained model's folder in one atomic write (:func:`~towerjax.outputs.replacing_folder`):
+    the policy's files (:func:`~towerjax.serving.store.model_files`, ``model.json`` holding
+    ``report["sources"]``, ``metadata`` and a pointer to ``report.json``), ``report.json``, and what
+    ``figure(staging_folder)`` draws there."""
     files = model_files(
         params=policy.params,
         config=policy.config,
         item_ids=policy.item_ids,
         item_features=policy.item_features,
         encoding=policy.encoding,
-        metadata={
-            "source": report["sources"],
-            "columns": {
-                k: None if v is None else str(v) for k, v in report["columns"].items() if k != "context"
-            },
-            "chosen_seed": report["selection"]["chosen_seed"],
-            "report": "report.json",
-            **search_metadata(report),
-        },
+        metadata={"source": report["sources"], **metadata, "report": "report.json"},
     )
     files["report.json"] = jsonio.dumps(report, indent=2).encode()
     with replacing_folder(
         directory, argument="out", overwrite=overwrite, own=MODEL_FILES, marker="model.json"
     ) as staging:
         write_files(staging, files)
-        plot_curves(report, staging / "curves.png")
+        if figure is not None:
+            figure(staging)
 
 
 def search_metadata(report: dict) -> dict:

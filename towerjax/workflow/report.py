@@ -5,7 +5,8 @@ it recorded per epoch, and of each seed's returned parameters), the data and the
 seed, or of a search's candidate (its table and verdict, :class:`~towerjax.training.SearchResult`);
 :func:`fit_summary` prints it in a few lines; :func:`plot_curves` draws the validation
 curves with their bands. Nothing here estimates anything again: the numbers come from
-training (:class:`~towerjax.training.TrainResult`, :func:`~towerjax.training.train_search`)
+training (:class:`~towerjax.training.TrainResult`, :func:`~towerjax.training.train_search`,
+the training step's estimate on the held-out rows, :func:`~towerjax.workflow.train.held_out_estimate`)
 and from the logs themselves.
 """
 
@@ -260,6 +261,7 @@ def fit_report(
     unseen: dict | None,
     notes: list[str],
     search: Any = None,
+    estimate: dict | None = None,
 ) -> dict:
     """What ``report.json`` holds (written with :func:`towerjax.jsonio.dumps`).
 
@@ -346,6 +348,7 @@ def fit_report(
             ),
         },
         "notes": notes,
+        "estimate": estimate,
     }
     if search is not None:
         report["search"] = search.to_dict()
@@ -354,7 +357,8 @@ def fit_report(
 
 def fit_summary(report: dict, *, features: bool = True) -> str:
     """A few lines: the data; then the search's table and verdict lines, or each seed's
-    selected epoch and estimate and the chosen seed; the notes."""
+    selected epoch and estimate and the chosen seed; the kept policy's estimate on the held-out
+    rows (:func:`estimate_lines`); the notes."""
     data = report["data"]
     search = report.get("search")
     if search is not None:
@@ -379,8 +383,31 @@ def fit_summary(report: dict, *, features: bool = True) -> str:
                 line += f", {name} {est['value']:.4f} [{est['low']:.4f}, {est['high']:.4f}]"
             lines.append(line)
         lines.append(f"  kept seed {report['selection']['chosen_seed']}: {report['selection']['why']}")
+    if report.get("estimate") is not None:
+        lines.extend(estimate_lines(report["estimate"]))
     lines.extend(f"  note: {note}" for note in report["notes"])
     return "\n".join(lines)
+
+
+def estimate_lines(estimate: dict) -> list[str]:
+    """The two lines of :func:`fit_summary` on ``report["estimate"]``: the estimate on the held-out rows
+    with its 95% interval and the lower bound, then why SLOPE chose it."""
+    choice = estimate["the_estimate"]
+    est = choice["estimate"]
+    line = (
+        f"  the estimate on the {estimate['n']} {estimate['rows']} rows: {choice['name']} = "
+        f"{_number(est['value']):.4f} [{_number(est['wald_low']):.4f}, {_number(est['wald_high']):.4f}]"
+    )
+    bound = estimate["lower_bound"]
+    if bound is not None:
+        line += f"; V >= {bound['value']:.4f} at {1 - bound['delta']:.0%} confidence (empirical Bernstein)"
+    lines = [line, f"    why: {choice['reason']}"]
+    if estimate["rows"] == "validation":
+        lines.append(
+            "    these rows also chose the kept epoch and seed, so the estimate leans optimistic; a search "
+            "(the default) reports on rows that chose nothing"
+        )
+    return lines
 
 
 def search_lines(search: dict) -> list[str]:

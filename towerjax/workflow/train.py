@@ -11,6 +11,10 @@
   candidate of a :class:`~towerjax.training.Search`, chooses one on selection rows and reports
   it on report rows beside the logging policy (SPEC 9); :func:`check_search_validation` and
   :func:`ignored_settings` say, before it, what a search cannot do or does not use.
+
+Either step also gives the kept policy's "estimate" on its held-out rows (:func:`held_out_estimate`:
+SLOPE's choice with its reason and the empirical-Bernstein lower bound, as ``towerjax evaluate`` gives
+it), from one forward pass of the kept parameters on those rows.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from towerjax.checks import InputError
 from towerjax.data import LoggedData
+from towerjax.evaluation.selection import estimate_entry
 from towerjax.training import (
     EpochLines,
     Search,
@@ -35,6 +40,7 @@ from towerjax.training import (
     train_seeds,
     validation_rows,
 )
+from towerjax.training.loop import estimator_inputs
 from towerjax.workflow.io import Progress
 from towerjax.workflow.report import criterion_values
 
@@ -70,6 +76,8 @@ class Trained:
       source: where held-out rows came from, when not from validation logs.
       notes: lines for the report.
       search: the :class:`~towerjax.training.SearchResult`, or ``None``.
+      estimate: the kept policy's estimate on its held-out rows (:func:`held_out_estimate`), or
+        ``None`` without held-out rows.
     """
 
     config: TrainConfig
@@ -84,6 +92,7 @@ class Trained:
     source: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     search: SearchResult | None = None
+    estimate: dict | None = None
 
 
 def run_one(
@@ -131,6 +140,9 @@ def run_one(
     selected, criterion = selected_estimates(result, config, validation_data is not None)
     chosen = 0 if selected is None else int(np.argmax(criterion_values(selected, criterion)))
     params = jax.tree.map(lambda a: a[chosen], result.params)
+    estimate = (
+        None if validation_data is None else held_out_estimate(config, params, validation_data, "validation")
+    )
     return Trained(
         config=config,
         params=params,
@@ -143,6 +155,7 @@ def run_one(
         validation=validation_data,
         source=validation_source,
         notes=notes,
+        estimate=estimate,
     )
 
 
@@ -183,6 +196,7 @@ def run_search(
         )
     timing = {"seconds": found.seconds, "objectives": found.timings}
     held_out = data if found.split["of"] == "data" else validation_data
+    report_rows = held_out.take_rows(found.split["report"])
     return Trained(
         config=chosen_config,
         params=found.params,
@@ -195,7 +209,27 @@ def run_search(
         validation=held_out.take_rows(found.split["select"]),
         source=source,
         search=found,
+        estimate=held_out_estimate(chosen_config, found.params, report_rows, "report"),
     )
+
+
+def held_out_estimate(
+    config: TrainConfig, params: dict, rows: LoggedData, which: str, *, delta: float = 0.05
+) -> dict:
+    """The kept policy's "estimate" on held-out ``rows`` (a search's report rows, else the validation
+    rows): ``{"rows": which, "n", "the_estimate", "lower_bound"}``.
+
+    One forward pass of ``params`` on ``rows`` gives ``w_i = pi(a_i|x_i) / p_i`` ``[n]``
+    (:func:`~towerjax.training.loop.estimator_inputs`); then
+    :func:`~towerjax.evaluation.selection.estimate_entry`, the rule ``towerjax evaluate`` uses: the choice
+    within a family by SLOPE's admitted set and the smallest estimated MSE, with its reason, and for rewards in ``[0, 1]`` the empirical-Bernstein lower
+    bound. Training keeps no reward model's predictions for these rows, so the family is ``ipw-cap``
+    (capped IPS, ``mean(min(w, lambda) r)``; ``dr-os`` needs ``q_hat``).
+    """
+    inputs = jax.jit(estimator_inputs, static_argnums=(0, 1))(config, None, None, params, rows)
+    w = np.asarray(inputs["w"], np.float64)
+    reward = np.asarray(rows.reward, np.float64)
+    return {"rows": which, "n": int(rows.n_rounds), **estimate_entry(w, reward, delta=delta)}
 
 
 def check_search_validation(config: TrainConfig, validation: Any, no_validation: bool) -> None:

@@ -61,34 +61,50 @@ importance weights of ``ips``, ``dr`` and ``snips`` are capped at 10
 4.5e-5, so uncapped weights reach the thousands, and for DR every unclicked
 low-propensity row (``w (0 - q_hat)``) would dominate its batch.
 
+Three positions as lists: :mod:`towerjax.studies.obd.lists` (``towerjax study obd-lists``) trains
+Plackett-Luce list policies on position rows and values them on all three slots.
+
 Modules: :mod:`~towerjax.studies.obd.data` (the two logs read and aligned),
 :mod:`~towerjax.studies.obd.estimates` (slot-averaged estimates, intervals and permutation
 tests), :mod:`~towerjax.studies.obd.study` (the learners, the run and its command) and
 :mod:`~towerjax.studies.obd.report` (the Markdown table).
 """
 
+from towerjax.studies.obd import lists, study
 from towerjax.studies.obd.data import POSITION_HANDLINGS, ObdData, prepare_obd
 from towerjax.studies.obd.estimates import slot_estimates
+from towerjax.studies.obd.list_report import format_obd_lists
+from towerjax.studies.obd.lists import LIST_LEARNERS, ObdListStudy, run_obd_list_study
 from towerjax.studies.obd.report import format_obd
 from towerjax.studies.obd.study import (
     OBD_LEARNERS,
     ObdStudy,
-    add_parser,
     learner_config,
     learner_objective,
     run_obd_study,
 )
 
+
+def add_parser(subparsers) -> None:
+    """``towerjax study obd`` and ``towerjax study obd-lists``."""
+    study.add_parser(subparsers)
+    lists.add_parser(subparsers)
+
+
 __all__ = [
+    "LIST_LEARNERS",
     "OBD_LEARNERS",
     "POSITION_HANDLINGS",
     "ObdData",
+    "ObdListStudy",
     "ObdStudy",
     "add_parser",
     "format_obd",
+    "format_obd_lists",
     "learner_config",
     "learner_objective",
     "prepare_obd",
+    "run_obd_list_study",
     "run_obd_study",
     "slot_estimates",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 from towerjax.evaluation import estimator_terms, mean_se, normal_interval, paired_difference
 from towerjax.studies.obd.data import ObdData
 
-__all__ = ["baselines", "row_terms", "slot_estimates"]
+__all__ = ["baselines", "permutation_pvalues", "row_terms", "slot_estimates"]
 
 
 def baselines(data: ObdData, permutations: int, seed: int) -> tuple[dict, dict]:
@@ -112,7 +112,7 @@ def slot_estimates(
         "ips": _slot_average(per["diff_ips"], significance=True),
         "snips": _slot_average(per["diff_snips"], significance=True),
     }
-    p_ips, p_snips = _permutation_pvalues(mixture, permutations, np.random.default_rng(seed))
+    p_ips, p_snips = permutation_pvalues(mixture, permutations, np.random.default_rng(seed))
     out["difference"]["ips"]["p_permutation"] = p_ips
     out["difference"]["snips"]["p_permutation"] = p_snips
     out["ess"] = ess
@@ -135,7 +135,7 @@ def row_terms(w: np.ndarray, reward: np.ndarray) -> dict[str, np.ndarray]:
         return {name: np.asarray(t, np.float64) for name, t in terms.items()}
 
 
-def _permutation_pvalues(
+def permutation_pvalues(
     mixture: Sequence[tuple[np.ndarray, np.ndarray]], permutations: int, rng: np.random.Generator
 ) -> tuple[float, float]:
     """Two-sided p-values of the IPS and SNIPS differences under "clicks ignore the policy".
