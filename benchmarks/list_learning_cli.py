@@ -15,6 +15,7 @@ recommend`` serves) beside it, and each run's own held-out verdict.
 
     python benchmarks/list_learning_cli.py                  # 3 seeds, about 2 minutes on 2 busy cores
     python benchmarks/list_learning_cli.py --marginals      # the logs carry position marginals: sniips
+    python benchmarks/list_learning_cli.py --marginals --items   # and the item tower reads the item features
 
 One JSON line on stdout; progress (the command's own lines) on stderr.
 """
@@ -81,6 +82,12 @@ def main() -> None:
     parser.add_argument("--n-logs", type=int, default=5000)
     parser.add_argument("--n-eval", type=int, default=5000)
     parser.add_argument("--marginals", action="store_true", help="write marginal_pscore_k columns too")
+    parser.add_argument(
+        "--items", action="store_true", help="write the problem's item features as items.csv and pass --items"
+    )
+    parser.add_argument(
+        "--train-args", default="", help="more flags for towerjax train (a diagnosis, not the defaults)"
+    )
     args = parser.parse_args()
 
     problem = slate_problem(jax.random.key(0))
@@ -91,13 +98,22 @@ def main() -> None:
     print(f"logging value {v_log:.4f}, best {v_best:.4f}, {args.seeds} seeds", file=sys.stderr)
     gaps, gaps_top, verdicts, seconds = [], [], [], []
     with tempfile.TemporaryDirectory() as root:
+        extra = args.train_args.split()
+        if args.items:
+            features = np.asarray(problem.item_features)
+            items = pd.DataFrame(features, columns=[f"f{j}" for j in range(features.shape[1])])
+            items.insert(0, "item_id", [f"i{a}" for a in range(problem.n_items)])
+            items.to_csv(Path(root) / "items.csv", index=False)
+            extra = ["--items", str(Path(root) / "items.csv"), *extra]
         for s in range(args.seeds):
             logs = sample_slate_logs(seed_keys[s], problem, args.n_logs)
             path, model = Path(root) / f"slate{s}.csv", Path(root) / f"model{s}"
             slate_csv(logs, path, args.marginals)
             start = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):
-                status = towerjax_main(["train", "--logs", str(path), "--out", str(model), "--seed", str(s)])
+                status = towerjax_main(
+                    ["train", "--logs", str(path), "--out", str(model), "--seed", str(s), *extra]
+                )
             if status != 0:
                 raise SystemExit(status)
             seconds.append(time.perf_counter() - start)
@@ -111,7 +127,9 @@ def main() -> None:
             objective = report["config"]["objective"]
             print(f"seed {s}: gap closed {gaps[-1]:.3f} (top-K {gaps_top[-1]:.3f})", file=sys.stderr)
     row = {
-        "path": "towerjax train --logs slate.csv (defaults)",
+        "path": "towerjax train --logs slate.csv"
+        + (" --items items.csv" if args.items else "")
+        + (f" {args.train_args}" if args.train_args else " (defaults)"),
         "objective": objective,
         "marginals": args.marginals,
         "seeds": args.seeds,

@@ -105,13 +105,13 @@ def test_report_json_has_the_search_table_with_the_logging_and_popularity_baseli
     why = report["validation"]["dr"]["skipped"]
     assert "60 validation rows x 4 items = 240 (row, item) pairs, above the limit of 100" in why
     assert why in report["notes"] and report["validation"]["snips"]["skipped"] is None
-    # "the estimate" of the chosen policy on the report rows (SLOPE-MSE within ipw-cap, the lower bound)
+    # "the estimate" of the chosen policy on the report rows: SLOPE-MSE within dr-os (the search's
+    # reward model), whose lambda = inf member is the table's DR estimate of the chosen policy
     estimate = report["estimate"]
     assert (estimate["rows"], estimate["n"]) == ("report", 60)
-    assert (
-        estimate["the_estimate"]["family"] == "ipw-cap"
-        and estimate["the_estimate"]["candidates"][0]["lambda"] == "inf"
-    )
+    widest = estimate["the_estimate"]["candidates"][0]
+    assert estimate["the_estimate"]["family"] == "dr-os" and widest["lambda"] == "inf"
+    assert widest["value"] == pytest.approx(table[0]["dr"]["value"], rel=1e-5, abs=1e-7)
     assert set(estimate["lower_bound"]) == {"value", "clip", "delta", "method"}
 
 

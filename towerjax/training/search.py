@@ -267,6 +267,9 @@ class SearchResult:
         ``"train"`` indexes ``data``; ``"select"`` and ``"report"`` index ``data`` when the search
         split it (``"of": "data"``) or the given ``validation`` logs, halved
         (``"of": "validation"``; ``"train"`` is then every row of ``data``).
+      report_inputs: the chosen policy's per-row estimator inputs on the report rows, ``{"w",
+        "direct", "q_logged"}`` ``[n]`` float64 (the reward model fitted on the training rows), from
+        which its "estimate" is chosen (:func:`towerjax.workflow.train.held_out_estimate`).
     """
 
     chosen: Candidate
@@ -283,6 +286,7 @@ class SearchResult:
     criterion: str
     timings: dict[str, dict] = dataclasses.field(default_factory=dict)
     split: dict[str, np.ndarray | str] | None = None
+    report_inputs: dict[str, np.ndarray] | None = None
 
     def summary(self) -> str:
         """The report table as text, then the verdict lines."""
@@ -417,7 +421,9 @@ def train_search(
         )
     reward_model = RewardModel(config.reward_model)
     fit = jax.jit(reward_model.fit)(key_fit, train)
-    table = _report_table(runs, candidates, best, reward_model, fit, train, report, search, test_data)
+    table, report_inputs = _report_table(
+        runs, candidates, best, reward_model, fit, train, report, search, test_data
+    )
     chosen_row = table[0]
     group, c, s = best
     config_group, values, result = runs[group]
@@ -446,6 +452,7 @@ def train_search(
         criterion=search.criterion,
         timings=timings,
         split=split,
+        report_inputs=report_inputs,
     )
 
 
@@ -566,9 +573,12 @@ def _row(name, objective, values, epoch, lower, inputs, reward, criterion, loggi
     }
 
 
-def _report_table(runs, candidates, best, reward_model, fit, train, report, search, test_data) -> list[dict]:
+def _report_table(
+    runs, candidates, best, reward_model, fit, train, report, search, test_data
+) -> tuple[list[dict], dict[str, np.ndarray]]:
     """The chosen policy's row, the best candidate of each other objective, popularity and
-    logging, all on the report rows."""
+    logging, all on the report rows; and the chosen policy's per-row estimator inputs there
+    (``w``, ``direct``, ``q_logged`` ``[n]``, :attr:`SearchResult.report_inputs`)."""
     reward = np.asarray(report.reward, np.float64)
     logging_terms = reward
     criterion = search.criterion
@@ -597,6 +607,8 @@ def _report_table(runs, candidates, best, reward_model, fit, train, report, sear
         candidate = Candidate(config_group, values[c])
         params = jax.tree.map(lambda a, s=s, c=c: a[s, c], result.params)
         inputs = inputs_of(config_group, params, jnp.float32(values[c]["temperature"]))
+        if entry is chosen:
+            chosen_inputs = {k: np.asarray(v, np.float64) for k, v in inputs.items()}
         name = ("chosen: " if entry is chosen else "") + candidate.label
         table.append(
             _row(
@@ -661,4 +673,4 @@ def _report_table(runs, candidates, best, reward_model, fit, train, report, sear
             "true_value": true_value,
         }
     )
-    return table
+    return table, chosen_inputs

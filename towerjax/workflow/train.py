@@ -209,27 +209,36 @@ def run_search(
         validation=held_out.take_rows(found.split["select"]),
         source=source,
         search=found,
-        estimate=held_out_estimate(chosen_config, found.params, report_rows, "report"),
+        estimate=held_out_estimate(chosen_config, found.params, report_rows, "report", found.report_inputs),
     )
 
 
 def held_out_estimate(
-    config: TrainConfig, params: dict, rows: LoggedData, which: str, *, delta: float = 0.05
+    config: TrainConfig,
+    params: dict,
+    rows: LoggedData,
+    which: str,
+    inputs: dict | None = None,
+    *,
+    delta: float = 0.05,
 ) -> dict:
     """The kept policy's "estimate" on held-out ``rows`` (a search's report rows, else the validation
     rows): ``{"rows": which, "n", "the_estimate", "lower_bound"}``.
 
-    One forward pass of ``params`` on ``rows`` gives ``w_i = pi(a_i|x_i) / p_i`` ``[n]``
-    (:func:`~towerjax.training.loop.estimator_inputs`); then
-    :func:`~towerjax.evaluation.selection.estimate_entry`, the rule ``towerjax evaluate`` uses: the choice
-    within a family by SLOPE's admitted set and the smallest estimated MSE, with its reason, and for rewards in ``[0, 1]`` the empirical-Bernstein lower
-    bound. Training keeps no reward model's predictions for these rows, so the family is ``ipw-cap``
-    (capped IPS, ``mean(min(w, lambda) r)``; ``dr-os`` needs ``q_hat``).
+    :func:`~towerjax.evaluation.selection.estimate_entry`, the rule ``towerjax evaluate`` uses (the
+    member of one family with the smallest estimated MSE among those SLOPE admits, with its reason,
+    and for rewards in ``[0, 1]`` the empirical-Bernstein lower bound), on the policy's per-row
+    ``inputs``: a search's :attr:`~towerjax.training.SearchResult.report_inputs` (``w``, and a reward
+    model's ``direct`` and ``q_logged``: the ``dr-os`` family), or without them one forward pass of
+    ``params`` on ``rows`` for ``w_i = pi(a_i|x_i) / p_i`` (:func:`~towerjax.training.loop.estimator_inputs`;
+    one configuration keeps no reward model's predictions for these rows: the ``ipw-cap`` family).
     """
-    inputs = jax.jit(estimator_inputs, static_argnums=(0, 1))(config, None, None, params, rows)
+    if inputs is None:
+        inputs = jax.jit(estimator_inputs, static_argnums=(0, 1))(config, None, None, params, rows)
     w = np.asarray(inputs["w"], np.float64)
     reward = np.asarray(rows.reward, np.float64)
-    return {"rows": which, "n": int(rows.n_rounds), **estimate_entry(w, reward, delta=delta)}
+    model = {k: np.asarray(inputs[k], np.float64) for k in ("direct", "q_logged") if k in inputs}
+    return {"rows": which, "n": int(rows.n_rounds), **estimate_entry(w, reward, delta=delta, **model)}
 
 
 def check_search_validation(config: TrainConfig, validation: Any, no_validation: bool) -> None:
