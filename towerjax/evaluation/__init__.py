@@ -44,6 +44,7 @@ from towerjax.evaluation.results import (
     WeightDiagnostics,
     mean_se,
     normal_interval,
+    wald_estimate,
     weight_diagnostics,
 )
 from towerjax.evaluation.selection import FAMILIES, RULES, Choice, choose_estimator, slope, slope_mse
@@ -79,5 +80,6 @@ __all__ = [
     "slope_mse",
     "summarize_terms",
     "validation_estimates",
+    "wald_estimate",
     "weight_diagnostics",
 ]

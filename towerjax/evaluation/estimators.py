@@ -25,7 +25,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from towerjax.checks import InputError
-from towerjax.evaluation.results import Estimate, mean_se, normal_interval, weight_diagnostics
+from towerjax.evaluation.results import Estimate, wald_estimate, weight_diagnostics
 from towerjax.rows import safe_ratio, take_logged
 
 if TYPE_CHECKING:
@@ -301,9 +301,7 @@ def paired_difference(terms_a: ArrayLike, terms_b: ArrayLike) -> Estimate:
         raise InputError("terms_a", f"expected shape [n] with n >= 2, got {a.shape}")
     if b.shape != a.shape:
         raise InputError("terms_b", f"expected shape {a.shape} to match terms_a, got {b.shape}")
-    value, stderr = mean_se(a - b)
-    low, high = normal_interval(value, stderr)
-    return Estimate(value=value, stderr=stderr, wald_low=low, wald_high=high)
+    return wald_estimate(a - b)
 
 
 def estimates_from_terms(

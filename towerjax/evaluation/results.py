@@ -16,7 +16,15 @@ from jax.typing import ArrayLike
 from towerjax.checks import InputError
 from towerjax.rows import safe_ratio
 
-__all__ = ["Z_95", "Estimate", "WeightDiagnostics", "mean_se", "normal_interval", "weight_diagnostics"]
+__all__ = [
+    "Z_95",
+    "Estimate",
+    "WeightDiagnostics",
+    "mean_se",
+    "normal_interval",
+    "wald_estimate",
+    "weight_diagnostics",
+]
 
 Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 
@@ -87,6 +95,14 @@ class Estimate(NamedTuple):
         out["diagnostics"] = None if self.diagnostics is None else self.diagnostics.to_dict()
         out["note"] = self.note
         return out
+
+
+def wald_estimate(terms: ArrayLike) -> Estimate:
+    """The estimate whose per-row terms are ``terms [n]``: their mean, its standard error
+    ``std(ddof=1) / sqrt(n)`` (:func:`mean_se`) and the Wald 95% interval (:func:`normal_interval`)."""
+    value, stderr = mean_se(terms)
+    low, high = normal_interval(value, stderr)
+    return Estimate(value=value, stderr=stderr, wald_low=low, wald_high=high)
 
 
 def weight_diagnostics(w: ArrayLike) -> WeightDiagnostics:

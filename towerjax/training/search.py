@@ -39,7 +39,7 @@ import numpy as np
 from towerjax.checks import InputError, check_choice, check_nonnegative, check_positive
 from towerjax.data import LoggedData
 from towerjax.evaluation import Estimate, estimator_terms, paired_difference, weight_diagnostics
-from towerjax.evaluation.results import mean_se, normal_interval
+from towerjax.evaluation.results import wald_estimate
 from towerjax.features import take
 from towerjax.objectives import Objective, OneOf, Regression, WeightedRegression, objective_from_name
 from towerjax.reward_model import RewardModel
@@ -545,12 +545,6 @@ def _popularity_scores(train: LoggedData) -> np.ndarray:
     return rewards + 1e-9 * counts
 
 
-def _estimate(terms: np.ndarray) -> Estimate:
-    value, stderr = mean_se(terms)
-    low, high = normal_interval(value, stderr)
-    return Estimate(value=value, stderr=stderr, wald_low=low, wald_high=high)
-
-
 def _row(name, objective, values, epoch, lower, inputs, reward, criterion, logging_terms, true_value) -> dict:
     """One table row from the policy's per-row inputs on the report rows."""
     w = np.asarray(inputs["w"], np.float64)
@@ -565,8 +559,8 @@ def _row(name, objective, values, epoch, lower, inputs, reward, criterion, loggi
         "settings": values,
         "epoch": epoch,
         "select_lower": lower,
-        "snips": _estimate(snips).to_dict(),
-        "dr": _estimate(dr).to_dict(),
+        "snips": wald_estimate(snips).to_dict(),
+        "dr": wald_estimate(dr).to_dict(),
         "difference": paired_difference(chosen_terms, logging_terms).to_dict(),
         "ess": float(weight_diagnostics(jnp.asarray(w)).ess),  # of the report rows
         "true_value": true_value,
@@ -653,7 +647,7 @@ def _report_table(
             true_value,
         )
     )
-    logging = _estimate(logging_terms).to_dict()
+    logging = wald_estimate(logging_terms).to_dict()
     true_value = math.nan
     if test_data is not None and test_data.expected_reward is not None and test_data.pi_b is not None:
         true_value = float(

@@ -65,6 +65,7 @@ __all__ = [
     "count_positions",
     "evaluate_slate",
     "marginal_pscore_columns",
+    "policy_position_marginals",
     "read_slate_lists",
     "read_slate_marginals",
     "slate_columns",
@@ -281,14 +282,21 @@ def read_slate_marginals(frame: Any, columns: list[str], label: str) -> np.ndarr
     return np.stack([_read_numbers(frame, col, label, propensity=True) for col in columns], axis=1)
 
 
-def _policy_marginals(scores, lists, temperature, key) -> tuple[np.ndarray, str]:
-    """``[n, K]`` the policy's ``P_pi(a_ik at k | x_i)``: exact in row chunks when cheap, else sampled."""
+_exact_marginals = jax.jit(logged_position_marginals, static_argnums=2)  # one compile per shape and tau
+
+
+def policy_position_marginals(scores, lists, temperature, key) -> tuple[np.ndarray, str]:
+    """``([n, K] float64, how)``: the Plackett-Luce policy's ``P_pi(a_ik at k | x_i)`` of the logged
+    lists, exact in row chunks when ``n A! / (A - K)!`` is at most :data:`EXACT_MARGINAL_PAIRS`, else
+    :data:`POLICY_MARGINAL_SAMPLES` sampled lists a row (with ``key``); ``how`` says which."""
     n, k = lists.shape
     n_lists = math.perm(scores.shape[1], k)
     if n * n_lists <= EXACT_MARGINAL_PAIRS:
         chunk = max(1, min(n, EXACT_MARGINAL_PAIRS // (20 * n_lists)))
-        exact = jax.jit(lambda s, a: logged_position_marginals(s, a, temperature))
-        parts = [exact(scores[i : i + chunk], lists[i : i + chunk]) for i in range(0, n, chunk)]
+        parts = [
+            _exact_marginals(scores[i : i + chunk], lists[i : i + chunk], temperature)
+            for i in range(0, n, chunk)
+        ]
         return np.concatenate([np.asarray(p, np.float64) for p in parts]), "exact (every list enumerated)"
     sampled = logged_position_marginals(
         scores, lists, temperature, key=key, n_samples=POLICY_MARGINAL_SAMPLES
@@ -387,7 +395,9 @@ def evaluate_slate(
         summary["reward_model"] = dataclasses.asdict(reward_config)
     if marginal:
         say(f"the policy's position marginals of {lists.shape[0]} logged lists ...")
-        target_item, how = _policy_marginals(scores, lists, policy.temperature, jax.random.fold_in(key, 2))
+        target_item, how = policy_position_marginals(
+            scores, lists, policy.temperature, jax.random.fold_in(key, 2)
+        )
         given.update(pscore_item_position=pscore_item, evaluation_policy_pscore_item_position=target_item)
         notes.append(f"iips, sniips: the policy's position marginals {how}")
         summary["policy_marginals"] = how

@@ -15,31 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from towerjax.evaluation import (
     Estimate,
-    mean_se,
-    normal_interval,
     paired_difference,
     slate_estimates,
     slate_terms,
+    wald_estimate,
 )
-from towerjax.list_policy import exact_position_marginals, position_marginals, prefix_log_probs
+from towerjax.list_policy import prefix_log_probs
 from towerjax.list_training import ListTrainConfig, list_model, make_list_epochs
 from towerjax.serving import SavedPolicy
 from towerjax.slate_synthetic import SlateLogs
+from towerjax.workflow.evaluate_slate import policy_position_marginals
 from towerjax.workflow.fit import save_model_folder
 
 __all__ = [
-    "MARGINAL_SAMPLES",
     "MAX_EXACT_LISTS",
     "choose_seed",
     "compare_to_logging",
@@ -49,25 +46,22 @@ __all__ = [
     "save_slate_fit",
     "slate_report",
     "slate_summary",
-    "terms_estimate",
     "train_list_seeds",
 ]
 
 MAX_EXACT_LISTS = 5_000
-"""Above this many lists ``A! / (A - K)!``, position marginals are Monte-Carlo instead of enumerated:
-in the estimates (:data:`MARGINAL_SAMPLES` Gumbel-top-K draws a row) and in IIPS training."""
-
-MARGINAL_SAMPLES = 256
-"""Sampled lists a row for the target policy's position marginals when they are not enumerated."""
+"""Above this many lists ``A! / (A - K)!``, IIPS training samples its position marginals instead of
+enumerating every list (``ListTrainConfig.iips_samples``)."""
 
 
 # --------------------------------------------------------------------------- training
 
 
 def train_list_seeds(config, item_features, train_rows, held_rows, seeds, seed, criterion, say) -> dict:
-    """``{"params" [S, ...], "epochs": [{epoch, criterion [S]}], "timing"}``: ``seeds`` runs (keys
-    ``split(fold_in(key(seed), 1), S)``) vmapped, one compiled call per epoch, each epoch's
-    criterion estimate on the held-out lists printed."""
+    """``{"params" [S, ...], "terms": [S] x [n], "epochs": [{epoch, criterion [S]}], "timing"}``:
+    ``seeds`` runs (keys ``split(fold_in(key(seed), 1), S)``) vmapped, one compiled call per epoch,
+    each epoch's criterion estimate on the held-out lists printed; ``terms`` are the last epoch's
+    per-row criterion terms of each seed (:func:`held_out_terms`)."""
     init, epoch = make_list_epochs(config, item_features)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), seeds)
     say(
@@ -86,12 +80,11 @@ def train_list_seeds(config, item_features, train_rows, held_rows, seeds, seed, 
         carry = jax.block_until_ready(step(carry, epoch_keys[:, e], train_rows, q_hat))
         if compile_s is None:
             compile_s = time.perf_counter() - start
-        values = [
-            float(
-                np.mean(held_out_terms(config, _seed(carry[0], s), item_features, held_rows, seed)[criterion])
-            )
+        terms = [
+            held_out_terms(config, _seed(carry[0], s), item_features, held_rows, seed)[criterion]
             for s in range(seeds)
         ]
+        values = [float(np.mean(t)) for t in terms]
         curve.append({"epoch": e + 1, criterion: values})
         say(
             f"  epoch {e + 1}/{config.epochs}: {criterion} on the validation lists "
@@ -100,6 +93,7 @@ def train_list_seeds(config, item_features, train_rows, held_rows, seeds, seed, 
     seconds = time.perf_counter() - start
     return {
         "params": carry[0],
+        "terms": terms,
         "epochs": curve,
         "timing": {"seconds": round(seconds, 2), "seconds_first_epoch": round(compile_s or 0.0, 2)},
     }
@@ -124,22 +118,17 @@ def policy_scores(config: ListTrainConfig, params: dict, context: Any, item_feat
 
 def _target_pscores(config: ListTrainConfig, scores: jax.Array, logs: SlateLogs, seed: int) -> dict:
     """The evaluated list policy's propensities of the logged lists: prefixes always, position
-    marginals (exact, or :data:`MARGINAL_SAMPLES` sampled lists a row) when the logs have them."""
-    k = logs.lists.shape[1]
+    marginals (:func:`~towerjax.workflow.evaluate_slate.policy_position_marginals`, as ``evaluate
+    --slate`` computes them) when the logs have them."""
     out = {
         "evaluation_policy_pscore_cascade": np.exp(
             np.asarray(prefix_log_probs(scores, logs.lists, config.temperature), np.float64)
         )
     }
     if logs.pscore_item_position is not None:
-        n_items = scores.shape[1]
-        if math.perm(n_items, k) <= MAX_EXACT_LISTS:
-            marginals = exact_position_marginals(scores, k, config.temperature)
-        else:
-            key = jax.random.fold_in(jax.random.key(seed), 2)
-            marginals = position_marginals(key, scores, k, MARGINAL_SAMPLES, config.temperature)
-        picked = jnp.take_along_axis(marginals, logs.lists[..., None], axis=-1)[..., 0]
-        out["evaluation_policy_pscore_item_position"] = np.asarray(picked, np.float64)
+        key = jax.random.fold_in(jax.random.key(seed), 2)
+        marginals, _ = policy_position_marginals(scores, logs.lists, config.temperature, key)
+        out["evaluation_policy_pscore_item_position"] = marginals
     return out
 
 
@@ -163,13 +152,6 @@ def held_out_terms(config, params, item_features, logs: SlateLogs, seed: int) ->
     )
 
 
-def terms_estimate(terms: np.ndarray) -> Estimate:
-    """The estimate of per-row ``terms``: their mean, standard error and Wald 95% interval."""
-    value, stderr = mean_se(terms)
-    low, high = normal_interval(value, stderr)
-    return Estimate(value=value, stderr=stderr, wald_low=low, wald_high=high)
-
-
 def held_out_estimates(config, params, item_features, logs: SlateLogs, seed: int, n_bootstrap: int) -> dict:
     """``{estimator: Estimate}`` of the list policy of ``params`` on ``logs``
     (:func:`towerjax.evaluation.slate_estimates`, ``n_bootstrap`` resamples with key ``seed``)."""
@@ -184,16 +166,11 @@ def held_out_estimates(config, params, item_features, logs: SlateLogs, seed: int
     )
 
 
-def choose_seed(
-    config: ListTrainConfig, stacked_params: dict, item_features, logs: SlateLogs, seed: int, criterion: str
-) -> tuple[int, list[Estimate], np.ndarray]:
-    """``(kept seed, each seed's criterion estimate, the kept seed's per-row terms)``: the seed whose
-    ``criterion`` estimate on the held-out ``logs`` has the highest lower 95% (Wald) bound."""
-    terms = [
-        held_out_terms(config, _seed(stacked_params, s), item_features, logs, seed)[criterion]
-        for s in range(jax.tree.leaves(stacked_params)[0].shape[0])
-    ]
-    per_seed = [terms_estimate(t) for t in terms]
+def choose_seed(terms: list[np.ndarray]) -> tuple[int, list[Estimate], np.ndarray]:
+    """``(kept seed, each seed's criterion estimate, the kept seed's per-row terms)`` from each seed's
+    per-row criterion ``terms`` on the held-out lists (:func:`train_list_seeds`' last epoch): the seed
+    whose estimate has the highest lower 95% (Wald) bound."""
+    per_seed = [wald_estimate(t) for t in terms]
     chosen = int(np.argmax([e.wald_low for e in per_seed]))
     return chosen, per_seed, terms[chosen]
 
@@ -204,7 +181,7 @@ def compare_to_logging(terms: np.ndarray, logs: SlateLogs, criterion: str) -> di
     minus it paired on the same lists (:func:`towerjax.evaluation.paired_difference`), and the verdict
     from that difference's 95% interval."""
     on_policy = np.asarray(logs.rewards, np.float64).sum(axis=1)
-    logging = terms_estimate(on_policy)
+    logging = wald_estimate(on_policy)
     diff = paired_difference(terms, on_policy)
     if diff.wald_low > 0:
         verdict = "better"

@@ -287,9 +287,7 @@ def fit_slate(
     trained = train_list_seeds(
         config, data.action_context, train_rows, held_rows, seeds, seed, criterion, say
     )
-    chosen, per_seed, chosen_terms = choose_seed(
-        config, trained["params"], data.action_context, held_rows, seed, criterion
-    )
+    chosen, per_seed, chosen_terms = choose_seed(trained["terms"])
     params = jax.tree.map(lambda a: a[chosen], trained["params"])
     estimates = held_out_estimates(config, params, data.action_context, held_rows, seed, n_bootstrap)
     policy = SavedPolicy(
